@@ -1,0 +1,379 @@
+//! The console channel: a simulated WhatsApp server driven from stdin, so
+//! scripts can be tried without an account (DESIGN §4). It goes through the
+//! real host, machine and store; only the server is pretend.
+
+use std::collections::VecDeque;
+use std::io::Write;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::mpsc::UnboundedSender;
+
+use super::{BoxFuture, Channel, ChannelError, ChannelEvent, EventKind, Incoming, Outgoing};
+use crate::lifecycle::PairKind;
+
+/// The console user's chat, and the bot's own account.
+pub const USER_CHAT: &str = "you@console";
+pub const BOT_JID: &str = "me@console";
+/// Session key marking the simulated account as paired.
+pub const SESSION_KEY: &str = "console.paired";
+
+/// stdout for the console: one line per write, in the order written, and
+/// silent once closed (nothing is printed after end of input).
+#[derive(Default)]
+pub struct ConsoleOut {
+    closed: Mutex<bool>,
+}
+
+impl ConsoleOut {
+    pub fn line(&self, text: &str) {
+        let closed = self.closed.lock().unwrap_or_else(|e| e.into_inner());
+        if *closed {
+            return;
+        }
+        let mut out = std::io::stdout().lock();
+        // A closed pipe on stdout is the reader's business, not a crash.
+        let _ = writeln!(out, "{text}");
+        let _ = out.flush();
+    }
+
+    pub fn close(&self) {
+        *self.closed.lock().unwrap_or_else(|e| e.into_inner()) = true;
+    }
+}
+
+/// Persists the simulated pairing, so a restart finds the account paired.
+pub trait PairingStore: Send + Sync {
+    fn mark_paired(&self) -> Result<(), String>;
+}
+
+struct SimState {
+    events: Option<UnboundedSender<ChannelEvent>>,
+    /// The connection that is up, if any.
+    connected: Option<u64>,
+    paired: bool,
+    /// The server logged this device out while it was away: the next login fails.
+    logout_pending: bool,
+    /// Messages sent while the bot was away, delivered at the next login.
+    offline: VecDeque<Incoming>,
+    next_in: u64,
+    next_out: u64,
+    qr_count: u64,
+}
+
+/// The simulated server, shared between the channel and the stdin reader.
+pub struct ConsoleSim {
+    state: Mutex<SimState>,
+    out: Arc<ConsoleOut>,
+    pairing: Arc<dyn PairingStore>,
+}
+
+impl ConsoleSim {
+    pub fn new(
+        paired: bool,
+        out: Arc<ConsoleOut>,
+        pairing: Arc<dyn PairingStore>,
+    ) -> Arc<ConsoleSim> {
+        Arc::new(ConsoleSim {
+            state: Mutex::new(SimState {
+                events: None,
+                connected: None,
+                paired,
+                logout_pending: false,
+                offline: VecDeque::new(),
+                next_in: 0,
+                next_out: 0,
+                qr_count: 0,
+            }),
+            out,
+            pairing,
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, SimState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The channel to plug into the host for this simulated server.
+    pub fn channel(self: &Arc<Self>, events: UnboundedSender<ChannelEvent>) -> ConsoleChannel {
+        self.lock().events = Some(events);
+        ConsoleChannel { sim: self.clone() }
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.lock().connected.is_some()
+    }
+
+    /// A line typed by the user: a message to the bot. Delivered now when the
+    /// bot is online, otherwise at its next login, like the real server.
+    pub fn deliver(&self, text: &str) {
+        let mut st = self.lock();
+        st.next_in += 1;
+        let msg = Incoming {
+            id: format!("in-{}", st.next_in),
+            chat: USER_CHAT.into(),
+            sender: USER_CHAT.into(),
+            text: Some(text.into()),
+            kind: "text".into(),
+            from_me: false,
+            is_group: false,
+            push_name: Some("you".into()),
+            timestamp: unix_seconds(),
+        };
+        match st.connected {
+            Some(conn) => emit(&st, conn, EventKind::Message(msg)),
+            None => st.offline.push_back(msg),
+        }
+    }
+
+    /// `/drop CODE`: the server closes the connection with that code.
+    pub fn drop_connection(&self, code: u16) -> Result<(), String> {
+        let mut st = self.lock();
+        let Some(conn) = st.connected.take() else {
+            return Err("not connected".into());
+        };
+        emit(
+            &st,
+            conn,
+            EventKind::Closed {
+                code: Some(code),
+                kind: None,
+                message: Some(format!("console: dropped with {code}")),
+                retry_after_ms: (code == 402).then_some(60_000),
+            },
+        );
+        Ok(())
+    }
+
+    /// `/logout`: the account unlinks this device from the server side (401).
+    pub fn server_logout(&self) {
+        let mut st = self.lock();
+        st.paired = false;
+        match st.connected.take() {
+            Some(conn) => emit(
+                &st,
+                conn,
+                EventKind::Closed {
+                    code: Some(401),
+                    kind: None,
+                    message: Some("console: logged out from the phone".into()),
+                    retry_after_ms: None,
+                },
+            ),
+            None => st.logout_pending = true,
+        }
+    }
+
+    fn out_id(st: &mut SimState) -> String {
+        st.next_out += 1;
+        format!("out-{}", st.next_out)
+    }
+}
+
+fn emit(st: &SimState, conn: u64, kind: EventKind) {
+    if let Some(tx) = &st.events {
+        // The host going away first is a normal shutdown order.
+        let _ = tx.send(ChannelEvent { conn, kind });
+    }
+}
+
+fn unix_seconds() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// The host's side of the simulated server.
+pub struct ConsoleChannel {
+    sim: Arc<ConsoleSim>,
+}
+
+impl Channel for ConsoleChannel {
+    fn connect(&mut self, conn: u64) {
+        let mut st = self.sim.lock();
+        st.connected = None;
+        if st.logout_pending {
+            st.logout_pending = false;
+            emit(
+                &st,
+                conn,
+                EventKind::Closed {
+                    code: Some(401),
+                    kind: None,
+                    message: Some("console: this device was logged out".into()),
+                    retry_after_ms: None,
+                },
+            );
+            return;
+        }
+        if !st.paired {
+            // Play the phone: show a code, "scan" it, then restart the
+            // stream with 515 exactly as the real server does after pairing.
+            st.qr_count += 1;
+            let code = format!("2@console-{}", st.qr_count);
+            emit(
+                &st,
+                conn,
+                EventKind::PairingCode {
+                    code,
+                    kind: PairKind::Qr,
+                    expires_in_ms: 60_000,
+                },
+            );
+            if let Err(e) = self.sim.pairing.mark_paired() {
+                tracing::error!(error = %e, "console: could not persist the simulated pairing");
+            }
+            st.paired = true;
+            emit(
+                &st,
+                conn,
+                EventKind::PairSuccess {
+                    jid: Some(BOT_JID.into()),
+                },
+            );
+            emit(
+                &st,
+                conn,
+                EventKind::Closed {
+                    code: Some(515),
+                    kind: None,
+                    message: Some("console: restart after pairing".into()),
+                    retry_after_ms: None,
+                },
+            );
+            return;
+        }
+        st.connected = Some(conn);
+        emit(
+            &st,
+            conn,
+            EventKind::Opened {
+                jid: Some(BOT_JID.into()),
+                push_name: Some("moonwire".into()),
+            },
+        );
+        while let Some(msg) = st.offline.pop_front() {
+            emit(&st, conn, EventKind::Message(msg));
+        }
+    }
+
+    fn close(&mut self) {
+        self.sim.lock().connected = None;
+    }
+
+    fn unlink(&mut self) -> BoxFuture<Result<(), ChannelError>> {
+        let mut st = self.sim.lock();
+        let result = if st.connected.is_some() {
+            st.paired = false;
+            Ok(())
+        } else {
+            Err(ChannelError::NotConnected)
+        };
+        Box::pin(std::future::ready(result))
+    }
+
+    fn send(&mut self, out: Outgoing) -> BoxFuture<Result<String, ChannelError>> {
+        let mut st = self.sim.lock();
+        let result = if st.connected.is_none() {
+            Err(ChannelError::NotConnected)
+        } else {
+            // Printed here, not in the future, so the line is out by the time
+            // the host has handled the send.
+            match &out {
+                Outgoing::Text { chat, text, .. } => {
+                    for line in text.split('\n') {
+                        if chat == USER_CHAT {
+                            self.sim.out.line(&format!("bot> {line}"));
+                        } else {
+                            self.sim.out.line(&format!("bot> [{chat}] {line}"));
+                        }
+                    }
+                }
+                Outgoing::React { emoji, .. } => {
+                    self.sim.out.line(&format!("bot reacted {emoji}"));
+                }
+            }
+            Ok(ConsoleSim::out_id(&mut st))
+        };
+        Box::pin(std::future::ready(result))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::sync::mpsc;
+
+    struct NoStore;
+    impl PairingStore for NoStore {
+        fn mark_paired(&self) -> Result<(), String> {
+            Ok(())
+        }
+    }
+
+    fn drain(rx: &mut mpsc::UnboundedReceiver<ChannelEvent>) -> Vec<EventKind> {
+        let mut v = Vec::new();
+        while let Ok(e) = rx.try_recv() {
+            v.push(e.kind);
+        }
+        v
+    }
+
+    #[test]
+    fn unpaired_connect_pairs_then_restarts_with_515() {
+        let sim = ConsoleSim::new(false, Arc::new(ConsoleOut::default()), Arc::new(NoStore));
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let mut ch = sim.channel(tx);
+        ch.connect(1);
+        let ev = drain(&mut rx);
+        assert!(matches!(
+            ev[0],
+            EventKind::PairingCode {
+                kind: PairKind::Qr,
+                ..
+            }
+        ));
+        assert!(matches!(ev[1], EventKind::PairSuccess { .. }));
+        assert!(matches!(
+            ev[2],
+            EventKind::Closed {
+                code: Some(515),
+                ..
+            }
+        ));
+        ch.connect(2);
+        assert!(matches!(drain(&mut rx)[0], EventKind::Opened { .. }));
+    }
+
+    #[test]
+    fn messages_sent_while_away_arrive_at_the_next_login() {
+        let sim = ConsoleSim::new(true, Arc::new(ConsoleOut::default()), Arc::new(NoStore));
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let mut ch = sim.channel(tx);
+        sim.deliver("while away");
+        assert!(drain(&mut rx).is_empty());
+        assert!(sim.drop_connection(408).is_err());
+        ch.connect(1);
+        let ev = drain(&mut rx);
+        assert!(matches!(&ev[1], EventKind::Message(m) if m.text.as_deref() == Some("while away")));
+        sim.drop_connection(408).expect("connected");
+        assert!(!sim.is_connected());
+    }
+
+    #[test]
+    fn a_logout_while_away_fails_the_next_login() {
+        let sim = ConsoleSim::new(true, Arc::new(ConsoleOut::default()), Arc::new(NoStore));
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let mut ch = sim.channel(tx);
+        sim.server_logout();
+        ch.connect(3);
+        let ev = drain(&mut rx);
+        assert!(matches!(
+            ev[0],
+            EventKind::Closed {
+                code: Some(401),
+                ..
+            }
+        ));
+    }
+}

@@ -1,0 +1,198 @@
+//! `moonwire console`: the instance `console` on a simulated connection,
+//! through the real host, machine and store (DESIGN §4).
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use moonwire::channel::console::{ConsoleOut, ConsoleSim, PairingStore, SESSION_KEY};
+use moonwire::config::Config;
+use moonwire::host::{DataDirLock, EventBus, Host, HostEvent, NoHooks};
+use moonwire::store::Store;
+use tokio::io::AsyncBufReadExt;
+
+const INSTANCE: &str = "console";
+
+struct StorePairing(Arc<Store>);
+
+impl PairingStore for StorePairing {
+    fn mark_paired(&self) -> Result<(), String> {
+        self.0
+            .session_put(INSTANCE, SESSION_KEY, b"1")
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// A line of stdin, understood.
+#[derive(Debug, PartialEq, Eq)]
+enum Line {
+    Message(String),
+    Drop(u16),
+    Logout,
+    Connect,
+    Sleep(u64),
+    Quit,
+    Empty,
+}
+
+fn parse(line: &str) -> Result<Line, String> {
+    let line = line.trim_end_matches(['\r', '\n']);
+    let Some(cmd) = line.strip_prefix('/') else {
+        return Ok(if line.trim().is_empty() {
+            Line::Empty
+        } else {
+            Line::Message(line.to_string())
+        });
+    };
+    let mut parts = cmd.split_whitespace();
+    let name = parts.next().unwrap_or("");
+    let arg = parts.next();
+    let extra = parts.next();
+    let need = |what: &str| {
+        format!(
+            "/{name} needs {what}, e.g. /{name} {}",
+            if name == "drop" { "408" } else { "100" }
+        )
+    };
+    let parsed = match name {
+        "drop" => Line::Drop(
+            arg.ok_or_else(|| need("a close code"))?
+                .parse()
+                .map_err(|_| need("a close code (a number up to 65535)"))?,
+        ),
+        "sleep" => Line::Sleep(
+            arg.ok_or_else(|| need("milliseconds"))?
+                .parse()
+                .map_err(|_| need("a whole number of milliseconds"))?,
+        ),
+        "logout" | "connect" | "quit" if arg.is_some() => {
+            return Err(format!("/{name} takes no argument"));
+        }
+        "logout" => Line::Logout,
+        "connect" => Line::Connect,
+        "quit" => Line::Quit,
+        _ => {
+            return Err(format!(
+                "unknown command /{name} (known: /drop CODE, /logout, /connect, /sleep MS, /quit)"
+            ));
+        }
+    };
+    if extra.is_some() {
+        return Err(format!("/{name} takes one argument"));
+    }
+    Ok(parsed)
+}
+
+pub fn run(config: &Config) -> anyhow::Result<ExitCode> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(run_async(config))
+}
+
+async fn run_async(config: &Config) -> anyhow::Result<ExitCode> {
+    let _lock = DataDirLock::acquire(&config.data_dir)?;
+    let db = config.db_path();
+    let store = Arc::new(Store::open(&db).with_context(|| format!("opening {}", db.display()))?);
+    let out = Arc::new(ConsoleOut::default());
+    let bus = EventBus::default();
+    {
+        let out = out.clone();
+        bus.observe(move |ev| {
+            if let HostEvent::State { transition, .. } = ev {
+                out.line(&format!("* {transition}"));
+            }
+        });
+    }
+    let host = Host::new(
+        store.clone(),
+        Arc::new(NoHooks),
+        bus,
+        super::host_settings(config),
+    )?;
+
+    // A brand-new console instance starts with a simulated account already
+    // paired; after a logout it has to pair again, like a real one.
+    let existed = store.instance(INSTANCE)?.is_some();
+    let paired = !existed || store.session_exists(INSTANCE)?;
+    let pairing = Arc::new(StorePairing(store.clone()));
+    let sim = ConsoleSim::new(paired, out.clone(), pairing.clone());
+    let handle = host.add_instance(INSTANCE, "console", |events| Box::new(sim.channel(events)))?;
+    if !existed {
+        pairing.mark_paired().map_err(anyhow::Error::msg)?;
+    }
+    handle.connect();
+    settle(&host).await;
+
+    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    loop {
+        let line = match lines.next_line().await {
+            Ok(Some(line)) => line,
+            Ok(None) => break,
+            Err(e) => {
+                tracing::error!(error = %e, "reading stdin failed; treating it as end of input");
+                break;
+            }
+        };
+        match parse(&line) {
+            Ok(Line::Empty) => continue,
+            Ok(Line::Message(text)) => sim.deliver(&text),
+            Ok(Line::Drop(code)) => {
+                if let Err(e) = sim.drop_connection(code) {
+                    eprintln!("console: /drop {code} ignored: {e}");
+                }
+            }
+            Ok(Line::Logout) => sim.server_logout(),
+            Ok(Line::Connect) => handle.connect(),
+            Ok(Line::Sleep(ms)) => tokio::time::sleep(Duration::from_millis(ms)).await,
+            Ok(Line::Quit) => break,
+            Err(e) => eprintln!("console: {e}"),
+        }
+        settle(&host).await;
+    }
+
+    // End of input: finish what hooks are doing, then go quiet and stop.
+    settle(&host).await;
+    out.close();
+    host.shutdown().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Lets queued work finish, bounded so a wedged hook cannot hang the console.
+async fn settle(host: &Host) {
+    if tokio::time::timeout(Duration::from_secs(10), host.settle())
+        .await
+        .is_err()
+    {
+        tracing::warn!("pending work did not settle within 10 s; going on");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_parse_into_commands() {
+        assert_eq!(parse("hello"), Ok(Line::Message("hello".into())));
+        assert_eq!(parse("  "), Ok(Line::Empty));
+        assert_eq!(parse("/drop 408"), Ok(Line::Drop(408)));
+        assert_eq!(parse("/sleep 50\r"), Ok(Line::Sleep(50)));
+        assert_eq!(parse("/logout"), Ok(Line::Logout));
+        assert_eq!(parse("/connect"), Ok(Line::Connect));
+        assert_eq!(parse("/quit"), Ok(Line::Quit));
+        assert!(parse("/drop").unwrap_err().contains("close code"));
+        assert!(parse("/drop abc").unwrap_err().contains("close code"));
+        assert!(parse("/drop 99999").is_err());
+        assert!(parse("/sleep -1").is_err());
+        assert!(parse("/logout now").is_err());
+        assert!(
+            parse("/frobnicate")
+                .unwrap_err()
+                .contains("unknown command")
+        );
+    }
+}

@@ -1,0 +1,107 @@
+//! Subcommands. Only ones that work are listed.
+
+mod console;
+mod status;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use moonwire::config::{Config, LogFormat, Overrides};
+use moonwire::host::HostSettings;
+use moonwire::lifecycle::Settings;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "moonwire",
+    version,
+    about = "A personal bot host for WhatsApp, scripted in Lua"
+)]
+pub struct Cli {
+    /// Config file (default: ./moonwire.toml if present) [env: MOONWIRE_CONFIG]
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Where moonwire.db lives [env: MOONWIRE_DATA_DIR]
+    #[arg(long, global = true, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Log level or filter, e.g. "debug" [env: MOONWIRE_LOG]
+    #[arg(long, global = true, value_name = "FILTER")]
+    log: Option<String>,
+    /// First reconnect delay ceiling [env: MOONWIRE_RECONNECT_BASE_MS]
+    #[arg(long, global = true, value_name = "MS")]
+    reconnect_base_ms: Option<u64>,
+    /// Longest reconnect delay [env: MOONWIRE_RECONNECT_CAP_MS]
+    #[arg(long, global = true, value_name = "MS")]
+    reconnect_cap_ms: Option<u64>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Chat with your scripts on stdin/stdout over a simulated connection
+    Console {
+        /// Scripts folder [env: MOONWIRE_SCRIPTS]
+        #[arg(long, value_name = "DIR")]
+        scripts: Option<PathBuf>,
+    },
+    /// Show every instance's connection state
+    Status {
+        /// Print a JSON array instead of a table
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let scripts = match &cli.command {
+        Command::Console { scripts } => scripts.clone(),
+        Command::Status { .. } => None,
+    };
+    let overrides = Overrides {
+        config: cli.config.clone(),
+        data_dir: cli.data_dir.clone(),
+        scripts,
+        reconnect_base_ms: cli.reconnect_base_ms,
+        reconnect_cap_ms: cli.reconnect_cap_ms,
+        log: cli.log.clone(),
+    };
+    // Config errors stop us before the database is touched.
+    let config = Config::load(&overrides)?;
+    init_logging(&config)?;
+    match cli.command {
+        Command::Console { .. } => console::run(&config),
+        Command::Status { json } => status::run(&config, json),
+    }
+}
+
+fn init_logging(config: &Config) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log.level)
+        .with_context(|| format!("log filter {:?}", config.log.level))?;
+    let builder = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(filter);
+    match config.log.format {
+        LogFormat::Text => builder.with_target(false).init(),
+        LogFormat::Json => builder.json().init(),
+    }
+    Ok(())
+}
+
+/// The host's knobs from the config.
+pub fn host_settings(config: &Config) -> HostSettings {
+    let r = &config.reconnect;
+    HostSettings {
+        reconnect: Settings {
+            base_ms: r.base_ms,
+            cap_ms: r.cap_ms,
+            stable_ms: r.stable_ms,
+            max_per_minute: r.max_per_minute,
+            ..Settings::default()
+        },
+        hook_timeout: std::time::Duration::from_millis(config.script.hook_timeout_ms),
+        ..HostSettings::default()
+    }
+}

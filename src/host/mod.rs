@@ -1,0 +1,336 @@
+//! The supervisor: one actor per instance, where channels, the machine, the
+//! store and the scripts meet (DESIGN §1). Nothing else knows all of them.
+
+pub mod instance;
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use crate::channel::{BoxFuture, Channel, ChannelEvent, Incoming};
+use crate::lifecycle::{CloseAnswer, HookCall, Settings, StatusRow, Transition};
+use crate::store::Store;
+
+pub use instance::{InstanceHandle, SendError, Snapshot};
+
+/// What scripts (or anything else) plug into. Calls must return at once: the
+/// host never waits on a hook, only on the answer channel it gets back.
+pub trait Hooks: Send + Sync + 'static {
+    /// A lifecycle hook. For `Close` with an `answer_seq`, the returned
+    /// receiver carries the decision; `None` means "no opinion".
+    fn lifecycle(
+        &self,
+        instance: &InstanceHandle,
+        call: &HookCall,
+    ) -> Option<oneshot::Receiver<CloseAnswer>>;
+    /// An incoming message, in arrival order per instance.
+    fn message(&self, instance: &InstanceHandle, msg: Incoming);
+    /// Resolves once every hook call queued before it has finished.
+    fn settle(&self) -> BoxFuture<()>;
+}
+
+/// Hooks that do nothing: the host without scripts.
+pub struct NoHooks;
+
+impl Hooks for NoHooks {
+    fn lifecycle(
+        &self,
+        _: &InstanceHandle,
+        _: &HookCall,
+    ) -> Option<oneshot::Receiver<CloseAnswer>> {
+        None
+    }
+    fn message(&self, _: &InstanceHandle, _: Incoming) {}
+    fn settle(&self) -> BoxFuture<()> {
+        Box::pin(std::future::ready(()))
+    }
+}
+
+/// Things worth telling the outside (console lines, logs, later SSE/webhooks).
+#[derive(Debug, Clone)]
+pub enum HostEvent {
+    State {
+        instance: String,
+        transition: Transition,
+        row: StatusRow,
+    },
+    Qr {
+        instance: String,
+        code: String,
+        kind: &'static str,
+        expires_in_ms: u64,
+    },
+    MessageIn {
+        instance: String,
+        message: Incoming,
+    },
+    MessageOut {
+        instance: String,
+        chat: String,
+        id: String,
+    },
+}
+
+type Observer = Arc<dyn Fn(&HostEvent) + Send + Sync>;
+
+/// Fans host events out: synchronous observers (in order, on the actor) and
+/// a broadcast for anything that may lag.
+#[derive(Clone)]
+pub struct EventBus {
+    observers: Arc<Mutex<Vec<Observer>>>,
+    tx: broadcast::Sender<HostEvent>,
+}
+
+impl Default for EventBus {
+    fn default() -> EventBus {
+        EventBus {
+            observers: Default::default(),
+            tx: broadcast::channel(1024).0,
+        }
+    }
+}
+
+impl EventBus {
+    /// Observers run inside the instance actor, in event order: keep them quick.
+    pub fn observe(&self, f: impl Fn(&HostEvent) + Send + Sync + 'static) {
+        self.observers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Arc::new(f));
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<HostEvent> {
+        self.tx.subscribe()
+    }
+
+    pub fn publish(&self, ev: HostEvent) {
+        let observers = self
+            .observers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        for o in observers {
+            o(&ev);
+        }
+        // No subscriber is fine.
+        let _ = self.tx.send(ev);
+    }
+}
+
+/// Host-wide knobs, from the config.
+#[derive(Debug, Clone)]
+pub struct HostSettings {
+    pub reconnect: Settings,
+    /// How long `on_close` may take to answer before the default applies.
+    pub hook_timeout: Duration,
+    /// How long a logout waits for the server to confirm the unlink.
+    pub unlink_timeout: Duration,
+    /// Pause between retries of a failed status write.
+    pub write_retry: Duration,
+}
+
+impl Default for HostSettings {
+    fn default() -> HostSettings {
+        HostSettings {
+            reconnect: Settings::default(),
+            hook_timeout: Duration::from_millis(1000),
+            unlink_timeout: Duration::from_secs(5),
+            write_retry: Duration::from_millis(500),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    #[error("another moonwire process is using {0} (its lock is held)")]
+    Locked(PathBuf),
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error("instance {0:?} already exists")]
+    Duplicate(String),
+}
+
+/// An exclusive lock on a data dir: one host per database, and a way for
+/// `status` to tell a crashed host's rows from a live one's.
+pub struct DataDirLock {
+    _file: File,
+}
+
+impl DataDirLock {
+    pub fn path(data_dir: &Path) -> PathBuf {
+        data_dir.join("moonwire.lock")
+    }
+
+    /// Takes the lock, or says who has it. The OS drops it when the process
+    /// dies, however it dies.
+    pub fn acquire(data_dir: &Path) -> Result<DataDirLock, HostError> {
+        let path = Self::path(data_dir);
+        std::fs::create_dir_all(data_dir).map_err(|source| HostError::Io {
+            op: "creating data dir",
+            path: data_dir.to_path_buf(),
+            source,
+        })?;
+        let file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|source| HostError::Io {
+                op: "opening lock",
+                path: path.clone(),
+                source,
+            })?;
+        match file.try_lock() {
+            Ok(()) => Ok(DataDirLock { _file: file }),
+            Err(std::fs::TryLockError::WouldBlock) => Err(HostError::Locked(path)),
+            Err(std::fs::TryLockError::Error(source)) => Err(HostError::Io {
+                op: "locking",
+                path,
+                source,
+            }),
+        }
+    }
+}
+
+/// Unix milliseconds: the host's one clock read, fed to the machine.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// All instances of one process.
+pub struct Host {
+    store: Arc<Store>,
+    hooks: Arc<dyn Hooks>,
+    bus: EventBus,
+    settings: HostSettings,
+    instances: Mutex<BTreeMap<String, InstanceHandle>>,
+    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+impl Host {
+    /// Repairs rows a crashed process left behind (DESIGN §2 invariant 4)
+    /// before any instance starts.
+    pub fn new(
+        store: Arc<Store>,
+        hooks: Arc<dyn Hooks>,
+        bus: EventBus,
+        settings: HostSettings,
+    ) -> Result<Host, HostError> {
+        for r in store.reconcile(now_ms())? {
+            tracing::warn!(
+                instance = %r.name,
+                previous = r.previous_state.as_str(),
+                has_session = r.has_session,
+                "found the instance marked live after an unclean stop; marked closed (interrupted)"
+            );
+        }
+        Ok(Host {
+            store,
+            hooks,
+            bus,
+            settings,
+            instances: Default::default(),
+            tasks: Default::default(),
+        })
+    }
+
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    pub fn bus(&self) -> &EventBus {
+        &self.bus
+    }
+
+    /// Starts an instance's actor. `make_channel` gets the sender its events go to.
+    pub fn add_instance(
+        &self,
+        name: &str,
+        channel_kind: &str,
+        make_channel: impl FnOnce(mpsc::UnboundedSender<ChannelEvent>) -> Box<dyn Channel>,
+    ) -> Result<InstanceHandle, HostError> {
+        let mut instances = self.instances.lock().unwrap_or_else(|e| e.into_inner());
+        if instances.contains_key(name) {
+            return Err(HostError::Duplicate(name.into()));
+        }
+        let row = self.store.ensure_instance(name, channel_kind, now_ms())?;
+        let (events_tx, events_rx) = mpsc::unbounded_channel();
+        let channel = make_channel(events_tx);
+        let (handle, task) = instance::spawn(
+            name,
+            row.status,
+            channel,
+            events_rx,
+            self.store.clone(),
+            self.hooks.clone(),
+            self.bus.clone(),
+            self.settings.clone(),
+        );
+        instances.insert(name.into(), handle.clone());
+        self.tasks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(task);
+        Ok(handle)
+    }
+
+    pub fn instance(&self, name: &str) -> Option<InstanceHandle> {
+        self.instances
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .cloned()
+    }
+
+    pub fn instances(&self) -> Vec<InstanceHandle> {
+        self.instances
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// Waits until everything queued so far — events, hooks and what the
+    /// hooks asked for — has been handled. Timers are not waited for.
+    pub async fn settle(&self) {
+        for _ in 0..4 {
+            for h in self.instances() {
+                h.settle().await;
+            }
+            self.hooks.settle().await;
+        }
+        for h in self.instances() {
+            h.settle().await;
+        }
+    }
+
+    /// Stops every instance (rows end `close`, reason `stopped`) and waits
+    /// for their actors to finish their writes.
+    pub async fn shutdown(&self) {
+        for h in self.instances() {
+            h.shutdown().await;
+        }
+        let tasks: Vec<_> =
+            std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|e| e.into_inner()));
+        for t in tasks {
+            if let Err(e) = t.await {
+                tracing::error!(error = %e, "an instance task ended abnormally");
+            }
+        }
+    }
+}

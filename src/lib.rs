@@ -1,0 +1,10 @@
+//! moonwire: a personal bot host for WhatsApp.
+//!
+//! Layout (DESIGN §1): `lifecycle` is the pure machine, `channel` the protocol
+//! clients, `store` the SQLite file, and `host` where they all meet.
+
+pub mod channel;
+pub mod config;
+pub mod host;
+pub mod lifecycle;
+pub mod store;

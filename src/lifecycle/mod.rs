@@ -1,0 +1,1041 @@
+//! The connection lifecycle as a pure state machine (sans-IO).
+//!
+//! Nothing here reads a clock, touches a socket, a database or a script: time
+//! comes in as `now` (unix milliseconds), randomness from a seed given at
+//! construction, and everything the outside world must do comes back as
+//! [`Effect`]s. That is what lets every row of DESIGN §2 be tested exhaustively.
+
+pub mod backoff;
+pub mod reason;
+
+pub use reason::{DefaultAction, Reason, ReasonKind};
+
+/// The Evolution-compatible coarse status persisted next to the fine state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ConnectionStatus {
+    Open,
+    Connecting,
+    Close,
+}
+
+impl ConnectionStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConnectionStatus::Open => "open",
+            ConnectionStatus::Connecting => "connecting",
+            ConnectionStatus::Close => "close",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<ConnectionStatus> {
+        match s {
+            "open" => Some(ConnectionStatus::Open),
+            "connecting" => Some(ConnectionStatus::Connecting),
+            "close" => Some(ConnectionStatus::Close),
+            _ => None,
+        }
+    }
+}
+
+/// The name of a [`State`] variant, as persisted in the `state` column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StateName {
+    Idle,
+    Connecting,
+    Pairing,
+    Open,
+    Reconnecting,
+    Closed,
+    LoggingOut,
+    LoggedOut,
+}
+
+impl StateName {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StateName::Idle => "idle",
+            StateName::Connecting => "connecting",
+            StateName::Pairing => "pairing",
+            StateName::Open => "open",
+            StateName::Reconnecting => "reconnecting",
+            StateName::Closed => "closed",
+            StateName::LoggingOut => "logging_out",
+            StateName::LoggedOut => "logged_out",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<StateName> {
+        [
+            StateName::Idle,
+            StateName::Connecting,
+            StateName::Pairing,
+            StateName::Open,
+            StateName::Reconnecting,
+            StateName::Closed,
+            StateName::LoggingOut,
+            StateName::LoggedOut,
+        ]
+        .into_iter()
+        .find(|n| n.as_str() == s)
+    }
+
+    pub fn connection_status(self) -> ConnectionStatus {
+        match self {
+            StateName::Open => ConnectionStatus::Open,
+            StateName::Connecting | StateName::Pairing | StateName::Reconnecting => {
+                ConnectionStatus::Connecting
+            }
+            StateName::Idle | StateName::Closed | StateName::LoggingOut | StateName::LoggedOut => {
+                ConnectionStatus::Close
+            }
+        }
+    }
+}
+
+/// One instance's persisted status: exactly what the `instances` row holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusRow {
+    pub connection_status: ConnectionStatus,
+    pub state: StateName,
+    pub last_reason_code: Option<u16>,
+    pub last_reason_kind: Option<ReasonKind>,
+    /// Unix milliseconds.
+    pub last_change_at: u64,
+    pub jid: Option<String>,
+    pub push_name: Option<String>,
+}
+
+/// How a pairing code is meant to be used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PairKind {
+    Qr,
+    PairCode,
+}
+
+impl PairKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PairKind::Qr => "qr",
+            PairKind::PairCode => "pair_code",
+        }
+    }
+}
+
+/// Who asked for a logout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogoutBy {
+    User,
+    Server,
+    Script,
+}
+
+impl LogoutBy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogoutBy::User => "user",
+            LogoutBy::Server => "server",
+            LogoutBy::Script => "script",
+        }
+    }
+}
+
+/// The lifecycle states of DESIGN §2.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum State {
+    Idle,
+    Connecting {
+        attempt: u32,
+    },
+    Pairing {
+        code: String,
+        kind: PairKind,
+        /// Unix ms at which this code stops being valid.
+        expires: u64,
+    },
+    Open {
+        jid: Option<String>,
+    },
+    Reconnecting {
+        attempt: u32,
+        delay_ms: u64,
+        reason: Reason,
+    },
+    Closed {
+        reason: Reason,
+        /// Unix ms of an automatic retry (a temporary ban's expiry), if any.
+        retry_at: Option<u64>,
+    },
+    LoggingOut {
+        by: LogoutBy,
+    },
+    LoggedOut {
+        reason: Reason,
+        by: LogoutBy,
+    },
+}
+
+impl State {
+    pub fn name(&self) -> StateName {
+        match self {
+            State::Idle => StateName::Idle,
+            State::Connecting { .. } => StateName::Connecting,
+            State::Pairing { .. } => StateName::Pairing,
+            State::Open { .. } => StateName::Open,
+            State::Reconnecting { .. } => StateName::Reconnecting,
+            State::Closed { .. } => StateName::Closed,
+            State::LoggingOut { .. } => StateName::LoggingOut,
+            State::LoggedOut { .. } => StateName::LoggedOut,
+        }
+    }
+}
+
+/// What a script's `on_close` answered, already decoded from Lua.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseAnswer {
+    /// nil, or no script answered (error, timeout, no hook): the table decides.
+    Default,
+    /// `false` / `{reconnect=false}`.
+    Stay,
+    /// `true` / a number / `{reconnect=true, delay_ms=}`; `None` = the default delay.
+    Reconnect { delay_ms: Option<u64> },
+}
+
+/// Everything the outside world tells the machine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input {
+    /// A user asks to connect (start-up, `/connect`, the API).
+    Connect,
+    /// A user (or shutdown) asks to stop without logging out.
+    Stop,
+    /// The server handed out a pairing code (QR or phone code).
+    PairingCode {
+        code: String,
+        kind: PairKind,
+        expires_in_ms: u64,
+    },
+    /// The phone accepted the pairing; the server will now close with 515.
+    PairSuccess { jid: Option<String> },
+    /// The session is up. The account id may not be known yet.
+    Opened {
+        jid: Option<String>,
+        push_name: Option<String>,
+    },
+    /// The account id (or push name) became known after opening.
+    AccountId {
+        jid: Option<String>,
+        push_name: Option<String>,
+    },
+    /// The connection ended. `kind` None means: classify `code` here, where
+    /// the machine knows whether it was pairing (408).
+    Closed {
+        code: Option<u16>,
+        kind: Option<ReasonKind>,
+        message: Option<String>,
+        /// For temporary bans: how long until the ban expires.
+        retry_after_ms: Option<u64>,
+    },
+    /// A user or script asks to log out. (A server logout is a `Closed` 401/403/406.)
+    Logout { by: LogoutBy },
+    /// The unlink and the transport close of a logout are done (or failed).
+    LogoutDone,
+    /// A timer the machine scheduled is due.
+    TimerDue { token: u64 },
+    /// A script's answer to an `on_close` that asked for one (`seq` from the hook call).
+    CloseAnswer { seq: u64, answer: CloseAnswer },
+}
+
+/// The `on_close` argument (DESIGN §3).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CloseInfo {
+    pub reason: Reason,
+    pub attempt: u32,
+    pub will_reconnect: bool,
+    pub delay_ms: Option<u64>,
+}
+
+/// Hooks the machine wants called, with their arguments.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HookCall {
+    Qr {
+        code: String,
+        kind: PairKind,
+        expires_in_ms: u64,
+    },
+    Open {
+        jid: Option<String>,
+        push_name: Option<String>,
+    },
+    /// `answer_seq` is set when the answer matters: feed it back as
+    /// [`Input::CloseAnswer`] (always, even when no script answered).
+    Close {
+        info: CloseInfo,
+        answer_seq: Option<u64>,
+    },
+    Logout {
+        reason: Reason,
+        by: LogoutBy,
+    },
+}
+
+/// Everything the machine asks the outside world to do, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    /// Write the status row (before anything else of the same step).
+    Persist(StatusRow),
+    /// Dial the server; `attempt` counts tries since the last open.
+    StartAttempt {
+        attempt: u32,
+    },
+    ScheduleTimer {
+        token: u64,
+        delay_ms: u64,
+    },
+    CancelTimer {
+        token: u64,
+    },
+    /// Stop handing inbound messages to scripts.
+    StopInbound,
+    /// Ask the server to unlink this device: best effort, with a timeout.
+    Unlink,
+    /// Close the transport; errors are ignored.
+    CloseTransport,
+    /// In one transaction: delete the session data and write this row.
+    EndSession(StatusRow),
+    Hook(HookCall),
+    /// A state change worth showing (console lines, logs, events).
+    Emit(Transition),
+}
+
+/// A printable state change: `Display` gives DESIGN §4's `STATE key=value ...`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transition {
+    pub state: State,
+    pub at: u64,
+}
+
+impl std::fmt::Display for Transition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        fn reason(f: &mut std::fmt::Formatter<'_>, r: &Reason) -> std::fmt::Result {
+            if let Some(code) = r.code {
+                write!(f, " code={code}")?;
+            }
+            write!(f, " kind={}", r.kind)
+        }
+        f.write_str(self.state.name().as_str())?;
+        match &self.state {
+            State::Idle => Ok(()),
+            State::Connecting { attempt } => write!(f, " attempt={attempt}"),
+            State::Pairing {
+                code,
+                kind,
+                expires,
+            } => write!(
+                f,
+                " kind={} code={code} expires_in={}",
+                kind.as_str(),
+                expires.saturating_sub(self.at).div_ceil(1000)
+            ),
+            State::Open { jid } => match jid {
+                Some(jid) => write!(f, " jid={jid}"),
+                None => Ok(()),
+            },
+            State::Reconnecting {
+                attempt,
+                delay_ms,
+                reason: r,
+            } => {
+                reason(f, r)?;
+                write!(f, " attempt={attempt} delay_ms={delay_ms}")
+            }
+            State::Closed {
+                reason: r,
+                retry_at,
+            } => {
+                reason(f, r)?;
+                match retry_at {
+                    Some(at) => write!(f, " retry_in_ms={}", at.saturating_sub(self.at)),
+                    None => Ok(()),
+                }
+            }
+            State::LoggingOut { by } => write!(f, " by={}", by.as_str()),
+            State::LoggedOut { reason: r, by } => {
+                reason(f, r)?;
+                write!(f, " by={}", by.as_str())
+            }
+        }
+    }
+}
+
+/// The tunables of `[reconnect]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    pub base_ms: u64,
+    pub cap_ms: u64,
+    /// An open connection that lasts this long resets the backoff.
+    pub stable_ms: u64,
+    /// Hard bound on automatic attempts in any 60 s window.
+    pub max_per_minute: u32,
+    /// More than this many closes within `flap_window_ms` jumps to the cap.
+    pub flap_closes: u32,
+    pub flap_window_ms: u64,
+}
+
+impl Default for Settings {
+    fn default() -> Settings {
+        Settings {
+            base_ms: 1000,
+            cap_ms: 60_000,
+            stable_ms: 30_000,
+            max_per_minute: 12,
+            flap_closes: 5,
+            flap_window_ms: 60_000,
+        }
+    }
+}
+
+/// The longest delay a script may ask for (a day): beyond that, it is a stop.
+pub const MAX_SCRIPT_DELAY_MS: u64 = 24 * 60 * 60 * 1000;
+const MINUTE_MS: u64 = 60_000;
+
+/// What was decided about a close, before the bound on attempts is applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Plan {
+    Reconnect { delay_ms: u64 },
+    Stay,
+    WaitBan { retry_after_ms: u64 },
+}
+
+/// A close that waits for the scripts' `on_close` answer.
+#[derive(Debug, Clone)]
+struct Pending {
+    seq: u64,
+    reason: Reason,
+    default: Plan,
+    attempt: u32,
+}
+
+/// The lifecycle of one instance. See the module docs.
+#[derive(Debug, Clone)]
+pub struct Machine {
+    settings: Settings,
+    state: State,
+    rng: backoff::Rng,
+    jid: Option<String>,
+    push_name: Option<String>,
+    last_reason: Option<Reason>,
+    last_change_at: u64,
+    /// Tries since the last open (or since a user asked).
+    attempt: u32,
+    /// Consecutive failures since the last stable connection: the backoff exponent.
+    failures: u32,
+    opened_at: Option<u64>,
+    /// Start times of recent attempts, for the per-minute bound.
+    attempt_log: std::collections::VecDeque<u64>,
+    /// Times of recent closes, for flap detection.
+    close_log: std::collections::VecDeque<u64>,
+    timer: Option<u64>,
+    next_token: u64,
+    pending: Option<Pending>,
+}
+
+impl Machine {
+    /// `seed` feeds the jitter; `restored` is the last persisted row, so the
+    /// account id and last reason survive restarts.
+    pub fn new(settings: Settings, seed: u64, restored: Option<&StatusRow>) -> Machine {
+        Machine {
+            settings,
+            state: State::Idle,
+            rng: backoff::Rng::new(seed),
+            jid: restored.and_then(|r| r.jid.clone()),
+            push_name: restored.and_then(|r| r.push_name.clone()),
+            last_reason: restored.and_then(|r| {
+                r.last_reason_kind
+                    .map(|kind| Reason::new(r.last_reason_code, kind))
+            }),
+            last_change_at: restored.map(|r| r.last_change_at).unwrap_or(0),
+            attempt: 0,
+            failures: 0,
+            opened_at: None,
+            attempt_log: Default::default(),
+            close_log: Default::default(),
+            timer: None,
+            next_token: 1,
+            pending: None,
+        }
+    }
+
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// The row that must be in the database right now.
+    pub fn row(&self) -> StatusRow {
+        let name = self.state.name();
+        StatusRow {
+            connection_status: name.connection_status(),
+            state: name,
+            last_reason_code: self.last_reason.as_ref().and_then(|r| r.code),
+            last_reason_kind: self.last_reason.as_ref().map(|r| r.kind),
+            last_change_at: self.last_change_at,
+            jid: self.jid.clone(),
+            push_name: self.push_name.clone(),
+        }
+    }
+
+    /// Whether the machine waits for an `on_close` answer.
+    pub fn deciding(&self) -> bool {
+        self.pending.is_some()
+    }
+
+    /// Number of attempts started in the 60 s before `now` (inclusive).
+    pub fn attempts_in_last_minute(&self, now: u64) -> usize {
+        self.attempt_log
+            .iter()
+            .filter(|t| **t + MINUTE_MS > now)
+            .count()
+    }
+
+    /// Feeds one input; returns what must be done, in order.
+    pub fn step(&mut self, input: Input, now: u64) -> Vec<Effect> {
+        let mut fx = Vec::new();
+        match input {
+            Input::Connect => self.on_connect(now, &mut fx),
+            Input::Stop => self.on_stop(now, &mut fx),
+            Input::PairingCode {
+                code,
+                kind,
+                expires_in_ms,
+            } => {
+                if matches!(self.state, State::Connecting { .. } | State::Pairing { .. }) {
+                    let expires = now.saturating_add(expires_in_ms);
+                    self.enter(
+                        State::Pairing {
+                            code: code.clone(),
+                            kind,
+                            expires,
+                        },
+                        now,
+                        &mut fx,
+                    );
+                    fx.push(Effect::Hook(HookCall::Qr {
+                        code,
+                        kind,
+                        expires_in_ms,
+                    }));
+                }
+            }
+            Input::PairSuccess { jid } => {
+                if matches!(self.state, State::Pairing { .. } | State::Connecting { .. })
+                    && jid.is_some()
+                {
+                    // Not a state change: the 515 that follows is. Keep the id
+                    // so the next row carries it.
+                    self.jid = jid;
+                }
+            }
+            Input::Opened { jid, push_name } => self.on_opened(jid, push_name, now, &mut fx),
+            Input::AccountId { jid, push_name } => self.on_account(jid, push_name, now, &mut fx),
+            Input::Closed {
+                code,
+                kind,
+                message,
+                retry_after_ms,
+            } => self.on_closed(code, kind, message, retry_after_ms, now, &mut fx),
+            Input::Logout { by } => self.on_logout(by, now, &mut fx),
+            Input::LogoutDone => {
+                if let State::LoggingOut { by } = self.state {
+                    self.finish_logout(
+                        Reason::new(Some(401), ReasonKind::LoggedOut),
+                        by,
+                        None,
+                        now,
+                        &mut fx,
+                    );
+                }
+            }
+            Input::TimerDue { token } => {
+                if self.timer == Some(token) {
+                    self.timer = None;
+                    match self.state {
+                        State::Reconnecting { .. }
+                        | State::Closed {
+                            retry_at: Some(_), ..
+                        } => {
+                            let wait = self.bound_wait(now);
+                            if wait > 0 {
+                                // Only user connects can have filled the window
+                                // since this was scheduled; the bound still holds.
+                                self.schedule(wait, &mut fx);
+                            } else if let State::Reconnecting { attempt, .. } = self.state {
+                                self.start_attempt(attempt, now, &mut fx);
+                            } else {
+                                let attempt = self.attempt + 1;
+                                self.start_attempt(attempt, now, &mut fx);
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            Input::CloseAnswer { seq, answer } => {
+                if let Some(p) = self.pending.take_if(|p| p.seq == seq) {
+                    let plan = self.resolve(&p, answer);
+                    self.apply_plan(plan, p.reason, p.attempt, now, &mut fx);
+                }
+            }
+        }
+        fx
+    }
+
+    fn enter(&mut self, state: State, now: u64, fx: &mut Vec<Effect>) {
+        self.state = state;
+        self.last_change_at = now;
+        fx.push(Effect::Persist(self.row()));
+        fx.push(Effect::Emit(Transition {
+            state: self.state.clone(),
+            at: now,
+        }));
+    }
+
+    fn cancel_timer(&mut self, fx: &mut Vec<Effect>) {
+        if let Some(token) = self.timer.take() {
+            fx.push(Effect::CancelTimer { token });
+        }
+    }
+
+    fn schedule(&mut self, delay_ms: u64, fx: &mut Vec<Effect>) {
+        self.cancel_timer(fx);
+        let token = self.next_token;
+        self.next_token += 1;
+        self.timer = Some(token);
+        fx.push(Effect::ScheduleTimer { token, delay_ms });
+    }
+
+    fn prune(&mut self, now: u64) {
+        while self
+            .attempt_log
+            .front()
+            .is_some_and(|t| t + MINUTE_MS <= now)
+        {
+            self.attempt_log.pop_front();
+        }
+        let window = self.settings.flap_window_ms;
+        while self.close_log.front().is_some_and(|t| t + window <= now) {
+            self.close_log.pop_front();
+        }
+    }
+
+    /// How long an automatic attempt must wait to respect the per-minute bound.
+    fn bound_wait(&mut self, now: u64) -> u64 {
+        self.prune(now);
+        let max = self.settings.max_per_minute.max(1) as usize;
+        let n = self.attempt_log.len();
+        if n < max {
+            return 0;
+        }
+        (self.attempt_log[n - max] + MINUTE_MS).saturating_sub(now)
+    }
+
+    fn start_attempt(&mut self, attempt: u32, now: u64, fx: &mut Vec<Effect>) {
+        self.cancel_timer(fx);
+        self.pending = None;
+        self.attempt = attempt;
+        self.attempt_log.push_back(now);
+        self.enter(State::Connecting { attempt }, now, fx);
+        fx.push(Effect::StartAttempt { attempt });
+    }
+
+    fn on_connect(&mut self, now: u64, fx: &mut Vec<Effect>) {
+        match self.state {
+            State::Idle | State::Closed { .. } | State::LoggedOut { .. } => {
+                // A person asked: start a fresh series.
+                self.failures = 0;
+                self.start_attempt(1, now, fx);
+            }
+            State::Reconnecting { attempt, .. } => self.start_attempt(attempt, now, fx),
+            State::Connecting { .. }
+            | State::Pairing { .. }
+            | State::Open { .. }
+            | State::LoggingOut { .. } => {}
+        }
+    }
+
+    fn on_stop(&mut self, now: u64, fx: &mut Vec<Effect>) {
+        match self.state {
+            State::Connecting { .. }
+            | State::Pairing { .. }
+            | State::Open { .. }
+            | State::Reconnecting { .. } => {
+                self.cancel_timer(fx);
+                self.pending = None;
+                self.opened_at = None;
+                let reason = Reason::new(None, ReasonKind::Stopped);
+                self.last_reason = Some(reason.clone());
+                self.enter(
+                    State::Closed {
+                        reason,
+                        retry_at: None,
+                    },
+                    now,
+                    fx,
+                );
+                fx.push(Effect::CloseTransport);
+            }
+            State::Closed { .. } => {
+                // A stop settles a pending decision as "stay" and disarms a
+                // ban's retry.
+                self.cancel_timer(fx);
+                if let Some(p) = self.pending.take() {
+                    self.apply_plan(Plan::Stay, p.reason, p.attempt, now, fx);
+                    return;
+                }
+                if let State::Closed { retry_at, .. } = &mut self.state
+                    && retry_at.take().is_some()
+                {
+                    let state = self.state.clone();
+                    self.enter(state, now, fx);
+                }
+            }
+            State::Idle | State::LoggingOut { .. } | State::LoggedOut { .. } => {}
+        }
+    }
+
+    fn on_opened(
+        &mut self,
+        jid: Option<String>,
+        push_name: Option<String>,
+        now: u64,
+        fx: &mut Vec<Effect>,
+    ) {
+        match self.state {
+            State::Connecting { .. } | State::Pairing { .. } => {
+                if jid.is_some() {
+                    self.jid = jid;
+                }
+                if push_name.is_some() {
+                    self.push_name = push_name;
+                }
+                self.attempt = 0;
+                self.opened_at = Some(now);
+                self.enter(
+                    State::Open {
+                        jid: self.jid.clone(),
+                    },
+                    now,
+                    fx,
+                );
+                fx.push(Effect::Hook(HookCall::Open {
+                    jid: self.jid.clone(),
+                    push_name: self.push_name.clone(),
+                }));
+            }
+            // A repeated open only carries news about the account.
+            State::Open { .. } => self.on_account(jid, push_name, now, fx),
+            // The machine is not waiting for a connection: whatever opened
+            // late must not live on.
+            _ => fx.push(Effect::CloseTransport),
+        }
+    }
+
+    fn on_account(
+        &mut self,
+        jid: Option<String>,
+        push_name: Option<String>,
+        now: u64,
+        fx: &mut Vec<Effect>,
+    ) {
+        let live = matches!(
+            self.state,
+            State::Open { .. } | State::Connecting { .. } | State::Pairing { .. }
+        );
+        let news = (jid.is_some() && jid != self.jid)
+            || (push_name.is_some() && push_name != self.push_name);
+        if !live || !news {
+            return;
+        }
+        if jid.is_some() {
+            self.jid = jid;
+        }
+        if push_name.is_some() {
+            self.push_name = push_name;
+        }
+        if let State::Open { .. } = self.state {
+            let jid = self.jid.clone();
+            self.enter(State::Open { jid }, now, fx);
+        } else {
+            self.last_change_at = now;
+            fx.push(Effect::Persist(self.row()));
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn on_closed(
+        &mut self,
+        code: Option<u16>,
+        kind: Option<ReasonKind>,
+        message: Option<String>,
+        retry_after_ms: Option<u64>,
+        now: u64,
+        fx: &mut Vec<Effect>,
+    ) {
+        let was_open = matches!(self.state, State::Open { .. });
+        let pairing = matches!(self.state, State::Pairing { .. });
+        if !was_open && !matches!(self.state, State::Connecting { .. }) && !pairing {
+            // Nothing was connected: a late close of a transport we already left.
+            return;
+        }
+        let kind = kind.unwrap_or_else(|| match code {
+            Some(c) => Reason::classify(c, pairing),
+            None => ReasonKind::ConnectionLost,
+        });
+        let kind = match (kind, pairing) {
+            (ReasonKind::ConnectionLost, true) if code == Some(408) => ReasonKind::QrTimeout,
+            (k, _) => k,
+        };
+        let reason = Reason {
+            code: code.or(kind.default_code()),
+            kind,
+            message,
+        };
+        self.prune(now);
+        if let Some(opened) = self.opened_at.take()
+            && now.saturating_sub(opened) >= self.settings.stable_ms
+        {
+            self.failures = 0;
+        }
+        let next_attempt = if was_open { 1 } else { self.attempt + 1 };
+        self.last_reason = Some(reason.clone());
+
+        if kind.default_action() == DefaultAction::LogOut {
+            let close = HookCall::Close {
+                info: CloseInfo {
+                    reason: reason.clone(),
+                    attempt: next_attempt,
+                    will_reconnect: false,
+                    delay_ms: None,
+                },
+                answer_seq: None,
+            };
+            // Mark the session ended first, as for any logout; the server
+            // has unlinked already, so there is nothing to ask it.
+            self.state = State::LoggingOut {
+                by: LogoutBy::Server,
+            };
+            self.last_change_at = now;
+            fx.push(Effect::Persist(self.row()));
+            self.begin_logout_steps(fx);
+            self.finish_logout(reason, LogoutBy::Server, Some(close), now, fx);
+            return;
+        }
+
+        if kind.is_failure() {
+            self.failures = self.failures.saturating_add(1);
+            self.close_log.push_back(now);
+        }
+        let default = self.default_plan(kind, retry_after_ms);
+        let (will_reconnect, delay_ms) = match default {
+            Plan::Reconnect { delay_ms } => (true, Some(delay_ms)),
+            Plan::Stay => (false, None),
+            Plan::WaitBan { retry_after_ms } => (true, Some(retry_after_ms)),
+        };
+        let info = CloseInfo {
+            reason: reason.clone(),
+            attempt: next_attempt,
+            will_reconnect,
+            delay_ms,
+        };
+        if kind.overridable() {
+            // The connection is gone now, whatever the scripts will say: the
+            // row must not keep saying open while they think.
+            self.next_token += 1;
+            let seq = self.next_token;
+            self.pending = Some(Pending {
+                seq,
+                reason: reason.clone(),
+                default,
+                attempt: next_attempt,
+            });
+            self.state = State::Closed {
+                reason,
+                retry_at: None,
+            };
+            self.last_change_at = now;
+            fx.push(Effect::Persist(self.row()));
+            fx.push(Effect::Hook(HookCall::Close {
+                info,
+                answer_seq: Some(seq),
+            }));
+        } else {
+            fx.push(Effect::Hook(HookCall::Close {
+                info,
+                answer_seq: None,
+            }));
+            self.apply_plan(default, reason, next_attempt, now, fx);
+        }
+    }
+
+    fn backoff_delay(&mut self) -> u64 {
+        let s = &self.settings;
+        if self.close_log.len() > s.flap_closes as usize {
+            return backoff::equal_jitter(&mut self.rng, s.cap_ms);
+        }
+        let ceiling = backoff::ceiling(s.base_ms, s.cap_ms, self.failures.max(1));
+        backoff::full_jitter(&mut self.rng, ceiling)
+    }
+
+    fn default_plan(&mut self, kind: ReasonKind, retry_after_ms: Option<u64>) -> Plan {
+        match kind.default_action() {
+            DefaultAction::ReconnectNow => Plan::Reconnect { delay_ms: 0 },
+            DefaultAction::Backoff => Plan::Reconnect {
+                delay_ms: self.backoff_delay(),
+            },
+            DefaultAction::LongBackoff => {
+                let s = &self.settings;
+                let ceiling = if self.close_log.len() > s.flap_closes as usize {
+                    s.cap_ms
+                } else {
+                    backoff::ceiling(s.base_ms, s.cap_ms, self.failures.max(1).saturating_add(2))
+                };
+                Plan::Reconnect {
+                    delay_ms: backoff::equal_jitter(&mut self.rng, ceiling),
+                }
+            }
+            DefaultAction::Stay | DefaultAction::LogOut => Plan::Stay,
+            DefaultAction::UntilBanExpires => match retry_after_ms {
+                Some(ms) => Plan::WaitBan { retry_after_ms: ms },
+                None => Plan::Stay,
+            },
+        }
+    }
+
+    fn resolve(&mut self, p: &Pending, answer: CloseAnswer) -> Plan {
+        match answer {
+            CloseAnswer::Default => p.default,
+            CloseAnswer::Stay => Plan::Stay,
+            CloseAnswer::Reconnect { delay_ms: Some(ms) } => Plan::Reconnect {
+                delay_ms: ms.min(MAX_SCRIPT_DELAY_MS),
+            },
+            CloseAnswer::Reconnect { delay_ms: None } => match p.default {
+                Plan::Reconnect { .. } | Plan::WaitBan { .. } => p.default,
+                Plan::Stay => Plan::Reconnect {
+                    delay_ms: self.backoff_delay(),
+                },
+            },
+        }
+    }
+
+    fn apply_plan(
+        &mut self,
+        plan: Plan,
+        reason: Reason,
+        attempt: u32,
+        now: u64,
+        fx: &mut Vec<Effect>,
+    ) {
+        self.attempt = attempt.saturating_sub(1);
+        match plan {
+            Plan::Reconnect { delay_ms } => {
+                let wait = self.bound_wait(now);
+                if delay_ms == 0 && wait == 0 && reason.kind == ReasonKind::RestartRequired {
+                    self.start_attempt(attempt, now, fx);
+                    return;
+                }
+                let delay_ms = delay_ms.max(wait);
+                self.enter(
+                    State::Reconnecting {
+                        attempt,
+                        delay_ms,
+                        reason,
+                    },
+                    now,
+                    fx,
+                );
+                self.schedule(delay_ms, fx);
+            }
+            Plan::Stay => {
+                self.cancel_timer(fx);
+                self.enter(
+                    State::Closed {
+                        reason,
+                        retry_at: None,
+                    },
+                    now,
+                    fx,
+                );
+            }
+            Plan::WaitBan { retry_after_ms } => {
+                let delay = retry_after_ms.max(self.bound_wait(now));
+                self.enter(
+                    State::Closed {
+                        reason,
+                        retry_at: Some(now.saturating_add(delay)),
+                    },
+                    now,
+                    fx,
+                );
+                self.schedule(delay, fx);
+            }
+        }
+    }
+
+    fn begin_logout_steps(&mut self, fx: &mut Vec<Effect>) {
+        self.pending = None;
+        self.opened_at = None;
+        self.cancel_timer(fx);
+        fx.push(Effect::StopInbound);
+    }
+
+    fn on_logout(&mut self, by: LogoutBy, now: u64, fx: &mut Vec<Effect>) {
+        if matches!(
+            self.state,
+            State::LoggingOut { .. } | State::LoggedOut { .. }
+        ) {
+            return; // idempotent: the caller answers with the current state
+        }
+        // Marking the session ended comes first: from here on nothing can
+        // start a reconnect.
+        self.enter(State::LoggingOut { by }, now, fx);
+        self.begin_logout_steps(fx);
+        fx.push(Effect::Unlink);
+        fx.push(Effect::CloseTransport);
+    }
+
+    fn finish_logout(
+        &mut self,
+        reason: Reason,
+        by: LogoutBy,
+        close: Option<HookCall>,
+        now: u64,
+        fx: &mut Vec<Effect>,
+    ) {
+        if by == LogoutBy::Server {
+            fx.push(Effect::CloseTransport);
+        }
+        self.jid = None;
+        self.push_name = None;
+        self.failures = 0;
+        self.attempt = 0;
+        self.last_reason = Some(reason.clone());
+        self.state = State::LoggedOut {
+            reason: reason.clone(),
+            by,
+        };
+        self.last_change_at = now;
+        fx.push(Effect::EndSession(self.row()));
+        fx.push(Effect::Emit(Transition {
+            state: self.state.clone(),
+            at: now,
+        }));
+        if let Some(close) = close {
+            fx.push(Effect::Hook(close));
+        }
+        fx.push(Effect::Hook(HookCall::Logout { reason, by }));
+    }
+}
+
+#[cfg(test)]
+mod tests;

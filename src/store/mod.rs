@@ -1,0 +1,666 @@
+//! moonwire's one SQLite file: instance status, session data, script
+//! key-values and a bounded journal.
+//!
+//! Every method returns its failure instead of logging it: a status or session
+//! write that silently vanished would make the next start-up lie about what
+//! happened, so the caller decides whether to retry.
+
+mod schema;
+#[cfg(test)]
+mod tests;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
+
+use crate::lifecycle::{ConnectionStatus, ReasonKind, StateName, StatusRow};
+
+pub use schema::SESSION_TABLES;
+
+/// The journal keeps at most about this many rows (plus up to
+/// [`JOURNAL_TRIM_EVERY`] between trims); older ones are dropped.
+pub const JOURNAL_LIMIT: usize = 10_000;
+
+/// Trimming on every insert would cost a DELETE per event; every 100th id is
+/// enough to keep the table bounded.
+pub const JOURNAL_TRIM_EVERY: i64 = 100;
+
+const JOURNAL_LIMIT_SQL: i64 = JOURNAL_LIMIT as i64;
+
+/// How long a statement waits for a lock held by another connection before
+/// failing with SQLITE_BUSY.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Everything that can go wrong in the store. Each variant says what was being
+/// done and why it failed, so a log line alone is enough to act on.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{op}: {source}")]
+    Sqlite {
+        op: &'static str,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("opening store {}: {source}", path.display())]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("{op} {}: {source}", path.display())]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{op}: {source}")]
+    Json {
+        op: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A stored value this code cannot read back. `instance` names the row: an
+    /// instance name, or `journal#<id>` for a journal row.
+    #[error("store row {instance:?}: column {column} holds unreadable value {value:?}")]
+    Corrupt {
+        instance: String,
+        column: &'static str,
+        value: String,
+    },
+    #[error("no such instance: {0:?}")]
+    NoSuchInstance(String),
+    /// The file was written by a newer moonwire; migrating "down" is guesswork.
+    #[error(
+        "store schema version {found} is newer than this moonwire knows ({known}); upgrade moonwire"
+    )]
+    TooNew { found: i64, known: i64 },
+    /// SQLite integers are signed 64-bit; a larger timestamp cannot be stored.
+    #[error("{op}: {column} value {value} does not fit in a 64-bit signed integer")]
+    OutOfRange {
+        op: &'static str,
+        column: &'static str,
+        value: u64,
+    },
+}
+
+/// Wraps a rusqlite error with the operation that hit it.
+fn sql(op: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
+    move |source| StoreError::Sqlite { op, source }
+}
+
+fn json_err(op: &'static str) -> impl FnOnce(serde_json::Error) -> StoreError {
+    move |source| StoreError::Json { op, source }
+}
+
+fn corrupt(instance: &str, column: &'static str, value: impl ToString) -> StoreError {
+    StoreError::Corrupt {
+        instance: instance.to_owned(),
+        column,
+        value: value.to_string(),
+    }
+}
+
+fn to_sql_int(op: &'static str, column: &'static str, value: u64) -> Result<i64, StoreError> {
+    i64::try_from(value).map_err(|_| StoreError::OutOfRange { op, column, value })
+}
+
+fn from_sql_int(instance: &str, column: &'static str, value: i64) -> Result<u64, StoreError> {
+    u64::try_from(value).map_err(|_| corrupt(instance, column, value))
+}
+
+/// One `instances` row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceRow {
+    pub name: String,
+    pub channel: String,
+    pub status: StatusRow,
+    /// Unix milliseconds.
+    pub created_at: u64,
+}
+
+impl InstanceRow {
+    /// The row as the HTTP API shows it (flat, Evolution-style field names).
+    pub fn to_json(&self) -> serde_json::Value {
+        let s = &self.status;
+        serde_json::json!({
+            "name": self.name,
+            "channel": self.channel,
+            "connection_status": s.connection_status.as_str(),
+            "state": s.state.as_str(),
+            "last_reason_code": s.last_reason_code,
+            "last_reason_kind": s.last_reason_kind.map(ReasonKind::as_str),
+            "last_change_at": s.last_change_at,
+            "jid": s.jid,
+            "push_name": s.push_name,
+            "created_at": self.created_at,
+        })
+    }
+}
+
+/// An instance that [`Store::reconcile`] found open or connecting after a crash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reconciled {
+    pub name: String,
+    pub previous_state: StateName,
+    /// Whether it still has session data, i.e. can reconnect without pairing.
+    pub has_session: bool,
+}
+
+/// One journal row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JournalEntry {
+    pub id: i64,
+    /// Unix milliseconds.
+    pub at: u64,
+    pub instance: Option<String>,
+    pub kind: String,
+    pub data: serde_json::Value,
+}
+
+const INSTANCE_COLUMNS: &str = "name, channel, connection_status, state, last_reason_code, \
+     last_reason_kind, last_change_at, jid, push_name, created_at";
+
+/// An `instances` row as SQLite returned it, before its text is trusted.
+struct RawInstance {
+    name: String,
+    channel: String,
+    connection_status: String,
+    state: String,
+    last_reason_code: Option<i64>,
+    last_reason_kind: Option<String>,
+    last_change_at: i64,
+    jid: Option<String>,
+    push_name: Option<String>,
+    created_at: i64,
+}
+
+impl RawInstance {
+    /// Reads [`INSTANCE_COLUMNS`], in that order.
+    fn from_row(r: &Row<'_>) -> rusqlite::Result<RawInstance> {
+        Ok(RawInstance {
+            name: r.get(0)?,
+            channel: r.get(1)?,
+            connection_status: r.get(2)?,
+            state: r.get(3)?,
+            last_reason_code: r.get(4)?,
+            last_reason_kind: r.get(5)?,
+            last_change_at: r.get(6)?,
+            jid: r.get(7)?,
+            push_name: r.get(8)?,
+            created_at: r.get(9)?,
+        })
+    }
+
+    /// Parses the text columns; a value no variant matches is [`StoreError::Corrupt`].
+    fn parse(self) -> Result<InstanceRow, StoreError> {
+        let name = self.name.as_str();
+        let connection_status = ConnectionStatus::parse(&self.connection_status)
+            .ok_or_else(|| corrupt(name, "connection_status", &self.connection_status))?;
+        let state =
+            StateName::parse(&self.state).ok_or_else(|| corrupt(name, "state", &self.state))?;
+        let last_reason_code = self
+            .last_reason_code
+            .map(|c| u16::try_from(c).map_err(|_| corrupt(name, "last_reason_code", c)))
+            .transpose()?;
+        let last_reason_kind = self
+            .last_reason_kind
+            .as_deref()
+            .map(|k| ReasonKind::parse(k).ok_or_else(|| corrupt(name, "last_reason_kind", k)))
+            .transpose()?;
+        let last_change_at = from_sql_int(name, "last_change_at", self.last_change_at)?;
+        let created_at = from_sql_int(name, "created_at", self.created_at)?;
+        Ok(InstanceRow {
+            status: StatusRow {
+                connection_status,
+                state,
+                last_reason_code,
+                last_reason_kind,
+                last_change_at,
+                jid: self.jid,
+                push_name: self.push_name,
+            },
+            name: self.name,
+            channel: self.channel,
+            created_at,
+        })
+    }
+}
+
+fn read_instance(
+    conn: &Connection,
+    op: &'static str,
+    name: &str,
+) -> Result<Option<InstanceRow>, StoreError> {
+    conn.query_row(
+        &format!("SELECT {INSTANCE_COLUMNS} FROM instances WHERE name = ?1"),
+        [name],
+        RawInstance::from_row,
+    )
+    .optional()
+    .map_err(sql(op))?
+    .map(RawInstance::parse)
+    .transpose()
+}
+
+/// Overwrites an instance's status columns; a missing row is an error, never
+/// an implicit insert, so a typo cannot conjure an instance.
+fn update_status(
+    conn: &Connection,
+    op: &'static str,
+    name: &str,
+    row: &StatusRow,
+) -> Result<(), StoreError> {
+    let changed = conn
+        .execute(
+            "UPDATE instances SET connection_status = ?2, state = ?3, last_reason_code = ?4, \
+             last_reason_kind = ?5, last_change_at = ?6, jid = ?7, push_name = ?8 WHERE name = ?1",
+            params![
+                name,
+                row.connection_status.as_str(),
+                row.state.as_str(),
+                row.last_reason_code,
+                row.last_reason_kind.map(ReasonKind::as_str),
+                to_sql_int(op, "last_change_at", row.last_change_at)?,
+                row.jid,
+                row.push_name,
+            ],
+        )
+        .map_err(sql(op))?;
+    if changed == 0 {
+        return Err(StoreError::NoSuchInstance(name.to_owned()));
+    }
+    Ok(())
+}
+
+fn has_session(conn: &Connection, op: &'static str, instance: &str) -> Result<bool, StoreError> {
+    for table in SESSION_TABLES {
+        // Table names come from our own constant list, never from input.
+        let found: bool = conn
+            .query_row(
+                &format!("SELECT EXISTS (SELECT 1 FROM {table} WHERE instance = ?1)"),
+                [instance],
+                |r| r.get(0),
+            )
+            .map_err(sql(op))?;
+        if found {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+fn delete_sessions(conn: &Connection, op: &'static str, instance: &str) -> Result<(), StoreError> {
+    for table in SESSION_TABLES {
+        conn.execute(
+            &format!("DELETE FROM {table} WHERE instance = ?1"),
+            [instance],
+        )
+        .map_err(sql(op))?;
+    }
+    Ok(())
+}
+
+/// The store. One connection behind a mutex: SQLite serialises writers anyway,
+/// and a single connection keeps transactions simple. Share it in an `Arc`.
+#[derive(Debug)]
+pub struct Store {
+    conn: Mutex<Connection>,
+}
+
+impl Store {
+    /// Opens (creating if needed) the file at `path` and migrates it.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| StoreError::Io {
+                op: "creating store directory",
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        }
+        let conn = Connection::open(path).map_err(|source| StoreError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Store::setup(conn)
+    }
+
+    /// A private, empty in-memory store, for tests.
+    pub fn open_in_memory() -> Result<Store, StoreError> {
+        let conn = Connection::open_in_memory().map_err(sql("opening in-memory store"))?;
+        Store::setup(conn)
+    }
+
+    fn setup(mut conn: Connection) -> Result<Store, StoreError> {
+        // First, so the pragmas below wait for another process's lock too.
+        conn.busy_timeout(BUSY_TIMEOUT)
+            .map_err(sql("setting busy timeout"))?;
+        // WAL lets readers run during a write; NORMAL is durable across an
+        // application crash (only an OS crash may lose the last commits).
+        // journal_mode answers with the mode in force ("memory" in memory).
+        let _mode: String = conn
+            .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
+            .map_err(sql("setting journal_mode"))?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(sql("setting synchronous"))?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(sql("enabling foreign_keys"))?;
+        schema::migrate(&mut conn)?;
+        Ok(Store {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    /// A panic while holding the lock cannot leave a half-done write behind
+    /// (an open transaction rolls back when dropped during unwinding), so a
+    /// poisoned mutex is safe to keep using.
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Returns the instance, creating it idle and closed if it does not exist.
+    /// An existing row is returned as is: its channel is not changed.
+    pub fn ensure_instance(
+        &self,
+        name: &str,
+        channel: &str,
+        now_ms: u64,
+    ) -> Result<InstanceRow, StoreError> {
+        const OP: &str = "ensure_instance";
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sql(OP))?;
+        let now = to_sql_int(OP, "created_at", now_ms)?;
+        tx.execute(
+            "INSERT INTO instances (name, channel, connection_status, state, last_change_at, created_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?5) ON CONFLICT (name) DO NOTHING",
+            params![
+                name,
+                channel,
+                ConnectionStatus::Close.as_str(),
+                StateName::Idle.as_str(),
+                now
+            ],
+        )
+        .map_err(sql(OP))?;
+        let row = read_instance(&tx, OP, name)?
+            .ok_or_else(|| StoreError::NoSuchInstance(name.to_owned()))?;
+        tx.commit().map_err(sql(OP))?;
+        Ok(row)
+    }
+
+    /// Persists an instance's status; [`StoreError::NoSuchInstance`] if absent.
+    pub fn write_status(&self, name: &str, row: &StatusRow) -> Result<(), StoreError> {
+        update_status(&self.conn(), "write_status", name, row)
+    }
+
+    pub fn instance(&self, name: &str) -> Result<Option<InstanceRow>, StoreError> {
+        read_instance(&self.conn(), "reading instance", name)
+    }
+
+    /// All instances, ordered by name.
+    pub fn instances(&self) -> Result<Vec<InstanceRow>, StoreError> {
+        const OP: &str = "listing instances";
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare(&format!(
+                "SELECT {INSTANCE_COLUMNS} FROM instances ORDER BY name"
+            ))
+            .map_err(sql(OP))?;
+        let raws = stmt
+            .query_map([], RawInstance::from_row)
+            .map_err(sql(OP))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(sql(OP))?;
+        raws.into_iter().map(RawInstance::parse).collect()
+    }
+
+    /// Removes the instance with its session data and script key-values.
+    /// Returns whether the instance row existed. The journal keeps its history.
+    pub fn delete_instance(&self, name: &str) -> Result<bool, StoreError> {
+        const OP: &str = "delete_instance";
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sql(OP))?;
+        delete_sessions(&tx, OP, name)?;
+        tx.execute("DELETE FROM kv WHERE instance = ?1", [name])
+            .map_err(sql(OP))?;
+        let deleted = tx
+            .execute("DELETE FROM instances WHERE name = ?1", [name])
+            .map_err(sql(OP))?;
+        tx.commit().map_err(sql(OP))?;
+        Ok(deleted > 0)
+    }
+
+    pub fn session_put(&self, instance: &str, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        self.conn()
+            .execute(
+                "INSERT INTO session (instance, key, value) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (instance, key) DO UPDATE SET value = excluded.value",
+                params![instance, key, value],
+            )
+            .map_err(sql("session_put"))?;
+        Ok(())
+    }
+
+    pub fn session_get(&self, instance: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.conn()
+            .query_row(
+                "SELECT value FROM session WHERE instance = ?1 AND key = ?2",
+                [instance, key],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(sql("session_get"))
+    }
+
+    /// Whether the instance has any row in any [`SESSION_TABLES`] table, i.e.
+    /// could reconnect without pairing again.
+    pub fn session_exists(&self, instance: &str) -> Result<bool, StoreError> {
+        has_session(&self.conn(), "session_exists", instance)
+    }
+
+    /// Deletes the instance's session data and writes its status in one
+    /// transaction: a status saying "logged out" next to a live session (or the
+    /// reverse) must never be observable, even after a crash.
+    pub fn end_session(&self, instance: &str, row: &StatusRow) -> Result<(), StoreError> {
+        const OP: &str = "end_session";
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sql(OP))?;
+        delete_sessions(&tx, OP, instance)?;
+        // On error the transaction is dropped, rolling the deletes back.
+        update_status(&tx, OP, instance, row)?;
+        tx.commit().map_err(sql(OP))
+    }
+
+    /// Start-up repair: a row still saying open/connecting belongs to a
+    /// process that died without closing it. Marks each such row closed with
+    /// reason `interrupted` and reports it, so the host can reconnect those
+    /// that kept a session. Other rows are untouched.
+    pub fn reconcile(&self, now_ms: u64) -> Result<Vec<Reconciled>, StoreError> {
+        const OP: &str = "reconcile";
+        let now = to_sql_int(OP, "last_change_at", now_ms)?;
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sql(OP))?;
+        let stale = {
+            let mut stmt = tx
+                .prepare("SELECT name, state FROM instances WHERE connection_status IN (?1, ?2) ORDER BY name")
+                .map_err(sql(OP))?;
+            stmt.query_map(
+                [
+                    ConnectionStatus::Open.as_str(),
+                    ConnectionStatus::Connecting.as_str(),
+                ],
+                |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)),
+            )
+            .map_err(sql(OP))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(sql(OP))?
+        };
+        let mut out = Vec::with_capacity(stale.len());
+        for (name, state) in stale {
+            let previous_state =
+                StateName::parse(&state).ok_or_else(|| corrupt(&name, "state", &state))?;
+            let has_session = has_session(&tx, OP, &name)?;
+            tx.execute(
+                "UPDATE instances SET connection_status = ?2, state = ?3, last_reason_code = NULL, \
+                 last_reason_kind = ?4, last_change_at = ?5 WHERE name = ?1",
+                params![
+                    name,
+                    ConnectionStatus::Close.as_str(),
+                    StateName::Closed.as_str(),
+                    ReasonKind::Interrupted.as_str(),
+                    now
+                ],
+            )
+            .map_err(sql(OP))?;
+            out.push(Reconciled {
+                name,
+                previous_state,
+                has_session,
+            });
+        }
+        tx.commit().map_err(sql(OP))?;
+        Ok(out)
+    }
+
+    pub fn kv_get(
+        &self,
+        instance: &str,
+        script: &str,
+        key: &str,
+    ) -> Result<Option<serde_json::Value>, StoreError> {
+        const OP: &str = "kv_get";
+        let text: Option<String> = self
+            .conn()
+            .query_row(
+                "SELECT value FROM kv WHERE instance = ?1 AND script = ?2 AND key = ?3",
+                [instance, script, key],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(sql(OP))?;
+        text.map(|t| serde_json::from_str(&t).map_err(json_err(OP)))
+            .transpose()
+    }
+
+    pub fn kv_set(
+        &self,
+        instance: &str,
+        script: &str,
+        key: &str,
+        value: &serde_json::Value,
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
+        const OP: &str = "kv_set";
+        let text = serde_json::to_string(value).map_err(json_err(OP))?;
+        let now = to_sql_int(OP, "updated_at", now_ms)?;
+        self.conn()
+            .execute(
+                "INSERT INTO kv (instance, script, key, value, updated_at) VALUES (?1, ?2, ?3, ?4, ?5) \
+                 ON CONFLICT (instance, script, key) \
+                 DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+                params![instance, script, key, text, now],
+            )
+            .map_err(sql(OP))?;
+        Ok(())
+    }
+
+    /// Returns whether the key existed.
+    pub fn kv_delete(&self, instance: &str, script: &str, key: &str) -> Result<bool, StoreError> {
+        let deleted = self
+            .conn()
+            .execute(
+                "DELETE FROM kv WHERE instance = ?1 AND script = ?2 AND key = ?3",
+                [instance, script, key],
+            )
+            .map_err(sql("kv_delete"))?;
+        Ok(deleted > 0)
+    }
+
+    /// The script's keys for this instance, sorted.
+    pub fn kv_keys(&self, instance: &str, script: &str) -> Result<Vec<String>, StoreError> {
+        const OP: &str = "kv_keys";
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare("SELECT key FROM kv WHERE instance = ?1 AND script = ?2 ORDER BY key")
+            .map_err(sql(OP))?;
+        stmt.query_map([instance, script], |r| r.get(0))
+            .map_err(sql(OP))?
+            .collect::<Result<Vec<String>, _>>()
+            .map_err(sql(OP))
+    }
+
+    /// Appends an event; every [`JOURNAL_TRIM_EVERY`]th id also drops rows
+    /// beyond the newest [`JOURNAL_LIMIT`], in the same transaction.
+    pub fn journal_append(
+        &self,
+        at_ms: u64,
+        instance: Option<&str>,
+        kind: &str,
+        data: &serde_json::Value,
+    ) -> Result<(), StoreError> {
+        const OP: &str = "journal_append";
+        let text = serde_json::to_string(data).map_err(json_err(OP))?;
+        let at = to_sql_int(OP, "at", at_ms)?;
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sql(OP))?;
+        tx.execute(
+            "INSERT INTO journal (at, instance, kind, data) VALUES (?1, ?2, ?3, ?4)",
+            params![at, instance, kind, text],
+        )
+        .map_err(sql(OP))?;
+        if tx.last_insert_rowid() % JOURNAL_TRIM_EVERY == 0 {
+            tx.execute(
+                "DELETE FROM journal WHERE id <= (SELECT MAX(id) FROM journal) - ?1",
+                [JOURNAL_LIMIT_SQL],
+            )
+            .map_err(sql(OP))?;
+        }
+        tx.commit().map_err(sql(OP))
+    }
+
+    /// Up to `limit` entries, newest first.
+    pub fn journal_recent(&self, limit: usize) -> Result<Vec<JournalEntry>, StoreError> {
+        const OP: &str = "journal_recent";
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare("SELECT id, at, instance, kind, data FROM journal ORDER BY id DESC LIMIT ?1")
+            .map_err(sql(OP))?;
+        let raws = stmt
+            .query_map([limit], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, Option<String>>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, String>(4)?,
+                ))
+            })
+            .map_err(sql(OP))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(sql(OP))?;
+        raws.into_iter()
+            .map(|(id, at, instance, kind, data)| {
+                Ok(JournalEntry {
+                    id,
+                    at: from_sql_int(&format!("journal#{id}"), "at", at)?,
+                    instance,
+                    kind,
+                    data: serde_json::from_str(&data).map_err(json_err(OP))?,
+                })
+            })
+            .collect()
+    }
+}
