@@ -7,4 +7,5 @@ pub mod channel;
 pub mod config;
 pub mod host;
 pub mod lifecycle;
+pub mod script;
 pub mod store;

@@ -52,8 +52,15 @@ fn console(dir: &Path, input: &str) -> Run {
 }
 
 fn status_json(dir: &Path) -> serde_json::Value {
-    let out = cmd(dir).args(["status", "--json"]).output().expect("status");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = cmd(dir)
+        .args(["status", "--json"])
+        .output()
+        .expect("status");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).expect("status --json is JSON")
 }
 
@@ -163,7 +170,11 @@ fn restart_required_reconnects_at_once_and_bans_wait() {
             "* closed code=402 kind=temp_banned retry_in_ms=60000",
         ]
     );
-    assert!(run.stderr.contains("/drop 408 ignored: not connected"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("/drop 408 ignored: not connected"),
+        "{}",
+        run.stderr
+    );
 }
 
 #[test]
@@ -172,9 +183,18 @@ fn terminal_codes_stay_closed_and_logout_codes_log_out() {
         ("405", "* closed code=405 kind=client_outdated"),
         ("403", "* logged_out code=403 kind=forbidden by=server"),
         ("406", "* logged_out code=406 kind=unknown_logout by=server"),
-        ("500", "* reconnecting code=500 kind=bad_session attempt=1 delay_ms=N"),
-        ("503", "* reconnecting code=503 kind=service_unavailable attempt=1 delay_ms=N"),
-        ("428", "* reconnecting code=428 kind=connection_closed attempt=1 delay_ms=N"),
+        (
+            "500",
+            "* reconnecting code=500 kind=bad_session attempt=1 delay_ms=N",
+        ),
+        (
+            "503",
+            "* reconnecting code=503 kind=service_unavailable attempt=1 delay_ms=N",
+        ),
+        (
+            "428",
+            "* reconnecting code=428 kind=connection_closed attempt=1 delay_ms=N",
+        ),
     ] {
         let dir = tempfile::tempdir().unwrap();
         let run = console(dir.path(), &format!("/drop {code}\n"));
@@ -185,9 +205,16 @@ fn terminal_codes_stay_closed_and_logout_codes_log_out() {
 #[test]
 fn bad_lines_are_reported_on_stderr_and_the_console_goes_on() {
     let dir = tempfile::tempdir().unwrap();
-    let run = console(dir.path(), "/drop\n/frobnicate\n/sleep x\nhi there\n/drop 440\n");
+    let run = console(
+        dir.path(),
+        "/drop\n/frobnicate\n/sleep x\nhi there\n/drop 440\n",
+    );
     assert_eq!(run.code, Some(0));
-    assert!(run.stderr.contains("/drop needs a close code"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("/drop needs a close code"),
+        "{}",
+        run.stderr
+    );
     assert!(run.stderr.contains("unknown command /frobnicate"));
     assert!(run.stderr.contains("/sleep needs"));
     // Without scripts nothing answers, but the state lines still come.
@@ -206,7 +233,10 @@ fn quit_ends_the_session_early() {
     let dir = tempfile::tempdir().unwrap();
     let run = console(dir.path(), "/quit\n/drop 440\n");
     assert_eq!(run.code, Some(0));
-    assert_eq!(run.stdout, ["* connecting attempt=1", "* open jid=me@console"]);
+    assert_eq!(
+        run.stdout,
+        ["* connecting attempt=1", "* open jid=me@console"]
+    );
 }
 
 #[test]
@@ -239,7 +269,10 @@ fn a_killed_console_is_reconciled_at_the_next_start() {
     assert_eq!(row["jid"], "me@console");
     // A restart reconnects the still-paired session without pairing.
     let run = console(dir.path(), "");
-    assert_eq!(run.stdout, ["* connecting attempt=1", "* open jid=me@console"]);
+    assert_eq!(
+        run.stdout,
+        ["* connecting attempt=1", "* open jid=me@console"]
+    );
 }
 
 #[test]
@@ -257,7 +290,11 @@ fn a_second_process_on_the_same_data_dir_is_refused() {
     out.read_line(&mut line).unwrap();
     let second = console(dir.path(), "");
     assert_ne!(second.code, Some(0));
-    assert!(second.stderr.contains("another moonwire process"), "{}", second.stderr);
+    assert!(
+        second.stderr.contains("another moonwire process"),
+        "{}",
+        second.stderr
+    );
     drop(first.stdin.take());
     assert!(first.wait().unwrap().success());
 }
@@ -295,11 +332,17 @@ fn status_prints_a_table_and_handles_a_fresh_dir() {
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("no instances"));
     assert_eq!(status_json(dir.path()), serde_json::json!([]));
-    assert!(!dir.path().join("data").exists(), "status must not create a database");
+    assert!(
+        !dir.path().join("data").exists(),
+        "status must not create a database"
+    );
     console(dir.path(), "/drop 440\n");
     let out = cmd(dir.path()).arg("status").output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     let lines: Vec<&str> = text.lines().collect();
     assert!(lines[0].starts_with("NAME"), "{text}");
-    assert!(lines[1].contains("console") && lines[1].contains("440 replaced"), "{text}");
+    assert!(
+        lines[1].contains("console") && lines[1].contains("440 replaced"),
+        "{text}"
+    );
 }

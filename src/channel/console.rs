@@ -8,7 +8,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::mpsc::UnboundedSender;
 
-use super::{BoxFuture, Channel, ChannelError, ChannelEvent, EventKind, Incoming, Outgoing};
+use super::{
+    BoxFuture, Channel, ChannelError, ChannelEvent, EventKind, Incoming, OutBody, Outgoing,
+};
 use crate::lifecycle::PairKind;
 
 /// The console user's chat, and the bot's own account.
@@ -56,7 +58,6 @@ struct SimState {
     /// Messages sent while the bot was away, delivered at the next login.
     offline: VecDeque<Incoming>,
     next_in: u64,
-    next_out: u64,
     qr_count: u64,
 }
 
@@ -81,7 +82,6 @@ impl ConsoleSim {
                 logout_pending: false,
                 offline: VecDeque::new(),
                 next_in: 0,
-                next_out: 0,
                 qr_count: 0,
             }),
             out,
@@ -161,11 +161,6 @@ impl ConsoleSim {
             ),
             None => st.logout_pending = true,
         }
-    }
-
-    fn out_id(st: &mut SimState) -> String {
-        st.next_out += 1;
-        format!("out-{}", st.next_out)
     }
 }
 
@@ -272,15 +267,16 @@ impl Channel for ConsoleChannel {
         Box::pin(std::future::ready(result))
     }
 
-    fn send(&mut self, out: Outgoing) -> BoxFuture<Result<String, ChannelError>> {
-        let mut st = self.sim.lock();
+    fn send(&mut self, out: Outgoing) -> BoxFuture<Result<(), ChannelError>> {
+        let st = self.sim.lock();
         let result = if st.connected.is_none() {
             Err(ChannelError::NotConnected)
         } else {
             // Printed here, not in the future, so the line is out by the time
             // the host has handled the send.
-            match &out {
-                Outgoing::Text { chat, text, .. } => {
+            let chat = &out.chat;
+            match &out.body {
+                OutBody::Text { text, .. } => {
                     for line in text.split('\n') {
                         if chat == USER_CHAT {
                             self.sim.out.line(&format!("bot> {line}"));
@@ -289,11 +285,11 @@ impl Channel for ConsoleChannel {
                         }
                     }
                 }
-                Outgoing::React { emoji, .. } => {
+                OutBody::React { emoji, .. } => {
                     self.sim.out.line(&format!("bot reacted {emoji}"));
                 }
             }
-            Ok(ConsoleSim::out_id(&mut st))
+            Ok(())
         };
         Box::pin(std::future::ready(result))
     }

@@ -61,19 +61,56 @@ pub enum EventKind {
     Message(Incoming),
 }
 
-/// Something to send.
+/// Something to send. The id is chosen before sending (WhatsApp ids are
+/// client-made), so callers get it back at once and the send can be async.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outgoing {
-    Text {
-        chat: String,
-        text: String,
+pub struct Outgoing {
+    pub id: String,
+    pub chat: String,
+    pub body: OutBody,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OutBody {
+    Text { text: String, quote: Option<String> },
+    React { message_id: String, emoji: String },
+}
+
+impl Outgoing {
+    pub fn text(
+        chat: impl Into<String>,
+        text: impl Into<String>,
         quote: Option<String>,
-    },
-    React {
-        chat: String,
-        message_id: String,
-        emoji: String,
-    },
+    ) -> Outgoing {
+        Outgoing {
+            id: new_message_id(),
+            chat: chat.into(),
+            body: OutBody::Text {
+                text: text.into(),
+                quote,
+            },
+        }
+    }
+
+    pub fn react(
+        chat: impl Into<String>,
+        message_id: impl Into<String>,
+        emoji: impl Into<String>,
+    ) -> Outgoing {
+        Outgoing {
+            id: new_message_id(),
+            chat: chat.into(),
+            body: OutBody::React {
+                message_id: message_id.into(),
+                emoji: emoji.into(),
+            },
+        }
+    }
+}
+
+/// A fresh message id in WhatsApp's style (`3EB0` + 16 hex digits).
+pub fn new_message_id() -> String {
+    format!("3EB0{:016X}", rand::random::<u64>())
 }
 
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
@@ -96,6 +133,6 @@ pub trait Channel: Send + 'static {
     fn close(&mut self);
     /// Asks the server to unlink this device (logout). Best effort.
     fn unlink(&mut self) -> BoxFuture<Result<(), ChannelError>>;
-    /// Sends a message or reaction; resolves to the message id.
-    fn send(&mut self, out: Outgoing) -> BoxFuture<Result<String, ChannelError>>;
+    /// Sends a message or reaction under `out.id`.
+    fn send(&mut self, out: Outgoing) -> BoxFuture<Result<(), ChannelError>>;
 }

@@ -8,7 +8,8 @@ use std::time::Duration;
 use anyhow::Context;
 use moonwire::channel::console::{ConsoleOut, ConsoleSim, PairingStore, SESSION_KEY};
 use moonwire::config::Config;
-use moonwire::host::{DataDirLock, EventBus, Host, HostEvent, NoHooks};
+use moonwire::host::scripts::ScriptHooks;
+use moonwire::host::{DataDirLock, EventBus, Host, HostEvent};
 use moonwire::store::Store;
 use tokio::io::AsyncBufReadExt;
 
@@ -107,9 +108,14 @@ async fn run_async(config: &Config) -> anyhow::Result<ExitCode> {
             }
         });
     }
+    let hooks = Arc::new(ScriptHooks::new(
+        super::engine_config(config),
+        store.clone(),
+        bus.clone(),
+    ));
     let host = Host::new(
         store.clone(),
-        Arc::new(NoHooks),
+        hooks.clone(),
         bus,
         super::host_settings(config),
     )?;
@@ -124,6 +130,10 @@ async fn run_async(config: &Config) -> anyhow::Result<ExitCode> {
     if !existed {
         pairing.mark_paired().map_err(anyhow::Error::msg)?;
     }
+    hooks
+        .attach(&handle)
+        .context("starting the script engine")?;
+    let _watcher = super::watch_scripts(&hooks);
     handle.connect();
     settle(&host).await;
 
@@ -157,6 +167,7 @@ async fn run_async(config: &Config) -> anyhow::Result<ExitCode> {
     // End of input: finish what hooks are doing, then go quiet and stop.
     settle(&host).await;
     out.close();
+    hooks.shutdown().await;
     host.shutdown().await;
     Ok(ExitCode::SUCCESS)
 }

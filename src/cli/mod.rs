@@ -1,5 +1,6 @@
 //! Subcommands. Only ones that work are listed.
 
+mod check;
 mod console;
 mod status;
 
@@ -10,7 +11,10 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use moonwire::config::{Config, LogFormat, Overrides};
 use moonwire::host::HostSettings;
+use moonwire::host::scripts::ScriptHooks;
 use moonwire::lifecycle::Settings;
+use moonwire::script::EngineConfig;
+use std::sync::Arc;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -46,6 +50,11 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         scripts: Option<PathBuf>,
     },
+    /// Load scripts in a dry run and report problems as path:line: message
+    Check {
+        /// Script files or folders (default: the scripts folder)
+        paths: Vec<PathBuf>,
+    },
     /// Show every instance's connection state
     Status {
         /// Print a JSON array instead of a table
@@ -57,7 +66,7 @@ enum Command {
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let scripts = match &cli.command {
         Command::Console { scripts } => scripts.clone(),
-        Command::Status { .. } => None,
+        Command::Status { .. } | Command::Check { .. } => None,
     };
     let overrides = Overrides {
         config: cli.config.clone(),
@@ -73,6 +82,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Console { .. } => console::run(&config),
         Command::Status { json } => status::run(&config, json),
+        Command::Check { paths } => check::run(&config, paths),
     }
 }
 
@@ -103,5 +113,39 @@ pub fn host_settings(config: &Config) -> HostSettings {
         },
         hook_timeout: std::time::Duration::from_millis(config.script.hook_timeout_ms),
         ..HostSettings::default()
+    }
+}
+
+pub fn engine_config(config: &Config) -> EngineConfig {
+    EngineConfig {
+        dir: config.scripts.clone(),
+        hook_timeout: std::time::Duration::from_millis(config.script.hook_timeout_ms),
+        memory_limit: (config.script.memory_limit_mb as usize).saturating_mul(1024 * 1024),
+        command_prefix: config.script.command_prefix.clone(),
+    }
+}
+
+/// Reloads the scripts when their folder changes; `None` when there is no
+/// folder to watch (it is logged).
+pub fn watch_scripts(hooks: &Arc<ScriptHooks>) -> Option<moonwire::script::watch::Watcher> {
+    let dir = hooks.config().dir.clone();
+    if !dir.is_dir() {
+        tracing::info!(dir = %dir.display(), "no scripts folder; running without scripts");
+        return None;
+    }
+    let rt = tokio::runtime::Handle::current();
+    let h = hooks.clone();
+    let debounce = std::time::Duration::from_millis(200);
+    match moonwire::script::watch::watch(&dir, debounce, move || {
+        let h = h.clone();
+        rt.spawn(async move {
+            h.reload().await;
+        });
+    }) {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot watch the scripts folder; reload needs a restart");
+            None
+        }
     }
 }

@@ -329,19 +329,18 @@ impl Actor {
                     let _ = reply.send(Err(SendError::NotOpen(self.name.to_string())));
                     return;
                 }
-                let chat = match &out {
-                    Outgoing::Text { chat, .. } | Outgoing::React { chat, .. } => chat.clone(),
-                };
+                let chat = out.chat.clone();
+                let id = out.id.clone();
                 let fut = self.channel.send(out);
                 let bus = self.bus.clone();
                 let name = self.name.to_string();
                 tokio::spawn(async move {
-                    let result = fut.await.map_err(SendError::from);
-                    if let Ok(id) = &result {
+                    let result = fut.await.map(|()| id.clone()).map_err(SendError::from);
+                    if result.is_ok() {
                         bus.publish(HostEvent::MessageOut {
                             instance: name,
                             chat,
-                            id: id.clone(),
+                            id,
                         });
                     }
                     let _ = reply.send(result);
@@ -360,6 +359,12 @@ impl Actor {
         while let Some(input) = self.queue.pop_front() {
             let now = now_ms();
             let effects = self.machine.step(input, now);
+            // Readers (scripts in hooks this step fires) must already see
+            // the new state.
+            self.snapshot.send_replace(Snapshot {
+                state: self.machine.state().clone(),
+                row: self.machine.row(),
+            });
             let logging_out = matches!(self.machine.state(), State::LoggingOut { .. });
             for effect in effects {
                 self.apply(effect).await;
@@ -368,10 +373,6 @@ impl Actor {
                 // Unlink and transport close have run (or failed): finish.
                 self.queue.push_back(Input::LogoutDone);
             }
-            self.snapshot.send_replace(Snapshot {
-                state: self.machine.state().clone(),
-                row: self.machine.row(),
-            });
         }
     }
 

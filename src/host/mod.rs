@@ -2,6 +2,7 @@
 //! store and the scripts meet (DESIGN §1). Nothing else knows all of them.
 
 pub mod instance;
+pub mod scripts;
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -72,6 +73,10 @@ pub enum HostEvent {
         instance: String,
         chat: String,
         id: String,
+    },
+    ScriptError {
+        instance: String,
+        error: crate::script::ScriptError,
     },
 }
 

@@ -1,0 +1,25 @@
+-- default.lua: the script moonwire ships in its scripts folder.
+--
+-- Every *.lua file in this folder is a script with its own globals. Save a
+-- change and the folder is reloaded without dropping the connection.
+-- Editor support: see types/moonwire.lua and .luarc.json at the repo root.
+
+-- `!ping`: the quickest way to see that the bot is alive.
+bot.command("ping", function(m)
+  m:reply("pong")
+end, "check that the bot answers")
+
+-- `!help`: one line per command that any script registered. bot.commands()
+-- is already sorted by name, so new commands show up here by themselves.
+bot.command("help", function(m)
+  local lines = {}
+  for _, c in ipairs(bot.commands()) do
+    -- The prefix is "!" unless [script] command_prefix says otherwise.
+    if c.description and c.description ~= "" then
+      lines[#lines + 1] = "!" .. c.name .. " — " .. c.description
+    else
+      lines[#lines + 1] = "!" .. c.name
+    end
+  end
+  m:reply(table.concat(lines, "\n"))
+end, "list the commands")

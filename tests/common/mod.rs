@@ -1,0 +1,216 @@
+//! Driving the real `moonwire` binary from tests.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_moonwire"))
+}
+
+/// A scratch directory with `data/` and `scripts/`.
+pub struct Sandbox {
+    pub dir: tempfile::TempDir,
+}
+
+impl Sandbox {
+    pub fn new() -> Sandbox {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(dir.path().join("scripts")).expect("scripts dir");
+        Sandbox { dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn scripts(&self) -> PathBuf {
+        self.dir.path().join("scripts")
+    }
+
+    pub fn script(&self, name: &str, src: &str) -> &Self {
+        std::fs::write(self.scripts().join(name), src).expect("write script");
+        self
+    }
+
+    pub fn cmd(&self) -> Command {
+        let mut c = Command::new(bin());
+        c.current_dir(self.path())
+            .env_remove("MOONWIRE_CONFIG")
+            .env_remove("MOONWIRE_LOG")
+            .env("MOONWIRE_DATA_DIR", self.path().join("data"))
+            .env("MOONWIRE_SCRIPTS", self.scripts())
+            .env("MOONWIRE_RECONNECT_BASE_MS", "10");
+        c
+    }
+
+    /// Runs the console with `input` piped in; returns stdout lines, stderr.
+    pub fn console(&self, input: &str) -> Output {
+        self.console_with(input, |_| {})
+    }
+
+    pub fn console_with(&self, input: &str, tweak: impl FnOnce(&mut Command)) -> Output {
+        let mut c = self.cmd();
+        c.arg("console")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        tweak(&mut c);
+        let mut child = c.spawn().expect("spawn moonwire");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(input.as_bytes())
+            .expect("write stdin");
+        let out = child.wait_with_output().expect("wait");
+        Output {
+            stdout: String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .map(str::to_string)
+                .collect(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            code: out.status.code(),
+        }
+    }
+
+    /// A console kept running, fed line by line.
+    pub fn session(&self) -> Session {
+        let mut child = self
+            .cmd()
+            .arg("console")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn moonwire");
+        let (tx, rx) = channel();
+        let stdout = child.stdout.take().expect("stdout");
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let err = stderr.clone();
+        let pipe = child.stderr.take().expect("stderr");
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                let mut e = err.lock().unwrap();
+                e.push_str(&line);
+                e.push('\n');
+            }
+        });
+        let stdin = child.stdin.take();
+        Session {
+            child,
+            stdin,
+            lines: rx,
+            seen: Vec::new(),
+            stderr,
+        }
+    }
+}
+
+pub struct Output {
+    pub stdout: Vec<String>,
+    pub stderr: String,
+    pub code: Option<i32>,
+}
+
+impl Output {
+    /// stdout without the usual opening state lines.
+    pub fn bot_lines(&self) -> Vec<&str> {
+        self.stdout
+            .iter()
+            .map(String::as_str)
+            .filter(|l| !l.starts_with("* "))
+            .collect()
+    }
+}
+
+pub struct Session {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: Receiver<String>,
+    pub seen: Vec<String>,
+    pub stderr: Arc<Mutex<String>>,
+}
+
+impl Session {
+    pub fn send(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().expect("stdin open");
+        writeln!(stdin, "{line}").expect("write");
+        stdin.flush().expect("flush");
+    }
+
+    /// Waits for a stdout line equal to `want`; returns the lines before it.
+    pub fn expect(&mut self, want: &str, within: Duration) -> Vec<String> {
+        let deadline = Instant::now() + within;
+        let mut before = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if line == want {
+                        return before;
+                    }
+                    before.push(line);
+                }
+                Err(RecvTimeoutError::Timeout) => panic!(
+                    "no {want:?} within {within:?}; saw {:?}\nstderr:\n{}",
+                    before,
+                    self.stderr()
+                ),
+                Err(RecvTimeoutError::Disconnected) => panic!(
+                    "console ended before {want:?}; saw {before:?}\nstderr:\n{}",
+                    self.stderr()
+                ),
+            }
+        }
+    }
+
+    /// Lines that arrive within `d`.
+    pub fn drain(&mut self, d: Duration) -> Vec<String> {
+        let deadline = Instant::now() + d;
+        let mut out = Vec::new();
+        while let Ok(line) = self
+            .lines
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        {
+            self.seen.push(line.clone());
+            out.push(line);
+        }
+        out
+    }
+
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Closes stdin and waits for a clean exit.
+    pub fn finish(mut self) -> (Vec<String>, String) {
+        drop(self.stdin.take());
+        let status = self.child.wait().expect("wait");
+        let rest: Vec<String> = self.lines.iter().collect();
+        assert!(status.success(), "console exited with {status}");
+        // Give the stderr reader a moment to catch the tail.
+        std::thread::sleep(Duration::from_millis(50));
+        let err = self.stderr();
+        (rest, err)
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,199 @@
+---@meta
+-- Definitions of moonwire's Lua API for lua-language-server (LuaLS):
+-- completion, hover docs and type checks while writing scripts.
+-- This file is never loaded by moonwire; .luarc.json at the repo root points
+-- LuaLS here. The contract itself is DESIGN.md §3.
+
+---@alias moonwire.State
+---| "idle"
+---| "connecting"
+---| "pairing"
+---| "open"
+---| "reconnecting"
+---| "closed"
+---| "logging_out"
+---| "logged_out"
+
+---A value bot.store can keep: it is stored as JSON, so tables must be arrays
+---or have string keys, and functions or userdata cannot be stored.
+---@alias moonwire.Json nil|boolean|number|string|table
+
+---An incoming (or own) message.
+---@class moonwire.Message
+---@field id string message id
+---@field chat string JID of the chat it was sent in (reply there)
+---@field sender string JID of who sent it (in a group, the member)
+---@field text? string the text; nil if the message has none
+---@field type string "text", "image", "video", "audio", "document", "sticker", …
+---@field from_me boolean sent by this account (e.g. from your phone)
+---@field is_group boolean the chat is a group
+---@field push_name? string the sender's display name, if known
+---@field timestamp integer when it was sent, unix seconds
+local Message = {}
+
+---Answers in the message's chat, quoting it.
+---@param text string
+---@return string id the id of the sent message
+function Message:reply(text) end
+
+---Reacts to the message with an emoji.
+---@param emoji string
+function Message:react(emoji) end
+
+---A pairing code to show the user (`on_qr`).
+---@class moonwire.Qr
+---@field code string the QR payload, or the 8-character pairing code
+---@field kind "qr"|"pair_code"
+---@field expires_in integer seconds until this code expires
+
+---The connection is open (`on_open`).
+---@class moonwire.Session
+---@field instance string the instance name
+---@field jid? string this account's JID; may not be known yet
+---@field push_name? string this account's display name
+
+---The connection closed (`on_close`).
+---@class moonwire.Close
+---@field code? integer close code (e.g. 408, 440, 503); nil for transport errors
+---@field kind string reason: "connection_lost", "replaced", "transport_error", …
+---@field message? string detail text, for logs
+---@field attempt integer reconnect attempts in a row (reset once a connection stays open)
+---@field will_reconnect boolean what moonwire does if the script returns nil
+---@field delay_ms? integer the default delay before reconnecting; nil if it won't
+
+---What `on_close` may return:
+---`nil` keeps the default, `false` stays closed, `true` reconnects after the
+---default delay, a number reconnects after that many ms, a table spells it out.
+---Ignored for 515, 405, 401, 403 and 406.
+---@alias moonwire.CloseAnswer nil|boolean|integer|{reconnect?: boolean, delay_ms?: integer}
+
+---The session ended (`on_logout`); its data has been deleted.
+---@class moonwire.Logout
+---@field code? integer close code, e.g. 401
+---@field kind string reason, e.g. "logged_out"
+---@field by "user"|"server"|"script" who asked for it
+
+---A timer from bot.after or bot.every.
+---@class moonwire.Timer
+local Timer = {}
+
+---Stops the timer: a cancelled `after` never fires, a cancelled `every` fires no more.
+function Timer:cancel() end
+
+---The words after a command: `!remind 10m buy milk` gives
+---`{ "10m", "buy", "milk", text = "10m buy milk" }`.
+---@class moonwire.CommandArgs
+---@field [integer] string the whitespace-separated words
+---@field text string the rest of the line after the command name, trimmed ("" if none)
+
+---@class moonwire.CommandInfo
+---@field name string without the prefix
+---@field description? string
+
+---A script's own key-value store, kept in SQLite: survives reloads and restarts.
+---@class moonwire.Store
+local Store = {}
+
+---@param key string
+---@return moonwire.Json value nil if the key is not set
+function Store.get(key) end
+
+---Stores a JSON value; `set(key, nil)` deletes the key.
+---@param key string
+---@param value moonwire.Json
+function Store.set(key, value) end
+
+---@param key string
+function Store.delete(key) end
+
+---Logging; the arguments are joined with spaces (each through tostring).
+---@class moonwire.Log
+local Log = {}
+---@param ... any
+function Log.debug(...) end
+---@param ... any
+function Log.info(...) end
+---@param ... any
+function Log.warn(...) end
+---@param ... any
+function Log.error(...) end
+
+---The moonwire API.
+---@class moonwire.Bot
+---@field instance string the instance name, e.g. "default" or "console"
+---@field store moonwire.Store
+---@field log moonwire.Log
+bot = {}
+
+---The lifecycle state of the instance.
+---@return moonwire.State
+function bot.state() end
+
+---Sends a text message.
+---@param chat string JID of the chat
+---@param text string
+---@return string? id the message id, or nil when the instance is not open
+---@return string? err "not open"
+function bot.send(chat, text) end
+
+---Handles `<prefix><name>` (prefix "!" by default, `[script] command_prefix`).
+---@param name string the command without its prefix
+---@param fn fun(m: moonwire.Message, args: moonwire.CommandArgs)
+---@param description? string shown by `!help`
+function bot.command(name, fn, description) end
+
+---Every command that any script registered, sorted by name.
+---@return moonwire.CommandInfo[]
+function bot.commands() end
+
+---Calls `fn` for every text message where `string.match(m.text, pattern)`
+---matches, with the captures (or the whole match) after the message.
+---@param pattern string a Lua pattern
+---@param fn fun(m: moonwire.Message, ...: string)
+function bot.hear(pattern, fn) end
+
+---Calls `fn` once after `ms` milliseconds.
+---@param ms integer
+---@param fn fun()
+---@return moonwire.Timer
+function bot.after(ms, fn) end
+
+---Calls `fn` every `ms` milliseconds until cancelled.
+---@param ms integer
+---@param fn fun()
+---@return moonwire.Timer
+function bot.every(ms, fn) end
+
+---Logs out: unlinks this device and deletes the session (`on_logout` with by = "script").
+function bot.logout() end
+
+-- Hooks: global functions a script may define. Each runs under a time budget.
+
+---Called on every (re)load of the scripts folder, after all files compiled.
+---@type fun()|nil
+on_load = nil
+
+---Called before this generation is replaced by a reload, and at shutdown.
+---@type fun()|nil
+on_unload = nil
+
+---A pairing code to show (QR or phone pairing code).
+---@type fun(p: moonwire.Qr)|nil
+on_qr = nil
+
+---The connection is open. Not called again by a reload.
+---@type fun(s: moonwire.Session)|nil
+on_open = nil
+
+---The connection closed. The first script (in file name order) that returns
+---non-nil decides what happens next.
+---@type (fun(r: moonwire.Close): moonwire.CloseAnswer)|nil
+on_close = nil
+
+---The session ended and its data was deleted.
+---@type fun(i: moonwire.Logout)|nil
+on_logout = nil
+
+---Called for every incoming message.
+---@type fun(m: moonwire.Message)|nil
+on_message = nil
