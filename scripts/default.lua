@@ -14,11 +14,11 @@ end, "check that the bot answers")
 bot.command("help", function(m)
   local lines = {}
   for _, c in ipairs(bot.commands()) do
-    -- The prefix is "!" unless [script] command_prefix says otherwise.
+    -- bot.prefix is "!" unless [script] command_prefix says otherwise.
     if c.description and c.description ~= "" then
-      lines[#lines + 1] = "!" .. c.name .. " — " .. c.description
+      lines[#lines + 1] = bot.prefix .. c.name .. " — " .. c.description
     else
-      lines[#lines + 1] = "!" .. c.name
+      lines[#lines + 1] = bot.prefix .. c.name
     end
   end
   m:reply(table.concat(lines, "\n"))

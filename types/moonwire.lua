@@ -121,6 +121,7 @@ function Log.error(...) end
 ---The moonwire API.
 ---@class moonwire.Bot
 ---@field instance string the instance name, e.g. "default" or "console"
+---@field prefix string the command prefix ("!" unless [script] command_prefix says otherwise)
 ---@field store moonwire.Store
 ---@field log moonwire.Log
 bot = {}

@@ -66,6 +66,19 @@ function on_load()
   end
 end
 
+-- Scripts load before the connection opens, so a reminder that came due
+-- while the bot was down (or disconnected) can't be sent at first and waits
+-- RETRY_MS; once we're open, send those right away instead.
+function on_open()
+  local now = os.time()
+  for _, r in ipairs(load_all()) do
+    if r.due <= now then
+      if timers[r.id] then timers[r.id]:cancel() end
+      schedule(r, 0)
+    end
+  end
+end
+
 bot.command("remind", function(m, args)
   local n, unit = (args[1] or ""):match("^(%d+)([smh])$")
   local text = args.text:match("^%S+%s+(.+)$") -- everything after the duration

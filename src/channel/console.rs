@@ -19,17 +19,32 @@ pub const BOT_JID: &str = "me@console";
 /// Session key marking the simulated account as paired.
 pub const SESSION_KEY: &str = "console.paired";
 
-/// stdout for the console: one line per write, in the order written, and
-/// silent once closed (nothing is printed after end of input).
+/// Where the simulated server shows what the bot sent: stdout for
+/// `moonwire console` (one line per write, in order, silent once closed —
+/// nothing is printed after end of input), or the log for simulated
+/// instances under `moonwire run` and the API.
 #[derive(Default)]
 pub struct ConsoleOut {
     closed: Mutex<bool>,
+    to_log: bool,
 }
 
 impl ConsoleOut {
+    /// Lines go to the log (info) instead of stdout.
+    pub fn logging() -> ConsoleOut {
+        ConsoleOut {
+            closed: Mutex::new(false),
+            to_log: true,
+        }
+    }
+
     pub fn line(&self, text: &str) {
         let closed = self.closed.lock().unwrap_or_else(|e| e.into_inner());
         if *closed {
+            return;
+        }
+        if self.to_log {
+            tracing::info!(target: "moonwire::console", "{text}");
             return;
         }
         let mut out = std::io::stdout().lock();

@@ -6,24 +6,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use moonwire::channel::console::{ConsoleOut, ConsoleSim, PairingStore, SESSION_KEY};
-use moonwire::config::Config;
-use moonwire::host::scripts::ScriptHooks;
+use moonwire::channel::console::ConsoleOut;
+use moonwire::config::{ChannelKind, Config};
+use moonwire::host::app::App;
 use moonwire::host::{DataDirLock, EventBus, Host, HostEvent};
 use moonwire::store::Store;
 use tokio::io::AsyncBufReadExt;
 
 const INSTANCE: &str = "console";
-
-struct StorePairing(Arc<Store>);
-
-impl PairingStore for StorePairing {
-    fn mark_paired(&self) -> Result<(), String> {
-        self.0
-            .session_put(INSTANCE, SESSION_KEY, b"1")
-            .map_err(|e| e.to_string())
-    }
-}
 
 /// A line of stdin, understood.
 #[derive(Debug, PartialEq, Eq)]
@@ -108,34 +98,21 @@ async fn run_async(config: &Config) -> anyhow::Result<ExitCode> {
             }
         });
     }
-    let hooks = Arc::new(ScriptHooks::new(
-        super::engine_config(config),
-        store.clone(),
-        bus.clone(),
-    ));
-    let host = Host::new(
-        store.clone(),
-        hooks.clone(),
+    let app = App::new(
+        store,
         bus,
         super::host_settings(config),
+        super::engine_config(config),
+        out.clone(),
     )?;
-
-    // A brand-new console instance starts with a simulated account already
-    // paired; after a logout it has to pair again, like a real one.
-    let existed = store.instance(INSTANCE)?.is_some();
-    let paired = !existed || store.session_exists(INSTANCE)?;
-    let pairing = Arc::new(StorePairing(store.clone()));
-    let sim = ConsoleSim::new(paired, out.clone(), pairing.clone());
-    let handle = host.add_instance(INSTANCE, "console", |events| Box::new(sim.channel(events)))?;
-    if !existed {
-        pairing.mark_paired().map_err(anyhow::Error::msg)?;
-    }
-    hooks
-        .attach(&handle)
-        .context("starting the script engine")?;
-    let _watcher = super::watch_scripts(&hooks);
+    let handle = app.start_instance(INSTANCE, ChannelKind::Console)?;
+    let sim = app
+        .console_sim(INSTANCE)
+        .context("the console instance has no simulated server")?;
+    let _watcher = super::watch_scripts(&app.scripts);
+    let host = &app.host;
     handle.connect();
-    settle(&host).await;
+    settle(host).await;
 
     let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
     loop {
@@ -161,14 +138,13 @@ async fn run_async(config: &Config) -> anyhow::Result<ExitCode> {
             Ok(Line::Quit) => break,
             Err(e) => eprintln!("console: {e}"),
         }
-        settle(&host).await;
+        settle(host).await;
     }
 
     // End of input: finish what hooks are doing, then go quiet and stop.
-    settle(&host).await;
+    settle(host).await;
     out.close();
-    hooks.shutdown().await;
-    host.shutdown().await;
+    app.shutdown().await;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -39,6 +39,8 @@ enum Command {
     },
     Send {
         out: Outgoing,
+        /// Hold it until the next open instead of refusing while not open.
+        queue: bool,
         reply: oneshot::Sender<Result<String, SendError>>,
     },
     Settle(oneshot::Sender<()>),
@@ -106,17 +108,41 @@ impl InstanceHandle {
     pub async fn send(&self, out: Outgoing) -> Result<String, SendError> {
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(Command::Send { out, reply })
+            .send(Command::Send {
+                out,
+                queue: false,
+                reply,
+            })
             .map_err(|_| SendError::Gone(self.name.to_string()))?;
         rx.await
             .map_err(|_| SendError::Gone(self.name.to_string()))?
+    }
+
+    /// Sends now if open, otherwise keeps it (in order, in memory) for the
+    /// next open. Returns the id at once.
+    pub fn send_queued(&self, out: Outgoing) -> Result<String, SendError> {
+        let id = out.id.clone();
+        let (reply, _rx) = oneshot::channel();
+        self.tx
+            .send(Command::Send {
+                out,
+                queue: true,
+                reply,
+            })
+            .map_err(|_| SendError::Gone(self.name.to_string()))?;
+        Ok(id)
     }
 
     /// Queues a send without waiting for its result; failures are logged.
     pub fn send_nowait(&self, out: Outgoing) {
         let (reply, rx) = oneshot::channel();
         let name = self.name.clone();
-        if self.tx.send(Command::Send { out, reply }).is_err() {
+        let cmd = Command::Send {
+            out,
+            queue: false,
+            reply,
+        };
+        if self.tx.send(cmd).is_err() {
             tracing::warn!(instance = %name, "send dropped: the instance has stopped");
             return;
         }
@@ -173,6 +199,8 @@ struct Actor {
     retry_at: Option<Instant>,
     logout_waiters: Vec<oneshot::Sender<StatusRow>>,
     queue: VecDeque<Input>,
+    /// Sends asked to wait for the next open, in order.
+    outbox: VecDeque<(Outgoing, oneshot::Sender<Result<String, SendError>>)>,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -218,6 +246,7 @@ pub(super) fn spawn(
         retry_at: None,
         logout_waiters: Vec::new(),
         queue: VecDeque::new(),
+        outbox: VecDeque::new(),
     };
     let task = tokio::spawn(async move {
         loop {
@@ -324,11 +353,27 @@ impl Actor {
                     self.feed(Input::Logout { by }).await;
                 }
             },
-            Command::Send { out, reply } => {
+            Command::Send { out, queue, reply } => {
                 if !matches!(self.machine.state(), State::Open { .. }) {
-                    let _ = reply.send(Err(SendError::NotOpen(self.name.to_string())));
+                    if queue {
+                        self.outbox.push_back((out, reply));
+                    } else {
+                        let _ = reply.send(Err(SendError::NotOpen(self.name.to_string())));
+                    }
                     return;
                 }
+                self.send_now(out, reply);
+            }
+            Command::Settle(reply) => {
+                let _ = reply.send(());
+            }
+            Command::Shutdown(_) => {} // handled by the loop
+        }
+    }
+
+    fn send_now(&mut self, out: Outgoing, reply: oneshot::Sender<Result<String, SendError>>) {
+        {
+            {
                 let chat = out.chat.clone();
                 let id = out.id.clone();
                 let fut = self.channel.send(out);
@@ -346,10 +391,16 @@ impl Actor {
                     let _ = reply.send(result);
                 });
             }
-            Command::Settle(reply) => {
-                let _ = reply.send(());
-            }
-            Command::Shutdown(_) => {} // handled by the loop
+        }
+    }
+
+    /// Sends what waited for an open, in order.
+    fn flush_outbox(&mut self) {
+        while matches!(self.machine.state(), State::Open { .. }) {
+            let Some((out, reply)) = self.outbox.pop_front() else {
+                break;
+            };
+            self.send_now(out, reply);
         }
     }
 
@@ -372,6 +423,16 @@ impl Actor {
             if logging_out {
                 // Unlink and transport close have run (or failed): finish.
                 self.queue.push_back(Input::LogoutDone);
+            }
+            if !self.outbox.is_empty() {
+                if matches!(self.machine.state(), State::LoggedOut { .. }) {
+                    // The account is gone: nothing queued can go out any more.
+                    for (_, reply) in self.outbox.drain(..) {
+                        let _ = reply.send(Err(SendError::NotOpen(self.name.to_string())));
+                    }
+                } else {
+                    self.flush_outbox();
+                }
             }
         }
     }

@@ -1,7 +1,9 @@
 //! The supervisor: one actor per instance, where channels, the machine, the
 //! store and the scripts meet (DESIGN §1). Nothing else knows all of them.
 
+pub mod app;
 pub mod instance;
+pub mod metrics;
 pub mod scripts;
 
 use std::collections::BTreeMap;
@@ -88,6 +90,7 @@ type Observer = Arc<dyn Fn(&HostEvent) + Send + Sync>;
 pub struct EventBus {
     observers: Arc<Mutex<Vec<Observer>>>,
     tx: broadcast::Sender<HostEvent>,
+    metrics: Arc<metrics::Metrics>,
 }
 
 impl Default for EventBus {
@@ -95,11 +98,17 @@ impl Default for EventBus {
         EventBus {
             observers: Default::default(),
             tx: broadcast::channel(1024).0,
+            metrics: Default::default(),
         }
     }
 }
 
 impl EventBus {
+    /// The process's metrics; every published event is counted there.
+    pub fn metrics(&self) -> &Arc<metrics::Metrics> {
+        &self.metrics
+    }
+
     /// Observers run inside the instance actor, in event order: keep them quick.
     pub fn observe(&self, f: impl Fn(&HostEvent) + Send + Sync + 'static) {
         self.observers
@@ -113,6 +122,7 @@ impl EventBus {
     }
 
     pub fn publish(&self, ev: HostEvent) {
+        self.metrics.observe(&ev);
         let observers = self
             .observers
             .lock()
@@ -291,6 +301,17 @@ impl Host {
             .unwrap_or_else(|e| e.into_inner())
             .push(task);
         Ok(handle)
+    }
+
+    /// Stops an instance's actor and forgets it (its rows stay).
+    pub async fn remove_instance(&self, name: &str) -> Option<InstanceHandle> {
+        let handle = self
+            .instances
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name)?;
+        handle.shutdown().await;
+        Some(handle)
     }
 
     pub fn instance(&self, name: &str) -> Option<InstanceHandle> {

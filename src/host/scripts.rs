@@ -58,6 +58,14 @@ impl Actions for HostActions {
             .map_err(|e| e.to_string())
     }
 
+    fn hook_done(&self, hook: &str, elapsed: std::time::Duration, ok: bool) {
+        self.bus.metrics().hook(hook, elapsed, ok);
+    }
+
+    fn reloaded(&self, swapped: bool) {
+        self.bus.metrics().reload(swapped);
+    }
+
     fn report(&self, error: &ScriptError) {
         let instance = self.handle.name();
         tracing::error!(instance = %instance, hook = %error.context, "script error: {error}");
@@ -119,6 +127,18 @@ impl ScriptHooks {
             .unwrap_or_else(|e| e.into_inner())
             .insert(handle.name().to_string(), engine);
         Ok(())
+    }
+
+    /// Calls the instance's `on_unload` and stops its engine.
+    pub async fn detach(&self, instance: &str) {
+        let engine = self
+            .engines
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(instance);
+        if let Some(e) = engine {
+            let _ = e.shutdown().await;
+        }
     }
 
     /// Reloads every engine; one report per instance.

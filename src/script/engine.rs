@@ -333,7 +333,11 @@ impl Generation {
         context: &str,
         config: &EngineConfig,
     ) -> Result<Value, ScriptError> {
+        let started = Instant::now();
         let result = sandbox::with_budget(&self.lua, config.hook_timeout, || f.call::<Value>(args));
+        self.shared
+            .actions
+            .hook_done(context, started.elapsed(), result.is_ok());
         result.map_err(|e| {
             if matches!(e, mlua::Error::MemoryError(_)) {
                 // Give the next hook room again if the garbage can go.
@@ -464,6 +468,7 @@ impl Runner {
         } else {
             tracing::error!(instance = %self.actions.instance(), generation = self.generation, "reload refused; the previous scripts keep running");
         }
+        self.actions.reloaded(accept);
         let report = LoadReport {
             generation: self.generation,
             files: names,

@@ -49,6 +49,10 @@ pub trait Actions: Send + Sync + 'static {
     fn store_delete(&self, script: &str, key: &str) -> Result<(), String>;
     /// A script failed: tell the operator (stderr, journal, events).
     fn report(&self, error: &ScriptError);
+    /// A hook (or command, timer) finished; for metrics.
+    fn hook_done(&self, _hook: &str, _elapsed: Duration, _ok: bool) {}
+    /// A reload finished; for metrics.
+    fn reloaded(&self, _swapped: bool) {}
 }
 
 /// Engine settings, from `[script]` and `scripts`.

@@ -429,11 +429,45 @@ impl Store {
         delete_sessions(&tx, OP, name)?;
         tx.execute("DELETE FROM kv WHERE instance = ?1", [name])
             .map_err(sql(OP))?;
+        tx.execute("DELETE FROM api_tokens WHERE instance = ?1", [name])
+            .map_err(sql(OP))?;
         let deleted = tx
             .execute("DELETE FROM instances WHERE name = ?1", [name])
             .map_err(sql(OP))?;
         tx.commit().map_err(sql(OP))?;
         Ok(deleted > 0)
+    }
+
+    /// Sets (or replaces) the instance's API token digest.
+    pub fn set_token_hash(
+        &self,
+        instance: &str,
+        hash: &str,
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
+        const OP: &str = "set_token_hash";
+        let now = to_sql_int(OP, "created_at", now_ms)?;
+        self.conn()
+            .execute(
+                "INSERT INTO api_tokens (hash, instance, created_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(instance) DO UPDATE SET hash = excluded.hash, created_at = excluded.created_at",
+                params![hash, instance, now],
+            )
+            .map_err(sql(OP))?;
+        Ok(())
+    }
+
+    /// Which instance a token digest belongs to, if any.
+    pub fn token_instance(&self, hash: &str) -> Result<Option<String>, StoreError> {
+        const OP: &str = "token_instance";
+        self.conn()
+            .query_row(
+                "SELECT instance FROM api_tokens WHERE hash = ?1",
+                [hash],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(sql(OP))
     }
 
     pub fn session_put(&self, instance: &str, key: &str, value: &[u8]) -> Result<(), StoreError> {

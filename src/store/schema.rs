@@ -45,6 +45,12 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         kind TEXT NOT NULL,
         data TEXT NOT NULL
     );",
+    // 2: API tokens, one per instance, stored as SHA-256 hex digests only.
+    "CREATE TABLE api_tokens (
+        hash TEXT PRIMARY KEY,
+        instance TEXT NOT NULL UNIQUE,
+        created_at INTEGER NOT NULL
+    );",
 ];
 
 /// Every table holding an instance's protocol/session data, each with an

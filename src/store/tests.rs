@@ -724,3 +724,17 @@ fn errors_say_what_was_being_done() {
     let err = Store::open(&file.join("m.db")).expect_err("parent is a file");
     assert!(matches!(err, StoreError::Io { .. }), "{err:?}");
 }
+
+#[test]
+fn api_tokens_map_to_one_instance_and_go_with_it() {
+    let store = Store::open_in_memory().unwrap();
+    store.ensure_instance("a", "console", 1).unwrap();
+    store.set_token_hash("a", "h1", 2).unwrap();
+    assert_eq!(store.token_instance("h1").unwrap().as_deref(), Some("a"));
+    // Rotating replaces the old digest.
+    store.set_token_hash("a", "h2", 3).unwrap();
+    assert_eq!(store.token_instance("h1").unwrap(), None);
+    assert_eq!(store.token_instance("h2").unwrap().as_deref(), Some("a"));
+    store.delete_instance("a").unwrap();
+    assert_eq!(store.token_instance("h2").unwrap(), None);
+}

@@ -1,0 +1,150 @@
+//! The whole running process: host, scripts and the channels behind each
+//! instance, so `moonwire run`, the API and tests create and remove
+//! instances the same way.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use super::scripts::ScriptHooks;
+use super::{EventBus, Host, HostError, HostSettings, InstanceHandle};
+use crate::channel::console::{ConsoleOut, ConsoleSim, PairingStore, SESSION_KEY};
+use crate::config::ChannelKind;
+use crate::lifecycle::LogoutBy;
+use crate::script::EngineConfig;
+use crate::store::Store;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error(transparent)]
+    Host(#[from] HostError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error("instance {0:?} not found")]
+    NotFound(String),
+    #[error(
+        "channel {0:?} is not available in this build yet; use channel = \"console\" for a simulated connection"
+    )]
+    ChannelUnavailable(&'static str),
+    #[error("starting the script engine: {0}")]
+    Engine(std::io::Error),
+}
+
+struct SimPairing {
+    store: Arc<Store>,
+    instance: String,
+}
+
+impl PairingStore for SimPairing {
+    fn mark_paired(&self) -> Result<(), String> {
+        self.store
+            .session_put(&self.instance, SESSION_KEY, b"1")
+            .map_err(|e| e.to_string())
+    }
+}
+
+pub struct App {
+    pub store: Arc<Store>,
+    pub bus: EventBus,
+    pub host: Host,
+    pub scripts: Arc<ScriptHooks>,
+    console_out: Arc<ConsoleOut>,
+    sims: Mutex<BTreeMap<String, Arc<ConsoleSim>>>,
+}
+
+impl App {
+    /// `console_out` is where simulated instances show what the bot sends.
+    pub fn new(
+        store: Arc<Store>,
+        bus: EventBus,
+        settings: HostSettings,
+        engine: EngineConfig,
+        console_out: Arc<ConsoleOut>,
+    ) -> Result<App, AppError> {
+        let scripts = Arc::new(ScriptHooks::new(engine, store.clone(), bus.clone()));
+        let host = Host::new(store.clone(), scripts.clone(), bus.clone(), settings)?;
+        Ok(App {
+            store,
+            bus,
+            host,
+            scripts,
+            console_out,
+            sims: Default::default(),
+        })
+    }
+
+    /// Starts an instance (creating its row if new) with its scripts; does
+    /// not connect it.
+    pub fn start_instance(
+        &self,
+        name: &str,
+        channel: ChannelKind,
+    ) -> Result<InstanceHandle, AppError> {
+        let handle = match channel {
+            ChannelKind::Console => {
+                // A brand-new simulated account starts paired; after a
+                // logout it has to pair again, like a real one.
+                let existed = self.store.instance(name)?.is_some();
+                let paired = !existed || self.store.session_exists(name)?;
+                let pairing = Arc::new(SimPairing {
+                    store: self.store.clone(),
+                    instance: name.to_string(),
+                });
+                let sim = ConsoleSim::new(paired, self.console_out.clone(), pairing.clone());
+                let handle = self.host.add_instance(name, channel.as_str(), |events| {
+                    Box::new(sim.channel(events))
+                })?;
+                if !existed {
+                    pairing.mark_paired().map_err(|e| {
+                        AppError::Host(HostError::Io {
+                            op: "marking the simulated account paired",
+                            path: name.into(),
+                            source: std::io::Error::other(e),
+                        })
+                    })?;
+                }
+                self.sims
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(name.to_string(), sim);
+                handle
+            }
+            ChannelKind::Whatsapp => return Err(AppError::ChannelUnavailable("whatsapp")),
+        };
+        self.scripts.attach(&handle).map_err(AppError::Engine)?;
+        Ok(handle)
+    }
+
+    /// The simulated server behind a console-channel instance.
+    pub fn console_sim(&self, name: &str) -> Option<Arc<ConsoleSim>> {
+        self.sims
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .cloned()
+    }
+
+    /// Logs out, stops, and removes every row of the instance.
+    pub async fn delete_instance(&self, name: &str) -> Result<(), AppError> {
+        let handle = self
+            .host
+            .instance(name)
+            .ok_or_else(|| AppError::NotFound(name.to_string()))?;
+        handle.logout(LogoutBy::User).await;
+        self.scripts.detach(name).await;
+        self.host.remove_instance(name).await;
+        self.sims
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name);
+        self.store.delete_instance(name)?;
+        Ok(())
+    }
+
+    /// Ends everything: hook work finishes, `on_unload` runs, instances stop
+    /// with their rows `close`/`stopped`.
+    pub async fn shutdown(&self) {
+        self.host.settle().await;
+        self.scripts.shutdown().await;
+        self.host.shutdown().await;
+    }
+}

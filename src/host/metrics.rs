@@ -1,0 +1,272 @@
+//! Counters for `/metrics`, fed from host events and the script engines.
+//! prometheus-client does the text format; the few values that are a
+//! snapshot at scrape time (instances by state, webhook totals) are set then.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use super::HostEvent;
+use crate::lifecycle::{State, StateName};
+
+type Labels = Vec<(String, String)>;
+
+fn label(k: &str, v: &str) -> Labels {
+    vec![(k.to_string(), v.to_string())]
+}
+
+fn hook_histogram() -> Histogram {
+    // 0.1 ms .. ~1.6 s
+    Histogram::new(exponential_buckets(0.0001, 2.0, 15))
+}
+
+/// The process's metrics.
+pub struct Metrics {
+    registry: Mutex<Registry>,
+    instances: Family<Labels, Gauge>,
+    state_changes: Family<Labels, Counter>,
+    reconnects: Family<Labels, Counter>,
+    messages: Family<Labels, Counter>,
+    hook_calls: Family<Labels, Counter>,
+    hook_errors: Family<Labels, Counter>,
+    hook_seconds: Family<Labels, Histogram, fn() -> Histogram>,
+    reloads: Family<Labels, Counter>,
+    webhook_delivered: Family<Labels, Gauge>,
+    webhook_failed: Family<Labels, Gauge>,
+    webhook_dropped: Family<Labels, Gauge>,
+    script_errors: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Metrics {
+        let m = Metrics {
+            registry: Mutex::new(Registry::with_prefix("moonwire")),
+            instances: Default::default(),
+            state_changes: Default::default(),
+            reconnects: Default::default(),
+            messages: Default::default(),
+            hook_calls: Default::default(),
+            hook_errors: Default::default(),
+            hook_seconds: Family::new_with_constructor(hook_histogram),
+            reloads: Default::default(),
+            webhook_delivered: Default::default(),
+            webhook_failed: Default::default(),
+            webhook_dropped: Default::default(),
+            script_errors: Default::default(),
+        };
+        {
+            let mut r = m.registry.lock().unwrap_or_else(|e| e.into_inner());
+            r.register(
+                "instances",
+                "Instances by lifecycle state",
+                m.instances.clone(),
+            );
+            r.register(
+                "state_changes",
+                "Lifecycle state changes, by new state",
+                m.state_changes.clone(),
+            );
+            r.register(
+                "reconnects",
+                "Reconnects scheduled, by close reason",
+                m.reconnects.clone(),
+            );
+            r.register(
+                "messages",
+                "Messages handled, by direction",
+                m.messages.clone(),
+            );
+            r.register(
+                "hook_calls",
+                "Script hook calls, by hook",
+                m.hook_calls.clone(),
+            );
+            r.register(
+                "hook_errors",
+                "Script hook calls that failed, by hook",
+                m.hook_errors.clone(),
+            );
+            r.register(
+                "hook_duration_seconds",
+                "Script hook run time",
+                m.hook_seconds.clone(),
+            );
+            r.register(
+                "script_reloads",
+                "Script reloads, by result",
+                m.reloads.clone(),
+            );
+            r.register(
+                "script_errors",
+                "Script errors reported",
+                m.script_errors.clone(),
+            );
+            r.register(
+                "webhook_delivered",
+                "Webhook events delivered",
+                m.webhook_delivered.clone(),
+            );
+            r.register(
+                "webhook_failed",
+                "Webhook events given up on",
+                m.webhook_failed.clone(),
+            );
+            r.register(
+                "webhook_dropped",
+                "Webhook events dropped on a full queue",
+                m.webhook_dropped.clone(),
+            );
+        }
+        m
+    }
+}
+
+/// Webhook totals, as the webhook workers count them.
+#[derive(Debug, Clone, Default)]
+pub struct WebhookTotals {
+    pub url: String,
+    pub delivered: u64,
+    pub failed: u64,
+    pub dropped: u64,
+}
+
+impl Metrics {
+    pub fn observe(&self, ev: &HostEvent) {
+        match ev {
+            HostEvent::State { transition, .. } => {
+                self.state_changes
+                    .get_or_create(&label("state", transition.state.name().as_str()))
+                    .inc();
+                if let State::Reconnecting { reason, .. } = &transition.state {
+                    self.reconnects
+                        .get_or_create(&label("reason", reason.kind.as_str()))
+                        .inc();
+                }
+            }
+            HostEvent::MessageIn { .. } => {
+                self.messages.get_or_create(&label("direction", "in")).inc();
+            }
+            HostEvent::MessageOut { .. } => {
+                self.messages
+                    .get_or_create(&label("direction", "out"))
+                    .inc();
+            }
+            HostEvent::ScriptError { .. } => {
+                self.script_errors.inc();
+            }
+            HostEvent::Qr { .. } => {}
+        }
+    }
+
+    pub fn hook(&self, hook: &str, elapsed: Duration, ok: bool) {
+        let l = label("hook", hook);
+        self.hook_calls.get_or_create(&l).inc();
+        if !ok {
+            self.hook_errors.get_or_create(&l).inc();
+        }
+        self.hook_seconds
+            .get_or_create(&l)
+            .observe(elapsed.as_secs_f64());
+    }
+
+    pub fn reload(&self, swapped: bool) {
+        let result = if swapped { "swapped" } else { "refused" };
+        self.reloads.get_or_create(&label("result", result)).inc();
+    }
+
+    /// The text exposition, with scrape-time values filled in.
+    pub fn render(&self, states: &[StateName], webhooks: &[WebhookTotals]) -> String {
+        for name in [
+            StateName::Idle,
+            StateName::Connecting,
+            StateName::Pairing,
+            StateName::Open,
+            StateName::Reconnecting,
+            StateName::Closed,
+            StateName::LoggingOut,
+            StateName::LoggedOut,
+        ] {
+            let n = states.iter().filter(|s| **s == name).count();
+            self.instances
+                .get_or_create(&label("state", name.as_str()))
+                .set(n as i64);
+        }
+        for w in webhooks {
+            let l = label("url", &w.url);
+            self.webhook_delivered
+                .get_or_create(&l)
+                .set(w.delivered as i64);
+            self.webhook_failed.get_or_create(&l).set(w.failed as i64);
+            self.webhook_dropped.get_or_create(&l).set(w.dropped as i64);
+        }
+        let mut out = String::new();
+        let registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+        if let Err(e) = encode(&mut out, &registry) {
+            tracing::error!(error = %e, "encoding metrics failed");
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lifecycle::{Reason, ReasonKind, StatusRow, Transition};
+
+    #[test]
+    fn events_and_hooks_show_up_in_the_text() {
+        let m = Metrics::default();
+        let row = StatusRow {
+            connection_status: crate::lifecycle::ConnectionStatus::Connecting,
+            state: StateName::Reconnecting,
+            last_reason_code: Some(408),
+            last_reason_kind: Some(ReasonKind::ConnectionLost),
+            last_change_at: 0,
+            jid: None,
+            push_name: None,
+        };
+        m.observe(&HostEvent::State {
+            instance: "a".into(),
+            transition: Transition {
+                state: State::Reconnecting {
+                    attempt: 1,
+                    delay_ms: 5,
+                    reason: Reason::new(Some(408), ReasonKind::ConnectionLost),
+                },
+                at: 0,
+            },
+            row,
+        });
+        m.hook("on_message", Duration::from_millis(3), true);
+        m.hook("on_message", Duration::from_millis(3), false);
+        m.reload(true);
+        let text = m.render(
+            &[StateName::Open, StateName::Open, StateName::Closed],
+            &[WebhookTotals {
+                url: "http://x/h".into(),
+                delivered: 3,
+                failed: 1,
+                dropped: 2,
+            }],
+        );
+        for needle in [
+            "moonwire_instances{state=\"open\"} 2",
+            "moonwire_instances{state=\"closed\"} 1",
+            "moonwire_instances{state=\"pairing\"} 0",
+            "moonwire_reconnects_total{reason=\"connection_lost\"} 1",
+            "moonwire_hook_calls_total{hook=\"on_message\"} 2",
+            "moonwire_hook_errors_total{hook=\"on_message\"} 1",
+            "moonwire_hook_duration_seconds_count{hook=\"on_message\"} 2",
+            "moonwire_script_reloads_total{result=\"swapped\"} 1",
+            "moonwire_webhook_dropped{url=\"http://x/h\"} 2",
+        ] {
+            assert!(text.contains(needle), "{needle} missing in\n{text}");
+        }
+    }
+}
