@@ -3,6 +3,7 @@
 //! Layout (DESIGN §1): `lifecycle` is the pure machine, `channel` the protocol
 //! clients, `store` the SQLite file, and `host` where they all meet.
 
+pub mod api;
 pub mod channel;
 pub mod config;
 pub mod host;

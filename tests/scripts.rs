@@ -412,10 +412,14 @@ bot.command("ping", function(m) m:reply("pong") end)
         e.contains("bad.lua:17: attempt to index a nil value"),
         "{e}"
     );
-    // The connection was untouched: the drop afterwards behaves as usual.
+    // The connection was untouched: the drop afterwards behaves as usual
+    // (the reconnect may or may not happen before the input ends).
     let states: Vec<&String> = out.stdout.iter().filter(|l| l.starts_with("* ")).collect();
-    assert_eq!(states.len(), 3);
-    assert!(states[2].starts_with("* reconnecting code=408"));
+    assert_eq!(states[..2], OPEN);
+    assert!(
+        states[2].starts_with("* reconnecting code=408"),
+        "{states:?}"
+    );
 }
 
 #[test]

@@ -74,6 +74,10 @@ struct SimState {
     offline: VecDeque<Incoming>,
     next_in: u64,
     qr_count: u64,
+    /// Wait for `scan()` instead of pairing at once (API tests).
+    manual_scan: bool,
+    /// The connection showing a code, while waiting for a scan.
+    pairing: Option<u64>,
 }
 
 /// The simulated server, shared between the channel and the stdin reader.
@@ -98,6 +102,8 @@ impl ConsoleSim {
                 offline: VecDeque::new(),
                 next_in: 0,
                 qr_count: 0,
+                manual_scan: false,
+                pairing: None,
             }),
             out,
             pairing,
@@ -159,6 +165,44 @@ impl ConsoleSim {
         Ok(())
     }
 
+    /// Makes pairing wait for [`ConsoleSim::scan`], so a code can be looked at.
+    pub fn set_manual_scan(&self, on: bool) {
+        self.lock().manual_scan = on;
+    }
+
+    /// The simulated phone scans the code on show: pairing succeeds and the
+    /// server restarts the stream (515), as the real one does.
+    pub fn scan(&self) -> Result<(), String> {
+        let mut st = self.lock();
+        let conn = st.pairing.take().ok_or("no code is on show")?;
+        self.complete_pairing(&mut st, conn);
+        Ok(())
+    }
+
+    fn complete_pairing(&self, st: &mut SimState, conn: u64) {
+        if let Err(e) = self.pairing.mark_paired() {
+            tracing::error!(error = %e, "console: could not persist the simulated pairing");
+        }
+        st.paired = true;
+        emit(
+            st,
+            conn,
+            EventKind::PairSuccess {
+                jid: Some(BOT_JID.into()),
+            },
+        );
+        emit(
+            st,
+            conn,
+            EventKind::Closed {
+                code: Some(515),
+                kind: None,
+                message: Some("console: restart after pairing".into()),
+                retry_after_ms: None,
+            },
+        );
+    }
+
     /// `/logout`: the account unlinks this device from the server side (401).
     pub fn server_logout(&self) {
         let mut st = self.lock();
@@ -202,6 +246,7 @@ impl Channel for ConsoleChannel {
     fn connect(&mut self, conn: u64) {
         let mut st = self.sim.lock();
         st.connected = None;
+        st.pairing = None;
         if st.logout_pending {
             st.logout_pending = false;
             emit(
@@ -230,27 +275,11 @@ impl Channel for ConsoleChannel {
                     expires_in_ms: 60_000,
                 },
             );
-            if let Err(e) = self.sim.pairing.mark_paired() {
-                tracing::error!(error = %e, "console: could not persist the simulated pairing");
+            if st.manual_scan {
+                st.pairing = Some(conn);
+            } else {
+                self.sim.complete_pairing(&mut st, conn);
             }
-            st.paired = true;
-            emit(
-                &st,
-                conn,
-                EventKind::PairSuccess {
-                    jid: Some(BOT_JID.into()),
-                },
-            );
-            emit(
-                &st,
-                conn,
-                EventKind::Closed {
-                    code: Some(515),
-                    kind: None,
-                    message: Some("console: restart after pairing".into()),
-                    retry_after_ms: None,
-                },
-            );
             return;
         }
         st.connected = Some(conn);
@@ -268,7 +297,9 @@ impl Channel for ConsoleChannel {
     }
 
     fn close(&mut self) {
-        self.sim.lock().connected = None;
+        let mut st = self.sim.lock();
+        st.connected = None;
+        st.pairing = None;
     }
 
     fn unlink(&mut self) -> BoxFuture<Result<(), ChannelError>> {

@@ -2,6 +2,7 @@
 
 mod check;
 mod console;
+mod run;
 mod status;
 
 use std::path::PathBuf;
@@ -50,6 +51,12 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         scripts: Option<PathBuf>,
     },
+    /// Run every configured instance, the scripts, the API and webhooks until Ctrl-C/SIGTERM
+    Run {
+        /// Scripts folder [env: MOONWIRE_SCRIPTS]
+        #[arg(long, value_name = "DIR")]
+        scripts: Option<PathBuf>,
+    },
     /// Load scripts in a dry run and report problems as path:line: message
     Check {
         /// Script files or folders (default: the scripts folder)
@@ -65,7 +72,7 @@ enum Command {
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let scripts = match &cli.command {
-        Command::Console { scripts } => scripts.clone(),
+        Command::Console { scripts } | Command::Run { scripts } => scripts.clone(),
         Command::Status { .. } | Command::Check { .. } => None,
     };
     let overrides = Overrides {
@@ -81,6 +88,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     init_logging(&config)?;
     match cli.command {
         Command::Console { .. } => console::run(&config),
+        Command::Run { .. } => run::run(&config),
         Command::Status { json } => status::run(&config, json),
         Command::Check { paths } => check::run(&config, paths),
     }

@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -38,6 +39,9 @@ pub struct LoadReport {
 pub struct Engine {
     tx: mpsc::Sender<Job>,
     status: Arc<Mutex<LoadReport>>,
+    /// Whether the running generation defines `on_close` anywhere: if not,
+    /// a close needs no round trip through the Lua thread.
+    has_on_close: Arc<AtomicBool>,
 }
 
 impl Engine {
@@ -51,13 +55,19 @@ impl Engine {
         let (tx, rx) = mpsc::channel();
         let status = Arc::new(Mutex::new(LoadReport::default()));
         let st = status.clone();
+        let has_on_close = Arc::new(AtomicBool::new(false));
+        let flag = has_on_close.clone();
         std::thread::Builder::new()
             .name(format!("lua-{}", actions.instance()))
             .spawn(move || {
                 let _guard = runtime.as_ref().map(|r| r.enter());
-                Runner::new(config, actions, st).run(rx);
+                Runner::new(config, actions, st, flag).run(rx);
             })?;
-        Ok(Engine { tx, status })
+        Ok(Engine {
+            tx,
+            status,
+            has_on_close,
+        })
     }
 
     /// Queues a lifecycle hook. For an `on_close` whose answer matters the
@@ -71,6 +81,9 @@ impl Engine {
             }
         );
         if wants_answer {
+            if !self.has_on_close.load(Ordering::Acquire) {
+                return None;
+            }
             let (tx, rx) = oneshot::channel();
             self.tx.send(Job::Hook(call, Some(tx))).ok()?;
             Some(rx)
@@ -361,6 +374,7 @@ struct Runner {
     config: EngineConfig,
     actions: Arc<dyn Actions>,
     status: Arc<Mutex<LoadReport>>,
+    has_on_close: Arc<AtomicBool>,
     current: Option<Generation>,
     generation: u64,
 }
@@ -370,11 +384,13 @@ impl Runner {
         config: EngineConfig,
         actions: Arc<dyn Actions>,
         status: Arc<Mutex<LoadReport>>,
+        has_on_close: Arc<AtomicBool>,
     ) -> Runner {
         Runner {
             config,
             actions,
             status,
+            has_on_close,
             current: None,
             generation: 0,
         }
@@ -459,6 +475,12 @@ impl Runner {
             self.unload();
             self.current = g;
             self.generation += 1;
+            let any = self.current.as_ref().is_some_and(|g| {
+                g.scripts
+                    .iter()
+                    .any(|s| matches!(s.env.raw_get::<Value>("on_close"), Ok(Value::Function(_))))
+            });
+            self.has_on_close.store(any, Ordering::Release);
             let loaded: Vec<String> = self
                 .current
                 .as_ref()

@@ -1,0 +1,906 @@
+//! The admin HTTP API (axum): instances, pairing, logout, sending, scripts,
+//! live events, webhooks and metrics. Every answer reflects the live state:
+//! a logout answers once its teardown is done, a state is read from the
+//! running machine, and no key or token ever appears in a payload.
+
+pub mod events;
+mod qr;
+pub mod webhook;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, Path as UrlPath, Query, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use tokio::sync::watch;
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::BroadcastStream;
+use utoipa::{OpenApi, ToSchema};
+
+use crate::channel::Outgoing;
+use crate::config::{ApiConfig, ChannelKind, valid_instance_name};
+use crate::host::app::{App, AppError};
+use crate::host::metrics::WebhookTotals;
+use crate::host::{InstanceHandle, SendError, now_ms};
+use crate::lifecycle::{LogoutBy, State as LState};
+use webhook::Webhooks;
+
+/// Largest request body accepted.
+pub const BODY_LIMIT: usize = 64 * 1024;
+
+/// An API error: `{"error": {"code": ..., "message": ...}}` with a status.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+    fn not_found(what: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, "not_found", what)
+    }
+    fn invalid(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", message)
+    }
+    fn internal(e: impl std::fmt::Display) -> ApiError {
+        tracing::error!(error = %e, "API request failed");
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({"error": {"code": self.code, "message": self.message}});
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(r: JsonRejection) -> ApiError {
+        let status = r.status();
+        let code = match status {
+            StatusCode::PAYLOAD_TOO_LARGE => "too_large",
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+            StatusCode::UNPROCESSABLE_ENTITY => "invalid",
+            _ => "bad_request",
+        };
+        ApiError::new(status, code, r.body_text())
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(r: QueryRejection) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, "bad_request", r.body_text())
+    }
+}
+
+impl From<AppError> for ApiError {
+    fn from(e: AppError) -> ApiError {
+        match e {
+            AppError::NotFound(name) => ApiError::not_found(format!("instance {name:?} not found")),
+            AppError::ChannelUnavailable(_) => ApiError::invalid(e.to_string()),
+            other => ApiError::internal(other),
+        }
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+/// Who is calling, decided by the bearer token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Caller {
+    Admin,
+    Instance(String),
+}
+
+impl Caller {
+    fn admin(&self) -> ApiResult<()> {
+        match self {
+            Caller::Admin => Ok(()),
+            Caller::Instance(_) => Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "this route needs the admin key",
+            )),
+        }
+    }
+
+    fn reaches(&self, instance: &str) -> ApiResult<()> {
+        match self {
+            Caller::Admin => Ok(()),
+            Caller::Instance(own) if own == instance => Ok(()),
+            Caller::Instance(_) => Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "this token belongs to another instance",
+            )),
+        }
+    }
+}
+
+/// Everything the handlers share.
+#[derive(Clone)]
+pub struct ApiState {
+    app: Arc<App>,
+    admin_digest: [u8; 32],
+    metrics_public: bool,
+    webhooks: Option<Arc<Webhooks>>,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl ApiState {
+    pub fn new(
+        app: Arc<App>,
+        admin_key: &str,
+        metrics_public: bool,
+        webhooks: Option<Arc<Webhooks>>,
+        shutdown: watch::Receiver<bool>,
+    ) -> ApiState {
+        ApiState {
+            app,
+            admin_digest: digest(admin_key),
+            metrics_public,
+            webhooks,
+            shutdown,
+        }
+    }
+}
+
+fn digest(s: &str) -> [u8; 32] {
+    Sha256::digest(s.as_bytes()).into()
+}
+
+/// How tokens are stored: only their SHA-256, in hex.
+pub fn token_hash(token: &str) -> String {
+    hex::encode(digest(token))
+}
+
+async fn authenticate(
+    State(st): State<ApiState>,
+    mut req: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    if req.uri().path() == "/metrics" && st.metrics_public {
+        return Ok(next.run(req).await);
+    }
+    let token = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|t| !t.is_empty());
+    let Some(token) = token else {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing `Authorization: Bearer <key>`",
+        ));
+    };
+    // Comparing digests in constant time: neither content nor length leaks.
+    let caller = if bool::from(digest(token).ct_eq(&st.admin_digest)) {
+        Caller::Admin
+    } else {
+        match st.app.store.token_instance(&token_hash(token)) {
+            Ok(Some(name)) => Caller::Instance(name),
+            Ok(None) => {
+                return Err(ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized",
+                    "unknown key",
+                ));
+            }
+            Err(e) => return Err(ApiError::internal(e)),
+        }
+    };
+    req.extensions_mut().insert(caller);
+    Ok(next.run(req).await)
+}
+
+/// The router: `/healthz` open, everything else behind the key.
+pub fn router(state: ApiState) -> Router {
+    let protected = Router::new()
+        .route("/v1/instances", post(create_instance).get(list_instances))
+        .route(
+            "/v1/instances/{name}",
+            get(get_instance).delete(delete_instance),
+        )
+        .route("/v1/instances/{name}/connect", post(connect_instance))
+        .route("/v1/instances/{name}/qr", get(get_qr))
+        .route("/v1/instances/{name}/logout", post(logout_instance))
+        .route("/v1/instances/{name}/restart", post(restart_instance))
+        .route("/v1/instances/{name}/messages", post(send_message))
+        .route("/v1/scripts", get(get_scripts))
+        .route("/v1/scripts/reload", post(reload_scripts))
+        .route("/v1/events", get(events))
+        .route("/v1/openapi.json", get(openapi))
+        .route("/metrics", get(metrics))
+        .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
+    Router::new()
+        .route("/healthz", get(healthz))
+        .merge(protected)
+        .fallback(|| async { ApiError::not_found("no such route") })
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .with_state(state)
+}
+
+/// Serves until `shutdown` turns true.
+pub async fn serve(listener: tokio::net::TcpListener, state: ApiState) -> std::io::Result<()> {
+    let mut stop = state.shutdown.clone();
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(async move {
+            let _ = stop.wait_for(|s| *s).await;
+        })
+        .await
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error(
+        "[api] listen = {0} is not a loopback address: set [api] key or MOONWIRE_API_KEY explicitly"
+    )]
+    PublicWithoutKey(SocketAddr),
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// The admin key: configured, or generated once and kept in the data dir
+/// (mode 0600). Only its path is logged.
+pub fn admin_key(api: &ApiConfig, data_dir: &Path) -> Result<String, KeyError> {
+    if let Some(k) = &api.key {
+        return Ok(k.clone());
+    }
+    if !api.listen.ip().is_loopback() {
+        return Err(KeyError::PublicWithoutKey(api.listen));
+    }
+    let path = data_dir.join("api.key");
+    match std::fs::read_to_string(&path) {
+        Ok(k) if !k.trim().is_empty() => return Ok(k.trim().to_string()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(source) => {
+            return Err(KeyError::Io {
+                op: "reading",
+                path,
+                source,
+            });
+        }
+    }
+    let key = format!("mwk_{}", hex::encode(rand::random::<[u8; 32]>()));
+    std::fs::create_dir_all(data_dir).map_err(|source| KeyError::Io {
+        op: "creating",
+        path: data_dir.to_path_buf(),
+        source,
+    })?;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    let write = || -> std::io::Result<()> {
+        use std::io::Write;
+        let mut f = opts.open(&path)?;
+        f.write_all(key.as_bytes())?;
+        f.sync_all()
+    };
+    write().map_err(|source| KeyError::Io {
+        op: "writing",
+        path: path.clone(),
+        source,
+    })?;
+    tracing::warn!(path = %path.display(), "generated an API admin key; it is in this file");
+    Ok(key)
+}
+
+// ---- schemas ---------------------------------------------------------------
+
+/// An instance as `status --json` shows it, from the live machine.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct InstanceView {
+    name: String,
+    channel: String,
+    /// `open`, `connecting` or `close` (Evolution-compatible)
+    connection_status: String,
+    state: String,
+    last_reason_code: Option<u16>,
+    last_reason_kind: Option<String>,
+    /// Unix milliseconds.
+    last_change_at: u64,
+    jid: Option<String>,
+    push_name: Option<String>,
+    created_at: Option<u64>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateInstance {
+    /// `^[a-z0-9][a-z0-9_-]{0,62}$`
+    name: String,
+    /// `whatsapp` or `console`
+    channel: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Created {
+    instance: InstanceView,
+    /// This instance's API token. Shown once; only its hash is stored.
+    token: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct QrView {
+    code: String,
+    /// `qr` or `pair_code`
+    kind: String,
+    /// Seconds until this code expires.
+    expires_in: u64,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SendMessage {
+    /// A JID (`15551234567@s.whatsapp.net`, `...@g.us`) or a phone number.
+    to: String,
+    text: String,
+    /// Id of a message to quote.
+    quote_id: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct SendQuery {
+    queue: Option<bool>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Sent {
+    id: String,
+    /// True when held for the next open (`?queue=true` while not open).
+    queued: bool,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ScriptErrorView {
+    file: String,
+    line: Option<u32>,
+    context: String,
+    message: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ScriptsView {
+    instance: String,
+    generation: u64,
+    files: Vec<String>,
+    errors: Vec<ScriptErrorView>,
+    /// Whether the last load replaced the running scripts.
+    swapped: bool,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct EventsQuery {
+    instance: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    error: ErrorDetail,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    code: String,
+    message: String,
+}
+
+// ---- handlers --------------------------------------------------------------
+
+fn handle(st: &ApiState, name: &str) -> ApiResult<InstanceHandle> {
+    st.app
+        .host
+        .instance(name)
+        .ok_or_else(|| ApiError::not_found(format!("instance {name:?} not found")))
+}
+
+fn view(st: &ApiState, h: &InstanceHandle) -> ApiResult<InstanceView> {
+    let stored = st
+        .app
+        .store
+        .instance(h.name())
+        .map_err(ApiError::internal)?;
+    let live = h.snapshot().row;
+    Ok(InstanceView {
+        name: h.name().to_string(),
+        channel: stored
+            .as_ref()
+            .map(|r| r.channel.clone())
+            .unwrap_or_default(),
+        connection_status: live.connection_status.as_str().into(),
+        state: live.state.as_str().into(),
+        last_reason_code: live.last_reason_code,
+        last_reason_kind: live.last_reason_kind.map(|k| k.as_str().to_string()),
+        last_change_at: live.last_change_at,
+        jid: live.jid,
+        push_name: live.push_name,
+        created_at: stored.map(|r| r.created_at),
+    })
+}
+
+#[utoipa::path(get, path = "/healthz", responses((status = 200, description = "alive")), security(()))]
+async fn healthz() -> Json<Value> {
+    Json(json!({"status": "ok"}))
+}
+
+#[utoipa::path(post, path = "/v1/instances", request_body = CreateInstance,
+    responses((status = 201, body = Created), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn create_instance(
+    State(st): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    body: Result<Json<CreateInstance>, JsonRejection>,
+) -> ApiResult<(StatusCode, Json<Created>)> {
+    caller.admin()?;
+    let Json(req) = body?;
+    if !valid_instance_name(&req.name) {
+        return Err(ApiError::invalid(format!(
+            "name {:?} must match ^[a-z0-9][a-z0-9_-]{{0,62}}$",
+            req.name
+        )));
+    }
+    let Some(channel) = ChannelKind::parse(&req.channel) else {
+        return Err(ApiError::invalid(format!(
+            "unknown channel {:?} (whatsapp or console)",
+            req.channel
+        )));
+    };
+    let exists = st.app.host.instance(&req.name).is_some()
+        || st
+            .app
+            .store
+            .instance(&req.name)
+            .map_err(ApiError::internal)?
+            .is_some();
+    if exists {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "exists",
+            format!("instance {:?} already exists", req.name),
+        ));
+    }
+    let h = st.app.start_instance(&req.name, channel)?;
+    let token = format!("mwt_{}", hex::encode(rand::random::<[u8; 24]>()));
+    st.app
+        .store
+        .set_token_hash(&req.name, &token_hash(&token), now_ms())
+        .map_err(ApiError::internal)?;
+    Ok((
+        StatusCode::CREATED,
+        Json(Created {
+            instance: view(&st, &h)?,
+            token,
+        }),
+    ))
+}
+
+#[utoipa::path(get, path = "/v1/instances", responses((status = 200, body = [InstanceView])))]
+async fn list_instances(
+    State(st): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+) -> ApiResult<Json<Vec<InstanceView>>> {
+    caller.admin()?;
+    let list = st
+        .app
+        .host
+        .instances()
+        .iter()
+        .map(|h| view(&st, h))
+        .collect::<ApiResult<Vec<_>>>()?;
+    Ok(Json(list))
+}
+
+#[utoipa::path(get, path = "/v1/instances/{name}", params(("name" = String, Path)),
+    responses((status = 200, body = InstanceView), (status = 404, body = ErrorBody)))]
+async fn get_instance(
+    State(st): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    UrlPath(name): UrlPath<String>,
+) -> ApiResult<Json<InstanceView>> {
+    caller.reaches(&name)?;
+    Ok(Json(view(&st, &handle(&st, &name)?)?))
+}
+
+#[utoipa::path(post, path = "/v1/instances/{name}/connect", params(("name" = String, Path)),
+    responses((status = 202, body = InstanceView), (status = 404, body = ErrorBody)))]
+async fn connect_instance(
+    State(st): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    UrlPath(name): UrlPath<String>,
+) -> ApiResult<(StatusCode, Json<InstanceView>)> {
+    caller.reaches(&name)?;
+    let h = handle(&st, &name)?;
+    h.connect();
+    h.settle().await;
+    Ok((StatusCode::ACCEPTED, Json(view(&st, &h)?)))
+}
+
+#[utoipa::path(get, path = "/v1/instances/{name}/qr", params(("name" = String, Path)),
+    responses((status = 200, body = QrView, description = "JSON, or a PNG with `Accept: image/png`"),
+        (status = 404, body = ErrorBody, description = "not pairing")))]
+async fn get_qr(
+    State(st): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    UrlPath(name): UrlPath<String>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    caller.reaches(&name)?;
+    let h = handle(&st, &name)?;
+    let snap = h.snapshot();
+    let LState::Pairing {
+        code,
+        kind,
+        expires,
+    } = &snap.state
+    else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_pairing",
+            format!(
+                "instance {name:?} is not pairing (state: {}); POST /v1/instances/{name}/connect to start",
+                snap.state.name().as_str()
+            ),
+        ));
+    };
+    let wants_png = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("image/png"));
+    if wants_png {
+        let png = qr::png(code).map_err(ApiError::internal)?;
+        return Ok(([(header::CONTENT_TYPE, "image/png")], png).into_response());
+    }
+    Ok(Json(QrView {
+        code: code.clone(),
+        kind: kind.as_str().into(),
+        expires_in: expires.saturating_sub(now_ms()).div_ceil(1000),
+    })
+    .into_response())
+}
+
+#[utoipa::path(post, path = "/v1/instances/{name}/logout", params(("name" = String, Path)),
+    responses((status = 200, body = InstanceView, description = "after the teardown finished")))]
+async fn logout_instance(
+    State(st): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    UrlPath(name): UrlPath<String>,
+) -> ApiResult<Json<InstanceView>> {
+    caller.reaches(&name)?;
+    let h = handle(&st, &name)?;
+    h.logout(LogoutBy::User).await;
+    Ok(Json(view(&st, &h)?))
+}
+
+#[utoipa::path(post, path = "/v1/instances/{name}/restart", params(("name" = String, Path)),
+    responses((status = 202, body = InstanceView)))]
+async fn restart_instance(
+    State(st): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    UrlPath(name): UrlPath<String>,
+) -> ApiResult<(StatusCode, Json<InstanceView>)> {
+    caller.reaches(&name)?;
+    let h = handle(&st, &name)?;
+    h.stop();
+    h.connect();
+    h.settle().await;
+    Ok((StatusCode::ACCEPTED, Json(view(&st, &h)?)))
+}
+
+#[utoipa::path(delete, path = "/v1/instances/{name}", params(("name" = String, Path)),
+    responses((status = 204, description = "logged out and removed")))]
+async fn delete_instance(
+    State(st): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    UrlPath(name): UrlPath<String>,
+) -> ApiResult<StatusCode> {
+    caller.reaches(&name)?;
+    st.app.delete_instance(&name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// A JID as given, or a phone number turned into one.
+fn recipient(to: &str) -> Option<String> {
+    let to = to.trim();
+    if let Some((user, server)) = to.split_once('@') {
+        let user_ok = !user.is_empty()
+            && user
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':'));
+        let server_ok = !server.is_empty()
+            && server
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '-'));
+        return (user_ok && server_ok).then(|| to.to_string());
+    }
+    let digits = to.strip_prefix('+').unwrap_or(to);
+    ((6..=15).contains(&digits.len()) && digits.chars().all(|c| c.is_ascii_digit()))
+        .then(|| format!("{digits}@s.whatsapp.net"))
+}
+
+#[utoipa::path(post, path = "/v1/instances/{name}/messages", params(("name" = String, Path),
+        ("queue" = Option<bool>, Query, description = "hold for the next open instead of 409")),
+    request_body = SendMessage,
+    responses((status = 202, body = Sent), (status = 409, body = ErrorBody, description = "not open"),
+        (status = 422, body = ErrorBody)))]
+async fn send_message(
+    State(st): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    UrlPath(name): UrlPath<String>,
+    query: Result<Query<SendQuery>, QueryRejection>,
+    body: Result<Json<SendMessage>, JsonRejection>,
+) -> ApiResult<(StatusCode, Json<Sent>)> {
+    caller.reaches(&name)?;
+    let Query(q) = query?;
+    let Json(req) = body?;
+    let h = handle(&st, &name)?;
+    let Some(to) = recipient(&req.to) else {
+        return Err(ApiError::invalid(format!(
+            "recipient {:?} is neither a JID (user@server) nor a phone number",
+            req.to
+        )));
+    };
+    if req.text.is_empty() {
+        return Err(ApiError::invalid("text is empty"));
+    }
+    let out = Outgoing::text(to, req.text, req.quote_id);
+    let open = matches!(h.snapshot().state, LState::Open { .. });
+    if q.queue.unwrap_or(false) {
+        let id = h.send_queued(out).map_err(ApiError::internal)?;
+        return Ok((StatusCode::ACCEPTED, Json(Sent { id, queued: !open })));
+    }
+    match h.send(out).await {
+        Ok(id) => Ok((StatusCode::ACCEPTED, Json(Sent { id, queued: false }))),
+        Err(SendError::NotOpen(_)) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "not_open",
+            format!(
+                "instance {name:?} is not open (state: {}); retry later or add ?queue=true",
+                h.snapshot().state.name().as_str()
+            ),
+        )),
+        Err(e) => Err(ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "send_failed",
+            e.to_string(),
+        )),
+    }
+}
+
+fn scripts_view(
+    st: &ApiState,
+    reports: Vec<(String, crate::script::LoadReport)>,
+) -> Vec<ScriptsView> {
+    let _ = st;
+    reports
+        .into_iter()
+        .map(|(instance, r)| ScriptsView {
+            instance,
+            generation: r.generation,
+            files: r.files,
+            swapped: r.swapped,
+            errors: r
+                .errors
+                .into_iter()
+                .map(|e| ScriptErrorView {
+                    file: e.file,
+                    line: e.line,
+                    context: e.context,
+                    message: e.message,
+                })
+                .collect(),
+        })
+        .collect()
+}
+
+#[utoipa::path(get, path = "/v1/scripts", responses((status = 200, body = [ScriptsView])))]
+async fn get_scripts(
+    State(st): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+) -> ApiResult<Json<Vec<ScriptsView>>> {
+    caller.admin()?;
+    let reports = st.app.scripts.status();
+    Ok(Json(scripts_view(&st, reports)))
+}
+
+#[utoipa::path(post, path = "/v1/scripts/reload", responses((status = 200, body = [ScriptsView])))]
+async fn reload_scripts(
+    State(st): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+) -> ApiResult<Json<Vec<ScriptsView>>> {
+    caller.admin()?;
+    let reports = st.app.scripts.reload().await;
+    Ok(Json(scripts_view(&st, reports)))
+}
+
+#[utoipa::path(get, path = "/v1/events", params(("instance" = Option<String>, Query)),
+    responses((status = 200, description = "text/event-stream of JSON events: state, qr, message, script_error")))]
+async fn events(
+    State(st): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    query: Result<Query<EventsQuery>, QueryRejection>,
+) -> ApiResult<Sse<impl tokio_stream::Stream<Item = Result<Event, Infallible>>>> {
+    let Query(q) = query?;
+    // An instance token sees only its own instance.
+    let filter = match (&caller, q.instance) {
+        (Caller::Admin, f) => f,
+        (Caller::Instance(own), Some(f)) if &f != own => {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "this token belongs to another instance",
+            ));
+        }
+        (Caller::Instance(own), _) => Some(own.clone()),
+    };
+    enum Item {
+        Event(Result<Event, Infallible>),
+        Stop,
+    }
+    let stop = tokio_stream::wrappers::WatchStream::new(st.shutdown.clone())
+        .filter(|s| *s)
+        .map(|_| Item::Stop);
+    let stream = BroadcastStream::new(st.app.bus.subscribe())
+        .filter_map(move |item| match item {
+            Ok(ev) => {
+                if filter
+                    .as_deref()
+                    .is_some_and(|f| f != events::event_instance(&ev))
+                {
+                    return None;
+                }
+                let (kind, body) = events::event_json(&ev);
+                Some(Ok(Event::default().event(kind).data(body.to_string())))
+            }
+            // A slow client missed events: say so rather than pretend.
+            Err(tokio_stream::wrappers::errors::BroadcastStreamRecvError::Lagged(n)) => {
+                Some(Ok(Event::default()
+                    .event("lagged")
+                    .data(json!({"type": "lagged", "missed": n}).to_string())))
+            }
+        })
+        .map(Item::Event)
+        .merge(stop)
+        // The server is stopping: end the stream so shutdown can finish.
+        .take_while(|i| matches!(i, Item::Event(_)))
+        .filter_map(|i| match i {
+            Item::Event(e) => Some(e),
+            Item::Stop => None,
+        });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+#[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text format")))]
+async fn metrics(
+    State(st): State<ApiState>,
+    caller: Option<Extension<Caller>>,
+) -> ApiResult<Response> {
+    if !st.metrics_public
+        && let Some(Extension(c)) = &caller
+    {
+        c.admin()?;
+    }
+    let states: Vec<_> = st
+        .app
+        .host
+        .instances()
+        .iter()
+        .map(|h| h.snapshot().state.name())
+        .collect();
+    let hooks: Vec<WebhookTotals> = st
+        .webhooks
+        .as_ref()
+        .map(|w| {
+            w.stats()
+                .into_iter()
+                .map(|s| WebhookTotals {
+                    url: s.url,
+                    delivered: s.delivered,
+                    failed: s.failed,
+                    dropped: s.dropped,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let text = st.app.bus.metrics().render(&states, &hooks);
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        Body::from(text),
+    )
+        .into_response())
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "moonwire admin API", description = "Instances, pairing, logout, sending, scripts, events. Authenticate with `Authorization: Bearer <key>`: the admin key, or an instance's token for that instance's routes."),
+    paths(healthz, create_instance, list_instances, get_instance, connect_instance, get_qr,
+        logout_instance, restart_instance, delete_instance, send_message, get_scripts,
+        reload_scripts, events, metrics, openapi),
+    components(schemas(InstanceView, CreateInstance, Created, QrView, SendMessage, Sent,
+        ScriptsView, ScriptErrorView, ErrorBody, ErrorDetail)),
+    modifiers(&BearerAuth),
+    security(("bearer" = []))
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+#[utoipa::path(get, path = "/v1/openapi.json", responses((status = 200, description = "this document")))]
+async fn openapi() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recipients_are_jids_or_phone_numbers() {
+        assert_eq!(
+            recipient("15551234567").as_deref(),
+            Some("15551234567@s.whatsapp.net")
+        );
+        assert_eq!(
+            recipient("+15551234567").as_deref(),
+            Some("15551234567@s.whatsapp.net")
+        );
+        assert_eq!(recipient("123-456@g.us").as_deref(), Some("123-456@g.us"));
+        assert_eq!(recipient("you@console").as_deref(), Some("you@console"));
+        for bad in [
+            "",
+            "abc",
+            "12345",
+            "1234567890123456",
+            "@s.whatsapp.net",
+            "a@",
+            "a b@x",
+            "a@X Y",
+        ] {
+            assert_eq!(recipient(bad), None, "{bad}");
+        }
+    }
+}

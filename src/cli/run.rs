@@ -1,0 +1,123 @@
+//! `moonwire run`: every configured instance, the scripts, the API and the
+//! webhooks, until Ctrl-C or SIGTERM.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use moonwire::api::webhook::{WebhookOptions, Webhooks};
+use moonwire::api::{self, ApiState};
+use moonwire::channel::console::ConsoleOut;
+use moonwire::config::Config;
+use moonwire::host::app::App;
+use moonwire::host::{DataDirLock, EventBus};
+use moonwire::store::Store;
+use tokio::sync::watch;
+
+pub fn run(config: &Config) -> anyhow::Result<ExitCode> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(run_async(config))
+}
+
+async fn run_async(config: &Config) -> anyhow::Result<ExitCode> {
+    let _lock = DataDirLock::acquire(&config.data_dir)?;
+    // Decide the API key before anything starts: a public listener without
+    // an explicit key is refused outright.
+    let api_key = match &config.api {
+        Some(api) => Some(api::admin_key(api, &config.data_dir)?),
+        None => None,
+    };
+    let db = config.db_path();
+    let store = Arc::new(Store::open(&db).with_context(|| format!("opening {}", db.display()))?);
+    let bus = EventBus::default();
+    let app = Arc::new(App::new(
+        store,
+        bus.clone(),
+        super::host_settings(config),
+        super::engine_config(config),
+        Arc::new(ConsoleOut::logging()),
+    )?);
+    let mut handles = Vec::new();
+    for inst in &config.instances {
+        let h = app
+            .start_instance(&inst.name, inst.channel)
+            .with_context(|| format!("instance {:?}", inst.name))?;
+        handles.push(h);
+    }
+    let _watcher = super::watch_scripts(&app.scripts);
+
+    let webhooks = (!config.webhooks.is_empty()).then(|| {
+        let w = Arc::new(Webhooks::start(&config.webhooks, WebhookOptions::default()));
+        let sink = w.clone();
+        bus.observe(move |ev| {
+            let (kind, body) = api::events::event_json(ev);
+            sink.dispatch(kind, &body);
+        });
+        w
+    });
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let server = match (&config.api, api_key) {
+        (Some(cfg), Some(key)) => {
+            let listener = tokio::net::TcpListener::bind(cfg.listen)
+                .await
+                .with_context(|| format!("[api] listen = {}", cfg.listen))?;
+            tracing::info!(listen = %cfg.listen, "API listening");
+            let state = ApiState::new(
+                app.clone(),
+                &key,
+                cfg.metrics_public,
+                webhooks.clone(),
+                stop_rx,
+            );
+            Some(tokio::spawn(api::serve(listener, state)))
+        }
+        _ => None,
+    };
+
+    for h in &handles {
+        h.connect();
+    }
+    wait_for_signal().await;
+    tracing::info!("stopping");
+    let _ = stop_tx.send(true);
+    app.shutdown().await;
+    if let Some(w) = &webhooks {
+        w.shutdown(Duration::from_secs(5)).await;
+    }
+    if let Some(s) = server {
+        match s.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "the API server failed"),
+            Err(e) => tracing::error!(error = %e, "the API server task failed"),
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM; Ctrl-C only");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
