@@ -1,54 +1,20 @@
 //! `moonwire console` end to end: the real binary, piped stdin, stdout lines.
 
-use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_moonwire"))
-}
+use common::Output as Run;
 
 fn cmd(dir: &Path) -> Command {
-    let mut c = Command::new(bin());
-    c.current_dir(dir)
-        .env_remove("MOONWIRE_CONFIG")
-        .env_remove("MOONWIRE_SCRIPTS")
-        .env_remove("MOONWIRE_LOG")
-        .env("MOONWIRE_DATA_DIR", dir.join("data"))
-        .env("MOONWIRE_RECONNECT_BASE_MS", "10");
-    c
-}
-
-struct Run {
-    stdout: Vec<String>,
-    stderr: String,
-    code: Option<i32>,
+    common::command(dir)
 }
 
 fn console(dir: &Path, input: &str) -> Run {
-    let mut child = cmd(dir)
-        .arg("console")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn moonwire");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(input.as_bytes())
-        .expect("write stdin");
-    let out = child.wait_with_output().expect("wait");
-    Run {
-        stdout: String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(str::to_string)
-            .collect(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        code: out.status.code(),
-    }
+    common::run_console(cmd(dir), input)
 }
 
 fn status_json(dir: &Path) -> serde_json::Value {

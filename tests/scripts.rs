@@ -370,7 +370,7 @@ bot.command("co", function(m)
 end)
 bot.command("bomb", function(m)
   local t = {}
-  for i = 1, 1e9 do t[i] = string.rep("x", 1024) .. i end
+  for i = 1, 1e9 do t[i] = string.rep("x", 1 << 20) .. i end
 end)
 bot.command("err", function(m) local x = nil; return x.field end)
 bot.command("ping", function(m) m:reply("pong") end)

@@ -61,6 +61,9 @@ impl ApiError {
     fn not_found(what: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::NOT_FOUND, "not_found", what)
     }
+    fn forbidden(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
+    }
     fn invalid(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", message)
     }
@@ -119,11 +122,7 @@ impl Caller {
     fn admin(&self) -> ApiResult<()> {
         match self {
             Caller::Admin => Ok(()),
-            Caller::Instance(_) => Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "forbidden",
-                "this route needs the admin key",
-            )),
+            Caller::Instance(_) => Err(ApiError::forbidden("this route needs the admin key")),
         }
     }
 
@@ -131,9 +130,7 @@ impl Caller {
         match self {
             Caller::Admin => Ok(()),
             Caller::Instance(own) if own == instance => Ok(()),
-            Caller::Instance(_) => Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "forbidden",
+            Caller::Instance(_) => Err(ApiError::forbidden(
                 "this token belongs to another instance",
             )),
         }
@@ -755,9 +752,7 @@ async fn events(
     let filter = match (&caller, q.instance) {
         (Caller::Admin, f) => f,
         (Caller::Instance(own), Some(f)) if &f != own => {
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "forbidden",
+            return Err(ApiError::forbidden(
                 "this token belongs to another instance",
             ));
         }

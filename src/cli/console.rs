@@ -76,12 +76,7 @@ fn parse(line: &str) -> Result<Line, String> {
 }
 
 pub fn run(config: &Config) -> anyhow::Result<ExitCode> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    rt.block_on(run_async(config))
+    super::runtime()?.block_on(run_async(config))
 }
 
 async fn run_async(config: &Config) -> anyhow::Result<ExitCode> {

@@ -157,3 +157,11 @@ pub fn watch_scripts(hooks: &Arc<ScriptHooks>) -> Option<moonwire::script::watch
         }
     }
 }
+
+/// The async runtime the long-running commands use.
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}

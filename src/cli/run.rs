@@ -16,11 +16,7 @@ use moonwire::store::Store;
 use tokio::sync::watch;
 
 pub fn run(config: &Config) -> anyhow::Result<ExitCode> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    rt.block_on(run_async(config))
+    super::runtime()?.block_on(run_async(config))
 }
 
 async fn run_async(config: &Config) -> anyhow::Result<ExitCode> {

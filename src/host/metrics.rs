@@ -182,16 +182,7 @@ impl Metrics {
 
     /// The text exposition, with scrape-time values filled in.
     pub fn render(&self, states: &[StateName], webhooks: &[WebhookTotals]) -> String {
-        for name in [
-            StateName::Idle,
-            StateName::Connecting,
-            StateName::Pairing,
-            StateName::Open,
-            StateName::Reconnecting,
-            StateName::Closed,
-            StateName::LoggingOut,
-            StateName::LoggedOut,
-        ] {
+        for name in StateName::ALL {
             let n = states.iter().filter(|s| **s == name).count();
             self.instances
                 .get_or_create(&label("state", name.as_str()))

@@ -51,6 +51,17 @@ pub enum StateName {
 }
 
 impl StateName {
+    pub const ALL: [StateName; 8] = [
+        StateName::Idle,
+        StateName::Connecting,
+        StateName::Pairing,
+        StateName::Open,
+        StateName::Reconnecting,
+        StateName::Closed,
+        StateName::LoggingOut,
+        StateName::LoggedOut,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             StateName::Idle => "idle",
@@ -65,18 +76,7 @@ impl StateName {
     }
 
     pub fn parse(s: &str) -> Option<StateName> {
-        [
-            StateName::Idle,
-            StateName::Connecting,
-            StateName::Pairing,
-            StateName::Open,
-            StateName::Reconnecting,
-            StateName::Closed,
-            StateName::LoggingOut,
-            StateName::LoggedOut,
-        ]
-        .into_iter()
-        .find(|n| n.as_str() == s)
+        StateName::ALL.into_iter().find(|n| n.as_str() == s)
     }
 
     pub fn connection_status(self) -> ConnectionStatus {

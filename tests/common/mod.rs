@@ -12,6 +12,43 @@ pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_moonwire"))
 }
 
+/// The binary run in `dir`, with data in `dir/data`, fast reconnects and
+/// nothing inherited from the caller's environment.
+pub fn command(dir: &Path) -> Command {
+    let mut c = Command::new(bin());
+    c.current_dir(dir)
+        .env_remove("MOONWIRE_CONFIG")
+        .env_remove("MOONWIRE_SCRIPTS")
+        .env_remove("MOONWIRE_LOG")
+        .env("MOONWIRE_DATA_DIR", dir.join("data"))
+        .env("MOONWIRE_RECONNECT_BASE_MS", "10");
+    c
+}
+
+/// Runs `moonwire console` with `input` piped in.
+pub fn run_console(mut c: Command, input: &str) -> Output {
+    c.arg("console")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = c.spawn().expect("spawn moonwire");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input.as_bytes())
+        .expect("write stdin");
+    let out = child.wait_with_output().expect("wait");
+    Output {
+        stdout: String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        code: out.status.code(),
+    }
+}
+
 /// A scratch directory with `data/` and `scripts/`.
 pub struct Sandbox {
     pub dir: tempfile::TempDir,
@@ -38,13 +75,8 @@ impl Sandbox {
     }
 
     pub fn cmd(&self) -> Command {
-        let mut c = Command::new(bin());
-        c.current_dir(self.path())
-            .env_remove("MOONWIRE_CONFIG")
-            .env_remove("MOONWIRE_LOG")
-            .env("MOONWIRE_DATA_DIR", self.path().join("data"))
-            .env("MOONWIRE_SCRIPTS", self.scripts())
-            .env("MOONWIRE_RECONNECT_BASE_MS", "10");
+        let mut c = command(self.path());
+        c.env("MOONWIRE_SCRIPTS", self.scripts());
         c
     }
 
@@ -55,27 +87,8 @@ impl Sandbox {
 
     pub fn console_with(&self, input: &str, tweak: impl FnOnce(&mut Command)) -> Output {
         let mut c = self.cmd();
-        c.arg("console")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
         tweak(&mut c);
-        let mut child = c.spawn().expect("spawn moonwire");
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(input.as_bytes())
-            .expect("write stdin");
-        let out = child.wait_with_output().expect("wait");
-        Output {
-            stdout: String::from_utf8_lossy(&out.stdout)
-                .lines()
-                .map(str::to_string)
-                .collect(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-            code: out.status.code(),
-        }
+        run_console(c, input)
     }
 
     /// A console kept running, fed line by line.
