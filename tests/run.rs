@@ -72,18 +72,99 @@ async fn run_serves_the_api_and_stops_cleanly_on_sigterm() {
     assert_eq!(v[0]["last_reason_kind"], "stopped");
 }
 
-#[test]
-fn run_refuses_what_it_cannot_do_yet_and_says_why() {
+#[tokio::test]
+async fn without_a_server_run_retries_with_backoff_and_says_why() {
     let sb = Sandbox::new();
-    // The default config is one WhatsApp instance.
-    let out = sb.cmd().arg("run").stdin(Stdio::null()).output().unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
+    // The default instance is WhatsApp; point it at a port nobody listens on.
+    let port = free_port();
+    std::fs::write(
+        sb.path().join("moonwire.toml"),
+        format!("[whatsapp]\nurl = \"ws://127.0.0.1:{port}/ws/chat\"\n[reconnect]\nbase_ms = 50\n"),
+    )
+    .unwrap();
+    let child = sb
+        .cmd()
+        .env_remove("MOONWIRE_RECONNECT_BASE_MS")
+        .arg("run")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut seen = serde_json::Value::Null;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let out = sb.cmd().args(["status", "--json"]).output().unwrap();
+        seen = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        if seen[0]["last_reason_kind"] == "transport_error" {
+            break;
+        }
+    }
+    assert_eq!(seen[0]["name"], "default", "{seen}");
+    assert_eq!(seen[0]["connection_status"], "connecting", "{seen}");
+    assert_eq!(seen[0]["last_reason_kind"], "transport_error", "{seen}");
+    let pid = child.id().to_string();
     assert!(
-        err.contains("instance \"default\"") && err.contains("whatsapp"),
-        "{err}"
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
     );
-    // A public API address needs an explicit key.
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("reconnecting kind=transport_error"), "{err}");
+    // Bounded: never more than max_per_minute attempts, whatever the delays.
+    assert!(err.matches("connecting attempt=").count() <= 12, "{err}");
+    let out = sb.cmd().args(["status", "--json"]).output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v[0]["connection_status"], "close");
+    assert_eq!(v[0]["last_reason_kind"], "stopped");
+}
+
+#[test]
+fn logout_of_an_instance_that_never_connected_succeeds() {
+    let sb = Sandbox::new();
+    let out = sb.cmd().arg("logout").output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "[default] close / logged_out"
+    );
+    let out = sb.cmd().args(["status", "--json"]).output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v[0]["state"], "logged_out");
+    assert_eq!(v[0]["last_reason_code"], 401);
+    // Twice is fine.
+    assert!(sb.cmd().arg("logout").output().unwrap().status.success());
+}
+
+#[test]
+fn pair_and_logout_check_their_arguments() {
+    let sb = Sandbox::new();
+    for args in [
+        vec!["pair", "--phone", "12ab"],
+        vec!["pair", "--instance", "nope"],
+        vec!["logout", "--instance", "Bad Name"],
+    ] {
+        let out = sb.cmd().args(&args).output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(args[2]), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn a_public_api_address_needs_an_explicit_key() {
+    let sb = Sandbox::new();
     std::fs::write(
         sb.path().join("moonwire.toml"),
         "[[instance]]\nname = \"c\"\nchannel = \"console\"\n[api]\nlisten = \"0.0.0.0:0\"\n",

@@ -103,7 +103,6 @@ impl From<AppError> for ApiError {
     fn from(e: AppError) -> ApiError {
         match e {
             AppError::NotFound(name) => ApiError::not_found(format!("instance {name:?} not found")),
-            AppError::ChannelUnavailable(_) => ApiError::invalid(e.to_string()),
             other => ApiError::internal(other),
         }
     }

@@ -2,6 +2,7 @@
 //! it dials, reports what happened as [`ChannelEvent`]s and carries out sends.
 
 pub mod console;
+pub mod whatsapp;
 
 use std::future::Future;
 use std::pin::Pin;

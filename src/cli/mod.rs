@@ -1,9 +1,11 @@
 //! Subcommands. Only ones that work are listed.
 
+mod account;
 mod check;
 mod console;
 mod run;
 mod status;
+mod terminal;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -57,6 +59,21 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         scripts: Option<PathBuf>,
     },
+    /// Pair an instance: show the QR code (or a pairing code with --phone) until paired
+    Pair {
+        /// Which configured instance (default: the only one)
+        #[arg(long, value_name = "NAME")]
+        instance: Option<String>,
+        /// Pair with an 8-character code for this phone number instead of a QR
+        #[arg(long, value_name = "NUMBER")]
+        phone: Option<String>,
+    },
+    /// Log an instance out: unlink it on the server and delete its keys
+    Logout {
+        /// Which configured instance (default: the only one)
+        #[arg(long, value_name = "NAME")]
+        instance: Option<String>,
+    },
     /// Load scripts in a dry run and report problems as path:line: message
     Check {
         /// Script files or folders (default: the scripts folder)
@@ -73,7 +90,10 @@ enum Command {
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let scripts = match &cli.command {
         Command::Console { scripts } | Command::Run { scripts } => scripts.clone(),
-        Command::Status { .. } | Command::Check { .. } => None,
+        Command::Status { .. }
+        | Command::Check { .. }
+        | Command::Pair { .. }
+        | Command::Logout { .. } => None,
     };
     let overrides = Overrides {
         config: cli.config.clone(),
@@ -89,6 +109,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Console { .. } => console::run(&config),
         Command::Run { .. } => run::run(&config),
+        Command::Pair { instance, phone } => account::pair(&config, instance, phone),
+        Command::Logout { instance } => account::logout(&config, instance),
         Command::Status { json } => status::run(&config, json),
         Command::Check { paths } => check::run(&config, paths),
     }
@@ -164,4 +186,19 @@ pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .enable_all()
         .build()
         .context("starting the async runtime")
+}
+
+/// Shows a pairing code on stdout: a QR drawn in the terminal, or the
+/// 8-character code to type on the phone.
+pub fn show_code(instance: &str, code: &str, kind: &str) {
+    if kind == "pair_code" {
+        println!(
+            "[{instance}] on your phone: Linked devices > Link with phone number, then enter {code}"
+        );
+        return;
+    }
+    match terminal::qr(code) {
+        Ok(art) => println!("[{instance}] scan with WhatsApp > Linked devices:\n{art}"),
+        Err(e) => println!("[{instance}] {e}; the code is {code}"),
+    }
 }

@@ -11,7 +11,7 @@ use moonwire::api::{self, ApiState};
 use moonwire::channel::console::ConsoleOut;
 use moonwire::config::Config;
 use moonwire::host::app::App;
-use moonwire::host::{DataDirLock, EventBus};
+use moonwire::host::{DataDirLock, EventBus, HostEvent};
 use moonwire::store::Store;
 use tokio::sync::watch;
 
@@ -30,17 +30,32 @@ async fn run_async(config: &Config) -> anyhow::Result<ExitCode> {
     let db = config.db_path();
     let store = Arc::new(Store::open(&db).with_context(|| format!("opening {}", db.display()))?);
     let bus = EventBus::default();
-    let app = Arc::new(App::new(
-        store,
-        bus.clone(),
-        super::host_settings(config),
-        super::engine_config(config),
-        Arc::new(ConsoleOut::logging()),
-    )?);
+    let app = Arc::new(
+        App::new(
+            store,
+            bus.clone(),
+            super::host_settings(config),
+            super::engine_config(config),
+            Arc::new(ConsoleOut::logging()),
+        )?
+        .with_whatsapp_url(&config.whatsapp.url),
+    );
+    // People pair from the terminal: show each code as it comes.
+    bus.observe(|ev| {
+        if let HostEvent::Qr {
+            instance,
+            code,
+            kind,
+            ..
+        } = ev
+        {
+            super::show_code(instance, code, kind);
+        }
+    });
     let mut handles = Vec::new();
     for inst in &config.instances {
         let h = app
-            .start_instance(&inst.name, inst.channel)
+            .start_instance_with(&inst.name, inst.channel, inst.phone.clone())
             .with_context(|| format!("instance {:?}", inst.name))?;
         handles.push(h);
     }
@@ -95,7 +110,7 @@ async fn run_async(config: &Config) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn wait_for_signal() {
+pub async fn wait_for_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use super::scripts::ScriptHooks;
 use super::{EventBus, Host, HostError, HostSettings, InstanceHandle};
 use crate::channel::console::{ConsoleOut, ConsoleSim, PairingStore, SESSION_KEY};
+use crate::channel::whatsapp::{WhatsappChannel, WhatsappOptions};
 use crate::config::ChannelKind;
 use crate::lifecycle::LogoutBy;
 use crate::script::EngineConfig;
@@ -21,10 +22,6 @@ pub enum AppError {
     Store(#[from] crate::store::StoreError),
     #[error("instance {0:?} not found")]
     NotFound(String),
-    #[error(
-        "channel {0:?} is not available in this build yet; use channel = \"console\" for a simulated connection"
-    )]
-    ChannelUnavailable(&'static str),
     #[error("starting the script engine: {0}")]
     Engine(std::io::Error),
 }
@@ -49,6 +46,7 @@ pub struct App {
     pub scripts: Arc<ScriptHooks>,
     console_out: Arc<ConsoleOut>,
     sims: Mutex<BTreeMap<String, Arc<ConsoleSim>>>,
+    whatsapp_url: String,
 }
 
 impl App {
@@ -69,7 +67,15 @@ impl App {
             scripts,
             console_out,
             sims: Default::default(),
+            whatsapp_url: crate::channel::whatsapp::transport::DEFAULT_URL.to_string(),
         })
+    }
+
+    /// Where WhatsApp instances connect (`[whatsapp] url`; tests point it at
+    /// a local server).
+    pub fn with_whatsapp_url(mut self, url: impl Into<String>) -> App {
+        self.whatsapp_url = url.into();
+        self
     }
 
     /// Starts an instance (creating its row if new) with its scripts; does
@@ -78,6 +84,17 @@ impl App {
         &self,
         name: &str,
         channel: ChannelKind,
+    ) -> Result<InstanceHandle, AppError> {
+        self.start_instance_with(name, channel, None)
+    }
+
+    /// As `start_instance`; `phone` makes a WhatsApp instance pair with a
+    /// code for that number instead of a QR.
+    pub fn start_instance_with(
+        &self,
+        name: &str,
+        channel: ChannelKind,
+        phone: Option<String>,
     ) -> Result<InstanceHandle, AppError> {
         let handle = match channel {
             ChannelKind::Console => {
@@ -108,7 +125,14 @@ impl App {
                     .insert(name.to_string(), sim);
                 handle
             }
-            ChannelKind::Whatsapp => return Err(AppError::ChannelUnavailable("whatsapp")),
+            ChannelKind::Whatsapp => {
+                let mut options = WhatsappOptions::new(self.whatsapp_url.clone());
+                options.phone = phone;
+                let store = self.store.clone();
+                self.host.add_instance(name, channel.as_str(), |events| {
+                    Box::new(WhatsappChannel::new(store, name, options, events))
+                })?
+            }
         };
         self.scripts.attach(&handle).map_err(AppError::Engine)?;
         Ok(handle)

@@ -360,3 +360,6 @@ impl Host {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -360,6 +360,18 @@ impl Store {
         self.conn.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Runs `f` on the connection under the store's lock, naming `op` in any
+    /// error. For the WhatsApp key store, whose tables live in this file so
+    /// that [`Store::end_session`] clears them in the same transaction as the
+    /// status write. `f` must not block on anything but SQLite.
+    pub(crate) fn with_conn<R>(
+        &self,
+        op: &'static str,
+        f: impl FnOnce(&mut Connection) -> rusqlite::Result<R>,
+    ) -> Result<R, StoreError> {
+        f(&mut self.conn()).map_err(sql(op))
+    }
+
     /// Returns the instance, creating it idle and closed if it does not exist.
     /// An existing row is returned as is: its channel is not changed.
     pub fn ensure_instance(

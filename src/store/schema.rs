@@ -51,13 +51,130 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         instance TEXT NOT NULL UNIQUE,
         created_at INTEGER NOT NULL
     );",
+    // 3: the WhatsApp key store (wacore's storage `Backend`), one set of rows
+    // per instance. `wa_kv` holds the values looked up by one text key only;
+    // the other tables exist because the traits query them by range, batch,
+    // prefix, order or age. Every one is listed in `SESSION_TABLES`.
+    "CREATE TABLE wa_kv (
+        instance TEXT NOT NULL,
+        ns TEXT NOT NULL,
+        key TEXT NOT NULL,
+        value BLOB NOT NULL,
+        PRIMARY KEY (instance, ns, key)
+    );
+    CREATE TABLE wa_prekeys (
+        instance TEXT NOT NULL,
+        id INTEGER NOT NULL,
+        record BLOB NOT NULL,
+        uploaded INTEGER NOT NULL,
+        PRIMARY KEY (instance, id)
+    );
+    CREATE TABLE wa_signed_prekeys (
+        instance TEXT NOT NULL,
+        id INTEGER NOT NULL,
+        record BLOB NOT NULL,
+        PRIMARY KEY (instance, id)
+    );
+    CREATE TABLE wa_sync_keys (
+        instance TEXT NOT NULL,
+        key_id BLOB NOT NULL,
+        key_data BLOB NOT NULL,
+        fingerprint BLOB NOT NULL,
+        timestamp INTEGER NOT NULL,
+        seq INTEGER NOT NULL,
+        PRIMARY KEY (instance, key_id)
+    );
+    CREATE TABLE wa_mutation_macs (
+        instance TEXT NOT NULL,
+        name TEXT NOT NULL,
+        index_mac BLOB NOT NULL,
+        value_mac BLOB NOT NULL,
+        version INTEGER NOT NULL,
+        PRIMARY KEY (instance, name, index_mac)
+    );
+    CREATE TABLE wa_sender_key_devices (
+        instance TEXT NOT NULL,
+        group_jid TEXT NOT NULL,
+        device_jid TEXT NOT NULL,
+        has_key INTEGER NOT NULL,
+        PRIMARY KEY (instance, group_jid, device_jid)
+    );
+    CREATE INDEX wa_sender_key_devices_by_device ON wa_sender_key_devices (instance, device_jid);
+    CREATE TABLE wa_lid_mappings (
+        instance TEXT NOT NULL,
+        lid TEXT NOT NULL,
+        phone_number TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        learning_source TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        PRIMARY KEY (instance, lid)
+    );
+    CREATE INDEX wa_lid_mappings_by_phone ON wa_lid_mappings (instance, phone_number, seq);
+    CREATE TABLE wa_base_keys (
+        instance TEXT NOT NULL,
+        address TEXT NOT NULL,
+        message_id TEXT NOT NULL,
+        base_key BLOB NOT NULL,
+        PRIMARY KEY (instance, address, message_id)
+    );
+    CREATE TABLE wa_tc_tokens (
+        instance TEXT NOT NULL,
+        jid TEXT NOT NULL,
+        token BLOB NOT NULL,
+        token_timestamp INTEGER NOT NULL,
+        sender_timestamp INTEGER,
+        PRIMARY KEY (instance, jid)
+    );
+    CREATE TABLE wa_sent_messages (
+        instance TEXT NOT NULL,
+        chat_jid TEXT NOT NULL,
+        message_id TEXT NOT NULL,
+        payload BLOB NOT NULL,
+        created_at INTEGER NOT NULL,
+        PRIMARY KEY (instance, chat_jid, message_id)
+    );
+    CREATE INDEX wa_sent_messages_by_age ON wa_sent_messages (instance, created_at);
+    CREATE TABLE wa_pending_inbound (
+        instance TEXT NOT NULL,
+        chat TEXT NOT NULL,
+        sender TEXT NOT NULL,
+        id TEXT NOT NULL,
+        message BLOB NOT NULL,
+        inserted_at INTEGER NOT NULL,
+        PRIMARY KEY (instance, chat, sender, id)
+    );
+    CREATE TABLE wa_msg_secrets (
+        instance TEXT NOT NULL,
+        chat TEXT NOT NULL,
+        sender TEXT NOT NULL,
+        msg_id TEXT NOT NULL,
+        secret BLOB NOT NULL,
+        expires_at INTEGER NOT NULL,
+        message_ts INTEGER NOT NULL,
+        PRIMARY KEY (instance, chat, sender, msg_id)
+    );",
 ];
 
 /// Every table holding an instance's protocol/session data, each with an
 /// `instance` column. Logging out and deleting an instance clear exactly these,
 /// so any new per-instance protocol table (e.g. the WhatsApp key store's) MUST
 /// be added here, or its rows would outlive the session they belong to.
-pub const SESSION_TABLES: &[&str] = &["session"];
+pub const SESSION_TABLES: &[&str] = &[
+    "session",
+    "wa_kv",
+    "wa_prekeys",
+    "wa_signed_prekeys",
+    "wa_sync_keys",
+    "wa_mutation_macs",
+    "wa_sender_key_devices",
+    "wa_lid_mappings",
+    "wa_base_keys",
+    "wa_tc_tokens",
+    "wa_sent_messages",
+    "wa_pending_inbound",
+    "wa_msg_secrets",
+];
 
 /// The schema version this code writes: the number of known migrations.
 pub(crate) fn known_version() -> i64 {

@@ -738,3 +738,31 @@ fn api_tokens_map_to_one_instance_and_go_with_it() {
     store.delete_instance("a").unwrap();
     assert_eq!(store.token_instance("h2").unwrap(), None);
 }
+
+#[test]
+fn a_version_2_file_gains_the_key_store_tables_and_keeps_its_rows() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("m.db");
+    {
+        let conn = Connection::open(&path).expect("raw open");
+        for sql in &schema::MIGRATIONS[..2] {
+            conn.execute_batch(sql).expect("old migration");
+        }
+        conn.execute_batch(
+            "PRAGMA user_version = 2;
+             INSERT INTO instances (name, channel, connection_status, state, last_change_at, created_at)
+             VALUES ('old', 'whatsapp', 'close', 'idle', 1, 1);",
+        )
+        .expect("old row");
+    }
+    let store = Store::open(&path).expect("upgrade");
+    assert_eq!(user_version(&store), schema::known_version());
+    assert!(store.instance("old").expect("read").is_some());
+    for table in SESSION_TABLES {
+        let n: i64 = store
+            .conn()
+            .query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0))
+            .expect("new table exists");
+        assert_eq!(n, 0, "{table}");
+    }
+}

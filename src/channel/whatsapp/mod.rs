@@ -1,0 +1,751 @@
+//! The WhatsApp channel: whatsapp-rust behind moonwire's own lifecycle.
+//!
+//! The library's auto-reconnect is off and `run()` is called once per
+//! attempt, so every reconnect decision is the host machine's. Each attempt
+//! gets a fresh `Client` (a disconnected or logged-out client is done for
+//! good), over the same rusqlite-backed key store.
+
+pub mod http;
+pub mod store;
+pub mod transport;
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::mpsc::UnboundedSender;
+use wacore::pair_code::PairCodeOptions;
+use wacore::proto_helpers::{MessageBuilderExt, MessageExt};
+use wacore::types::events::{Event, EventHandler};
+use whatsapp_rust::bot::{Bot, MessageContext};
+use whatsapp_rust::send::SendOptions;
+use whatsapp_rust::waproto::whatsapp as wa;
+use whatsapp_rust::{Client, Jid, TokioRuntime};
+
+use super::{
+    BoxFuture, Channel, ChannelError, ChannelEvent, EventKind, Incoming, OutBody, Outgoing,
+};
+use crate::lifecycle::{PairKind, ReasonKind};
+use crate::store::Store;
+use http::ReqwestHttpClient;
+use store::WaStore;
+use transport::WsTransportFactory;
+
+/// How many recent incoming messages are kept to quote and react to.
+const RECENT: usize = 512;
+
+/// What the channel needs besides the store.
+#[derive(Debug, Clone)]
+pub struct WhatsappOptions {
+    pub url: String,
+    /// Pair with an 8-character code for this phone number instead of a QR.
+    pub phone: Option<String>,
+    pub connect_timeout: Duration,
+    pub http_timeout: Duration,
+}
+
+impl WhatsappOptions {
+    pub fn new(url: impl Into<String>) -> WhatsappOptions {
+        WhatsappOptions {
+            url: url.into(),
+            phone: None,
+            connect_timeout: Duration::from_secs(20),
+            http_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Per-attempt state the event handler shares with the attempt task.
+struct AttemptState {
+    conn: u64,
+    events: UnboundedSender<ChannelEvent>,
+    /// A close (or pair-success) was reported for this attempt.
+    closed: AtomicBool,
+    connected: AtomicBool,
+    pair_success: AtomicBool,
+    client: Mutex<Option<Arc<Client>>>,
+    recent: Arc<Mutex<VecDeque<MessageContext>>>,
+}
+
+impl AttemptState {
+    fn emit(&self, kind: EventKind) {
+        if matches!(kind, EventKind::Closed { .. }) && self.closed.swap(true, Ordering::SeqCst) {
+            return; // one close per attempt
+        }
+        let _ = self.events.send(ChannelEvent {
+            conn: self.conn,
+            kind,
+        });
+    }
+}
+
+struct Forwarder(Arc<AttemptState>);
+
+impl EventHandler for Forwarder {
+    fn handle_event(&self, event: Arc<Event>) {
+        let st = &self.0;
+        let client = st.client.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let own = client.as_ref().map(|c| OwnIds {
+            jid: c.pn().map(|j| j.to_non_ad().to_string()),
+            push_name: Some(c.push_name()).filter(|n| !n.is_empty()),
+        });
+        match &*event {
+            Event::Connected(_) => st.connected.store(true, Ordering::SeqCst),
+            Event::PairSuccess(_) => st.pair_success.store(true, Ordering::SeqCst),
+            Event::Messages(batch) => {
+                if let Some(client) = &client {
+                    let mut recent = st.recent.lock().unwrap_or_else(|e| e.into_inner());
+                    for m in batch.messages.iter() {
+                        recent.push_back(MessageContext::from_arc(
+                            m.message.clone(),
+                            &m.info,
+                            client.clone(),
+                        ));
+                        if recent.len() > RECENT {
+                            recent.pop_front();
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+        for kind in map_event(&event, own.as_ref()) {
+            st.emit(kind);
+        }
+    }
+}
+
+/// The account's own ids, as known when an event arrives.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OwnIds {
+    pub jid: Option<String>,
+    pub push_name: Option<String>,
+}
+
+fn closed(code: Option<u16>, kind: Option<ReasonKind>, message: impl Into<String>) -> EventKind {
+    EventKind::Closed {
+        code,
+        kind,
+        message: Some(message.into()),
+        retry_after_ms: None,
+    }
+}
+
+/// Library events → channel events (DESIGN §2's table). Pure, so each
+/// mapping is unit-tested with events built by hand.
+pub fn map_event(event: &Event, own: Option<&OwnIds>) -> Vec<EventKind> {
+    let own = own.cloned().unwrap_or_default();
+    match event {
+        Event::Connected(_) => vec![EventKind::Opened {
+            jid: own.jid,
+            push_name: own.push_name,
+        }],
+        Event::PairingQrCode(q) => vec![EventKind::PairingCode {
+            code: q.code.clone(),
+            kind: PairKind::Qr,
+            expires_in_ms: q.timeout.as_millis() as u64,
+        }],
+        Event::PairingCode(p) => vec![EventKind::PairingCode {
+            code: p.code.clone(),
+            kind: PairKind::PairCode,
+            expires_in_ms: p.timeout.as_millis() as u64,
+        }],
+        Event::PairSuccess(p) => vec![EventKind::PairSuccess {
+            jid: Some(p.id.to_non_ad().to_string()),
+        }],
+        Event::PairError(p) => vec![closed(
+            None,
+            Some(ReasonKind::BadSession),
+            format!("pairing failed: {}", p.error),
+        )],
+        Event::PairingQrCodesExhausted(_) => {
+            vec![closed(
+                Some(408),
+                Some(ReasonKind::QrTimeout),
+                "the pairing codes ran out",
+            )]
+        }
+        Event::StreamReplaced(_) => vec![closed(
+            Some(440),
+            Some(ReasonKind::Replaced),
+            "another client took over the session",
+        )],
+        Event::ClientOutdated(_) => vec![closed(
+            Some(405),
+            Some(ReasonKind::ClientOutdated),
+            "the server says this client is outdated",
+        )],
+        Event::TemporaryBan(b) => vec![EventKind::Closed {
+            code: Some(402),
+            kind: Some(ReasonKind::TempBanned),
+            message: Some(format!("temporarily banned: {}", b.code)),
+            retry_after_ms: u64::try_from(b.expire.num_milliseconds()).ok(),
+        }],
+        Event::LoggedOut(l) => {
+            let code = u16::try_from(l.reason.code())
+                .ok()
+                .filter(|c| matches!(c, 401 | 403 | 406))
+                .unwrap_or(401);
+            vec![closed(
+                Some(code),
+                None,
+                format!("logged out by the server ({:?})", l.reason),
+            )]
+        }
+        Event::ConnectFailure(f) => {
+            let code = u16::try_from(f.reason.code()).ok();
+            let msg = f
+                .message
+                .clone()
+                .unwrap_or_else(|| format!("{:?}", f.reason));
+            vec![closed(code, None, format!("connect failure: {msg}"))]
+        }
+        Event::StreamError(e) => {
+            let code = e.code.parse::<u16>().ok();
+            vec![closed(code, None, format!("stream error {}", e.code))]
+        }
+        Event::Disconnected(d) => vec![closed(
+            None,
+            Some(ReasonKind::ConnectionLost),
+            format!("disconnected: {:?}", d.reason),
+        )],
+        Event::SelfPushNameUpdated(p) => vec![EventKind::AccountId {
+            jid: own.jid,
+            push_name: Some(p.new_name.clone()),
+        }],
+        Event::Messages(batch) => batch
+            .messages
+            .iter()
+            .map(|m| EventKind::Message(incoming(&m.message, &m.info)))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// What kind of message this is, as scripts see it.
+fn message_type(m: &wa::Message) -> &'static str {
+    let b = m.get_base_message();
+    if b.conversation.is_some() || b.extended_text_message.as_option().is_some() {
+        "text"
+    } else if b.image_message.as_option().is_some() {
+        "image"
+    } else if b.video_message.as_option().is_some() {
+        "video"
+    } else if b.audio_message.as_option().is_some() {
+        "audio"
+    } else if b.document_message.as_option().is_some() {
+        "document"
+    } else if b.sticker_message.as_option().is_some() {
+        "sticker"
+    } else if b.location_message.as_option().is_some()
+        || b.live_location_message.as_option().is_some()
+    {
+        "location"
+    } else if b.contact_message.as_option().is_some()
+        || b.contacts_array_message.as_option().is_some()
+    {
+        "contact"
+    } else if b.reaction_message.as_option().is_some() {
+        "reaction"
+    } else if b.protocol_message.as_option().is_some() {
+        "protocol"
+    } else {
+        "unknown"
+    }
+}
+
+pub fn incoming(m: &wa::Message, info: &wacore::types::message::MessageInfo) -> Incoming {
+    Incoming {
+        id: info.id.to_string(),
+        chat: info.source.chat.to_string(),
+        sender: info.source.sender.to_non_ad().to_string(),
+        text: m.text_content().map(str::to_string),
+        kind: message_type(m).to_string(),
+        from_me: info.source.is_from_me,
+        is_group: info.source.is_group,
+        push_name: Some(info.push_name.clone()).filter(|n| !n.is_empty()),
+        timestamp: info.timestamp.timestamp(),
+    }
+}
+
+type Recent = Arc<Mutex<VecDeque<MessageContext>>>;
+
+fn find_recent(recent: &Recent, id: &str) -> Option<MessageContext> {
+    recent
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .rev()
+        .find(|c| c.info.id == id)
+        .cloned()
+}
+
+/// One instance's WhatsApp connection, one attempt at a time.
+pub struct WhatsappChannel {
+    store: Arc<Store>,
+    instance: String,
+    options: WhatsappOptions,
+    events: UnboundedSender<ChannelEvent>,
+    current: Option<Arc<AttemptState>>,
+    recent: Recent,
+}
+
+impl WhatsappChannel {
+    pub fn new(
+        store: Arc<Store>,
+        instance: impl Into<String>,
+        options: WhatsappOptions,
+        events: UnboundedSender<ChannelEvent>,
+    ) -> WhatsappChannel {
+        WhatsappChannel {
+            store,
+            instance: instance.into(),
+            options,
+            events,
+            current: None,
+            recent: Default::default(),
+        }
+    }
+
+    fn client(&self) -> Option<Arc<Client>> {
+        self.current
+            .as_ref()
+            .and_then(|st| st.client.lock().unwrap_or_else(|e| e.into_inner()).clone())
+    }
+}
+
+/// One attempt: a fresh client over the same key store, `run()` once, and
+/// if the library said nothing about why it ended, say it here.
+async fn attempt(
+    st: Arc<AttemptState>,
+    store: Arc<Store>,
+    instance: String,
+    options: WhatsappOptions,
+) {
+    let backend = Arc::new(WaStore::new(store, instance));
+    let http = match ReqwestHttpClient::new(options.http_timeout) {
+        Ok(h) => h,
+        Err(e) => {
+            st.emit(closed(
+                None,
+                Some(ReasonKind::TransportError),
+                format!("HTTP client: {e:#}"),
+            ));
+            return;
+        }
+    };
+    let transport =
+        WsTransportFactory::new(options.url.clone()).with_connect_timeout(options.connect_timeout);
+    let mut builder = Bot::builder()
+        .with_backend_arc(backend)
+        .with_transport_factory(transport)
+        .with_http_client(http)
+        .with_runtime(TokioRuntime)
+        .skip_history_sync()
+        .with_event_handler(Forwarder(st.clone()));
+    if let Some(phone) = &options.phone {
+        builder = builder.with_pair_code(PairCodeOptions {
+            phone_number: phone.clone(),
+            ..PairCodeOptions::default()
+        });
+    }
+    let bot = match builder.build().await {
+        Ok(b) => b,
+        Err(e) => {
+            st.emit(closed(
+                None,
+                Some(ReasonKind::BadSession),
+                format!("starting the client: {e}"),
+            ));
+            return;
+        }
+    };
+    let client = bot.client();
+    // moonwire's machine decides every reconnect.
+    client.enable_auto_reconnect.store(false, Ordering::SeqCst);
+    *st.client.lock().unwrap_or_else(|e| e.into_inner()) = Some(client);
+    bot.run().await;
+    // After pairing the server closes with 515 and the library says nothing.
+    if st.pair_success.load(Ordering::SeqCst) {
+        st.emit(closed(
+            Some(515),
+            Some(ReasonKind::RestartRequired),
+            "restart after pairing",
+        ));
+    } else if st.connected.load(Ordering::SeqCst) {
+        st.emit(closed(
+            None,
+            Some(ReasonKind::ConnectionLost),
+            "the connection ended",
+        ));
+    } else {
+        st.emit(closed(
+            None,
+            Some(ReasonKind::TransportError),
+            format!("could not connect to {}", options.url),
+        ));
+    }
+}
+
+impl Channel for WhatsappChannel {
+    fn connect(&mut self, conn: u64) {
+        self.close();
+        let st = Arc::new(AttemptState {
+            conn,
+            events: self.events.clone(),
+            closed: AtomicBool::new(false),
+            connected: AtomicBool::new(false),
+            pair_success: AtomicBool::new(false),
+            client: Mutex::new(None),
+            recent: self.recent.clone(),
+        });
+        self.current = Some(st.clone());
+        tokio::spawn(attempt(
+            st,
+            self.store.clone(),
+            self.instance.clone(),
+            self.options.clone(),
+        ));
+    }
+
+    fn close(&mut self) {
+        if let Some(st) = self.current.take() {
+            // Whatever this attempt still says is late news.
+            st.closed.store(true, Ordering::SeqCst);
+            let client = st.client.lock().unwrap_or_else(|e| e.into_inner()).take();
+            if let Some(c) = client {
+                tokio::spawn(async move { c.disconnect().await });
+            }
+        }
+    }
+
+    fn unlink(&mut self) -> BoxFuture<Result<(), ChannelError>> {
+        let client = self.client();
+        Box::pin(async move {
+            match client {
+                Some(c) if c.is_connected() => {
+                    // Sends the remove-companion IQ (its failure is logged by
+                    // the library) and ends this client.
+                    c.logout().await;
+                    Ok(())
+                }
+                _ => Err(ChannelError::NotConnected),
+            }
+        })
+    }
+
+    fn send(&mut self, out: Outgoing) -> BoxFuture<Result<(), ChannelError>> {
+        let client = self.client();
+        let recent = self.recent.clone();
+        Box::pin(async move {
+            let client = client.ok_or(ChannelError::NotConnected)?;
+            let chat: Jid = out
+                .chat
+                .parse()
+                .map_err(|_| ChannelError::BadRecipient(out.chat.clone()))?;
+            let message = match out.body {
+                OutBody::Text { text, quote } => match quote.and_then(|q| find_recent(&recent, &q))
+                {
+                    Some(ctx) => wa::Message::text_with_context(text, ctx.build_quote_context()),
+                    None => wa::Message::text(text),
+                },
+                OutBody::React { message_id, emoji } => {
+                    let key = match find_recent(&recent, &message_id) {
+                        Some(ctx) => ctx.message_key(),
+                        None => wa::MessageKey {
+                            remote_jid: Some(out.chat.clone()),
+                            from_me: Some(false),
+                            id: Some(message_id),
+                            participant: None,
+                        },
+                    };
+                    wacore::proto_helpers::build_reaction_message(
+                        key,
+                        emoji,
+                        wacore::time::now_millis(),
+                    )
+                }
+            };
+            client
+                .send_message_with_options(
+                    chat,
+                    message,
+                    SendOptions::default().with_message_id(out.id),
+                )
+                .await
+                .map(|_| ())
+                .map_err(|e| ChannelError::Protocol(e.to_string()))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use wacore::net::DisconnectReason;
+    use wacore::types::events::{
+        ClientOutdated, ConnectFailure, ConnectFailureReason, Connected, Disconnected, LoggedOut,
+        PairSuccess, PairingCode, PairingQrCode, PairingQrCodesExhausted, StreamError,
+        StreamReplaced, TempBanReason, TemporaryBan,
+    };
+    use wacore::types::message::MessageInfo;
+
+    use super::*;
+
+    fn one(ev: Event) -> EventKind {
+        let own = OwnIds {
+            jid: Some("15551234567@s.whatsapp.net".into()),
+            push_name: Some("Shop".into()),
+        };
+        let mut v = map_event(&ev, Some(&own));
+        assert_eq!(v.len(), 1, "{ev:?}");
+        v.remove(0)
+    }
+
+    fn close_of(k: EventKind) -> (Option<u16>, Option<ReasonKind>, Option<u64>) {
+        match k {
+            EventKind::Closed {
+                code,
+                kind,
+                retry_after_ms,
+                ..
+            } => (code, kind, retry_after_ms),
+            other => panic!("not a close: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn connected_is_open_with_whatever_ids_are_known() {
+        assert_eq!(
+            one(Event::Connected(Connected::builder().build())),
+            EventKind::Opened {
+                jid: Some("15551234567@s.whatsapp.net".into()),
+                push_name: Some("Shop".into()),
+            }
+        );
+        // No own id yet is not an error: open with jid unknown.
+        assert_eq!(
+            map_event(&Event::Connected(Connected::builder().build()), None),
+            [EventKind::Opened {
+                jid: None,
+                push_name: None
+            }]
+        );
+    }
+
+    #[test]
+    fn pairing_events_map_to_codes_and_success() {
+        assert_eq!(
+            one(Event::PairingQrCode(
+                PairingQrCode::builder()
+                    .code("2@ref,key".to_string())
+                    .timeout(Duration::from_secs(20))
+                    .build()
+            )),
+            EventKind::PairingCode {
+                code: "2@ref,key".into(),
+                kind: PairKind::Qr,
+                expires_in_ms: 20_000
+            }
+        );
+        assert_eq!(
+            one(Event::PairingCode(
+                PairingCode::builder()
+                    .code("ABCD1234".to_string())
+                    .timeout(Duration::from_secs(180))
+                    .build()
+            )),
+            EventKind::PairingCode {
+                code: "ABCD1234".into(),
+                kind: PairKind::PairCode,
+                expires_in_ms: 180_000
+            }
+        );
+        let jid: Jid = "15551234567:3@s.whatsapp.net".parse().expect("jid");
+        let lid: Jid = "1234@lid".parse().expect("lid");
+        assert_eq!(
+            one(Event::PairSuccess(
+                PairSuccess::builder()
+                    .id(jid)
+                    .lid(lid)
+                    .business_name(String::new())
+                    .platform("android".to_string())
+                    .build()
+            )),
+            EventKind::PairSuccess {
+                jid: Some("15551234567@s.whatsapp.net".into())
+            }
+        );
+    }
+
+    #[test]
+    fn closes_follow_the_design_table() {
+        type Close = (Option<u16>, Option<ReasonKind>, Option<u64>);
+        let cases: Vec<(Event, Close)> = vec![
+            (
+                Event::StreamReplaced(StreamReplaced::builder().build()),
+                (Some(440), Some(ReasonKind::Replaced), None),
+            ),
+            (
+                Event::PairingQrCodesExhausted(
+                    PairingQrCodesExhausted::builder()
+                        .disconnected(true)
+                        .build(),
+                ),
+                (Some(408), Some(ReasonKind::QrTimeout), None),
+            ),
+            (
+                Event::TemporaryBan(
+                    TemporaryBan::builder()
+                        .code(TempBanReason::SentToTooManyPeople)
+                        .expire(wacore::chrono::TimeDelta::seconds(90))
+                        .build(),
+                ),
+                (Some(402), Some(ReasonKind::TempBanned), Some(90_000)),
+            ),
+            (
+                Event::ClientOutdated(ClientOutdated::builder().build()),
+                (Some(405), Some(ReasonKind::ClientOutdated), None),
+            ),
+            (
+                Event::LoggedOut(
+                    LoggedOut::builder()
+                        .on_connect(true)
+                        .reason(ConnectFailureReason::LoggedOut)
+                        .build(),
+                ),
+                (Some(401), None, None),
+            ),
+            (
+                Event::LoggedOut(
+                    LoggedOut::builder()
+                        .on_connect(true)
+                        .reason(ConnectFailureReason::AccountLocked)
+                        .build(),
+                ),
+                (Some(403), None, None),
+            ),
+            (
+                Event::LoggedOut(
+                    LoggedOut::builder()
+                        .on_connect(true)
+                        .reason(ConnectFailureReason::UnknownLogout)
+                        .build(),
+                ),
+                (Some(406), None, None),
+            ),
+            (
+                Event::ConnectFailure(
+                    ConnectFailure::builder()
+                        .reason(ConnectFailureReason::ServiceUnavailable)
+                        .build(),
+                ),
+                (Some(503), None, None),
+            ),
+            (
+                Event::ConnectFailure(
+                    ConnectFailure::builder()
+                        .reason(ConnectFailureReason::InternalServerError)
+                        .build(),
+                ),
+                (Some(500), None, None),
+            ),
+            (
+                Event::StreamError(StreamError::builder().code("515".to_string()).build()),
+                (Some(515), None, None),
+            ),
+            (
+                Event::StreamError(StreamError::builder().code("weird".to_string()).build()),
+                (None, None, None),
+            ),
+            (
+                Event::Disconnected(
+                    Disconnected::builder()
+                        .reason(DisconnectReason::StreamEnded)
+                        .build(),
+                ),
+                (None, Some(ReasonKind::ConnectionLost), None),
+            ),
+        ];
+        for (ev, want) in cases {
+            assert_eq!(close_of(one(ev.clone())), want, "{ev:?}");
+        }
+        // The machine classifies what comes without a kind: 401 → logged_out etc.
+        assert_eq!(
+            crate::lifecycle::Reason::classify(503, false),
+            ReasonKind::ServiceUnavailable
+        );
+    }
+
+    fn info(id: &str) -> MessageInfo {
+        let mut info = MessageInfo {
+            id: id.into(),
+            ..Default::default()
+        };
+        info.source.chat = "15550001111@s.whatsapp.net".parse().expect("jid");
+        info.source.sender = "15550001111:2@s.whatsapp.net".parse().expect("jid");
+        info.push_name = "Ann".into();
+        info
+    }
+
+    #[test]
+    fn text_is_found_through_the_wrappers_and_other_types_have_none() {
+        let text = wa::Message::text("hello");
+        let m = incoming(&text, &info("A1"));
+        assert_eq!(m.text.as_deref(), Some("hello"));
+        assert_eq!(m.kind, "text");
+        assert_eq!(m.id, "A1");
+        assert_eq!(m.sender, "15550001111@s.whatsapp.net");
+        assert_eq!(m.push_name.as_deref(), Some("Ann"));
+
+        let ext = wa::Message {
+            extended_text_message: wa::message::ExtendedTextMessage {
+                text: Some("with a link".into()),
+                ..Default::default()
+            }
+            .into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            incoming(&ext, &info("A2")).text.as_deref(),
+            Some("with a link")
+        );
+
+        let wrap = |inner: wa::Message| wa::message::FutureProofMessage {
+            message: inner.into(),
+        };
+        let eph = wa::Message {
+            ephemeral_message: wrap(wa::Message::text("disappearing")).into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            incoming(&eph, &info("A3")).text.as_deref(),
+            Some("disappearing")
+        );
+        let once = wa::Message {
+            view_once_message: wrap(ext.clone()).into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            incoming(&once, &info("A4")).text.as_deref(),
+            Some("with a link")
+        );
+        let edited = wa::Message {
+            edited_message: wrap(wa::Message::text("fixed typo")).into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            incoming(&edited, &info("A5")).text.as_deref(),
+            Some("fixed typo")
+        );
+
+        let image = wa::Message {
+            image_message: wa::message::ImageMessage::default().into(),
+            ..Default::default()
+        };
+        let m = incoming(&image, &info("A6"));
+        assert_eq!((m.text, m.kind.as_str()), (None, "image"));
+    }
+}

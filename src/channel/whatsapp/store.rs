@@ -1,0 +1,2304 @@
+//! The WhatsApp key store: wacore's storage `Backend` traits on rusqlite, in
+//! moonwire's own database file.
+//!
+//! Every row carries the instance it belongs to and every table is listed in
+//! [`crate::store::SESSION_TABLES`], so a logout deletes the instance's keys in
+//! the same transaction that writes its `logged_out` status (DESIGN §2,
+//! invariant 2), and `session_exists` sees them.
+//!
+//! Semantics follow wacore's `InMemoryBackend` (merges, batches, return values,
+//! what a miss returns); the few places that differ say why. Values only ever
+//! looked up by one text key share the generic `wa_kv` table; the others have
+//! their own tables because the traits query them by range, batch, prefix,
+//! order or age. Structured values wacore derives serde for (the device, app
+//! state versions, device lists) are stored as JSON: serde's field defaults
+//! keep old rows readable when wacore adds a field.
+//!
+//! Each method does its SQLite work synchronously under the store's lock and
+//! never awaits while holding it: the statements are short, local and indexed.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use wacore::appstate::hash::HashState;
+use wacore::appstate::processor::AppStateMutationMAC;
+use wacore::store::Device;
+use wacore::store::error::{Result as WaResult, StoreError as WaError};
+use wacore::store::traits::{
+    AppStateSyncKey, AppSyncStore, DeviceListRecord, DeviceStore, LidPnMappingEntry,
+    MsgSecretEntry, MsgSecretStore, PendingInboundKey, PendingInboundRow, ProtocolStore,
+    SignalStore, TcTokenEntry,
+};
+
+use crate::store::Store;
+
+// `wa_kv` namespaces.
+const NS_IDENTITY: &str = "identity";
+const NS_SESSION: &str = "session";
+const NS_SENDER_KEY: &str = "sender_key";
+const NS_APP_STATE_VERSION: &str = "app_state_version";
+const NS_DEVICE_LIST: &str = "device_list";
+const NS_GROUP_METADATA: &str = "group_metadata";
+const NS_DEVICE: &str = "device";
+
+/// The key of the device row: an instance is exactly one WhatsApp device.
+const DEVICE_KEY: &str = "";
+
+/// What [`DeviceStore::create`] returns. The id only matters to stores that
+/// hold several devices; here the instance name is the key.
+pub const DEVICE_ID: i32 = 1;
+
+/// At this many retained sent messages per instance the oldest are dropped
+/// down to three quarters, like wacore's in-memory store. The client's
+/// keepalive sweep prunes by age; this only bounds a burst between sweeps.
+const MAX_SENT_MESSAGES: i64 = 4096;
+
+/// A value that would not encode to or decode from its JSON column, with the
+/// operation that hit it.
+#[derive(Debug, thiserror::Error)]
+#[error("{op}: {source}")]
+pub struct CodecError {
+    op: &'static str,
+    #[source]
+    source: serde_json::Error,
+}
+
+fn encode<T: Serialize>(op: &'static str, value: &T) -> WaResult<Vec<u8>> {
+    serde_json::to_vec(value)
+        .map_err(|source| WaError::Serialization(Box::new(CodecError { op, source })))
+}
+
+fn decode<T: DeserializeOwned>(op: &'static str, bytes: &[u8]) -> WaResult<T> {
+    serde_json::from_slice(bytes)
+        .map_err(|source| WaError::Serialization(Box::new(CodecError { op, source })))
+}
+
+/// Saturates a deleted-row count into the traits' `u32`.
+fn count_u32(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+/// One instance's view of the key store. Cheap to clone; hand the client an
+/// `Arc<WaStore>` as its backend.
+#[derive(Debug, Clone)]
+pub struct WaStore {
+    store: Arc<Store>,
+    instance: String,
+}
+
+impl WaStore {
+    pub fn new(store: Arc<Store>, instance: impl Into<String>) -> WaStore {
+        WaStore {
+            store,
+            instance: instance.into(),
+        }
+    }
+
+    pub fn instance(&self) -> &str {
+        &self.instance
+    }
+
+    /// Runs `f` under the store's lock with this instance's name.
+    fn run<R>(
+        &self,
+        op: &'static str,
+        f: impl FnOnce(&Connection, &str) -> rusqlite::Result<R>,
+    ) -> WaResult<R> {
+        self.store
+            .with_conn(op, |conn| f(conn, &self.instance))
+            .map_err(|e| WaError::Database(Box::new(e)))
+    }
+
+    /// Like [`WaStore::run`], in one IMMEDIATE transaction: a batch commits
+    /// once (all or nothing), and a read-modify-write cannot interleave with
+    /// another connection's write to the same file.
+    fn run_tx<R>(
+        &self,
+        op: &'static str,
+        f: impl FnOnce(&Connection, &str) -> rusqlite::Result<R>,
+    ) -> WaResult<R> {
+        self.store
+            .with_conn(op, |conn| {
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let out = f(&tx, &self.instance)?;
+                tx.commit()?;
+                Ok(out)
+            })
+            .map_err(|e| WaError::Database(Box::new(e)))
+    }
+}
+
+fn kv_get(
+    conn: &Connection,
+    instance: &str,
+    ns: &str,
+    key: &str,
+) -> rusqlite::Result<Option<Vec<u8>>> {
+    conn.prepare_cached("SELECT value FROM wa_kv WHERE instance = ?1 AND ns = ?2 AND key = ?3")?
+        .query_row(params![instance, ns, key], |r| r.get(0))
+        .optional()
+}
+
+fn kv_exists(conn: &Connection, instance: &str, ns: &str, key: &str) -> rusqlite::Result<bool> {
+    conn.prepare_cached(
+        "SELECT EXISTS (SELECT 1 FROM wa_kv WHERE instance = ?1 AND ns = ?2 AND key = ?3)",
+    )?
+    .query_row(params![instance, ns, key], |r| r.get(0))
+}
+
+fn kv_put(
+    conn: &Connection,
+    instance: &str,
+    ns: &str,
+    key: &str,
+    value: &[u8],
+) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO wa_kv (instance, ns, key, value) VALUES (?1, ?2, ?3, ?4) \
+         ON CONFLICT (instance, ns, key) DO UPDATE SET value = excluded.value",
+    )?
+    .execute(params![instance, ns, key, value])?;
+    Ok(())
+}
+
+fn kv_delete(conn: &Connection, instance: &str, ns: &str, key: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached("DELETE FROM wa_kv WHERE instance = ?1 AND ns = ?2 AND key = ?3")?
+        .execute(params![instance, ns, key])?;
+    Ok(())
+}
+
+/// Whether any key in `ns` is `user@…` or `user:…` (a Signal address of any
+/// of the user's devices). Two key ranges rather than LIKE, so the primary key
+/// index answers it and `_`/`%` in `user` mean nothing: `'@' + 1` is `'A'` and
+/// `':' + 1` is `';'`, and text compares bytewise.
+fn kv_has_user(conn: &Connection, instance: &str, ns: &str, user: &str) -> rusqlite::Result<bool> {
+    conn.prepare_cached(
+        "SELECT EXISTS (SELECT 1 FROM wa_kv WHERE instance = ?1 AND ns = ?2 AND \
+         ((key >= ?3 AND key < ?4) OR (key >= ?5 AND key < ?6)))",
+    )?
+    .query_row(
+        params![
+            instance,
+            ns,
+            format!("{user}@"),
+            format!("{user}A"),
+            format!("{user}:"),
+            format!("{user};"),
+        ],
+        |r| r.get(0),
+    )
+}
+
+fn put_prekey(
+    conn: &Connection,
+    instance: &str,
+    id: u32,
+    record: &[u8],
+    uploaded: bool,
+) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO wa_prekeys (instance, id, record, uploaded) VALUES (?1, ?2, ?3, ?4) \
+         ON CONFLICT (instance, id) DO UPDATE SET record = excluded.record, uploaded = excluded.uploaded",
+    )?
+    .execute(params![instance, id, record, uploaded])?;
+    Ok(())
+}
+
+fn get_prekey(conn: &Connection, instance: &str, id: u32) -> rusqlite::Result<Option<Vec<u8>>> {
+    conn.prepare_cached("SELECT record FROM wa_prekeys WHERE instance = ?1 AND id = ?2")?
+        .query_row(params![instance, id], |r| r.get(0))
+        .optional()
+}
+
+fn get_mutation_mac(
+    conn: &Connection,
+    instance: &str,
+    name: &str,
+    index_mac: &[u8],
+) -> rusqlite::Result<Option<Vec<u8>>> {
+    conn.prepare_cached(
+        "SELECT value_mac FROM wa_mutation_macs WHERE instance = ?1 AND name = ?2 AND index_mac = ?3",
+    )?
+    .query_row(params![instance, name, index_mac], |r| r.get(0))
+    .optional()
+}
+
+const LID_COLUMNS: &str = "lid, phone_number, created_at, updated_at, learning_source";
+
+fn lid_row(r: &Row<'_>) -> rusqlite::Result<LidPnMappingEntry> {
+    Ok(LidPnMappingEntry {
+        lid: r.get(0)?,
+        phone_number: r.get(1)?,
+        created_at: r.get(2)?,
+        updated_at: r.get(3)?,
+        learning_source: r.get(4)?,
+    })
+}
+
+fn put_pending_inbound(
+    conn: &Connection,
+    instance: &str,
+    row: &PendingInboundRow<'_>,
+    now: i64,
+) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO wa_pending_inbound (instance, chat, sender, id, message, inserted_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (instance, chat, sender, id) \
+         DO UPDATE SET message = excluded.message, inserted_at = excluded.inserted_at",
+    )?
+    .execute(params![
+        instance,
+        row.chat,
+        row.sender,
+        row.id,
+        row.message,
+        now
+    ])?;
+    Ok(())
+}
+
+fn delete_pending_inbound(
+    conn: &Connection,
+    instance: &str,
+    key: &PendingInboundKey<'_>,
+) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "DELETE FROM wa_pending_inbound WHERE instance = ?1 AND chat = ?2 AND sender = ?3 AND id = ?4",
+    )?
+    .execute(params![instance, key.chat, key.sender, key.id])?;
+    Ok(())
+}
+
+#[async_trait]
+impl SignalStore for WaStore {
+    async fn put_identity(&self, address: &str, key: [u8; 32]) -> WaResult<()> {
+        self.run("put_identity", |c, i| {
+            kv_put(c, i, NS_IDENTITY, address, &key)
+        })
+    }
+
+    async fn put_identities_batch(&self, identities: &[(Arc<str>, [u8; 32])]) -> WaResult<()> {
+        if identities.is_empty() {
+            return Ok(());
+        }
+        self.run_tx("put_identities_batch", |c, i| {
+            identities
+                .iter()
+                .try_for_each(|(address, key)| kv_put(c, i, NS_IDENTITY, address, key))
+        })
+    }
+
+    async fn load_identity(&self, address: &str) -> WaResult<Option<[u8; 32]>> {
+        let raw = self.run("load_identity", |c, i| kv_get(c, i, NS_IDENTITY, address))?;
+        raw.map(|v| {
+            <[u8; 32]>::try_from(v.as_slice()).map_err(|_| {
+                WaError::Validation(format!(
+                    "load_identity: stored identity for {address:?} is {} bytes, not 32",
+                    v.len()
+                ))
+            })
+        })
+        .transpose()
+    }
+
+    async fn delete_identity(&self, address: &str) -> WaResult<()> {
+        self.run("delete_identity", |c, i| {
+            kv_delete(c, i, NS_IDENTITY, address)
+        })
+    }
+
+    async fn get_session(&self, address: &str) -> WaResult<Option<Bytes>> {
+        let raw = self.run("get_session", |c, i| kv_get(c, i, NS_SESSION, address))?;
+        Ok(raw.map(Bytes::from))
+    }
+
+    async fn put_session(&self, address: &str, session: &[u8]) -> WaResult<()> {
+        self.run("put_session", |c, i| {
+            kv_put(c, i, NS_SESSION, address, session)
+        })
+    }
+
+    async fn put_sessions_batch(&self, sessions: &[(Arc<str>, Bytes)]) -> WaResult<()> {
+        if sessions.is_empty() {
+            return Ok(());
+        }
+        self.run_tx("put_sessions_batch", |c, i| {
+            sessions
+                .iter()
+                .try_for_each(|(address, session)| kv_put(c, i, NS_SESSION, address, session))
+        })
+    }
+
+    async fn delete_session(&self, address: &str) -> WaResult<()> {
+        self.run("delete_session", |c, i| {
+            kv_delete(c, i, NS_SESSION, address)
+        })
+    }
+
+    async fn has_session(&self, address: &str) -> WaResult<bool> {
+        self.run("has_session", |c, i| kv_exists(c, i, NS_SESSION, address))
+    }
+
+    async fn has_signal_state_for_user(&self, user: &str) -> WaResult<bool> {
+        self.run("has_signal_state_for_user", |c, i| {
+            Ok(kv_has_user(c, i, NS_SESSION, user)? || kv_has_user(c, i, NS_IDENTITY, user)?)
+        })
+    }
+
+    async fn store_prekey(&self, id: u32, record: &[u8], uploaded: bool) -> WaResult<()> {
+        self.run("store_prekey", |c, i| {
+            put_prekey(c, i, id, record, uploaded)
+        })
+    }
+
+    async fn store_prekeys_batch(&self, keys: &[(u32, Bytes)], uploaded: bool) -> WaResult<()> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        self.run_tx("store_prekeys_batch", |c, i| {
+            keys.iter()
+                .try_for_each(|(id, record)| put_prekey(c, i, *id, record, uploaded))
+        })
+    }
+
+    async fn load_prekey(&self, id: u32) -> WaResult<Option<Bytes>> {
+        let raw = self.run("load_prekey", |c, i| get_prekey(c, i, id))?;
+        Ok(raw.map(Bytes::from))
+    }
+
+    /// In the order asked for, skipping ids that are not stored.
+    async fn load_prekeys_batch(&self, ids: &[u32]) -> WaResult<Vec<(u32, Bytes)>> {
+        self.run("load_prekeys_batch", |c, i| {
+            let mut out = Vec::with_capacity(ids.len());
+            for &id in ids {
+                if let Some(record) = get_prekey(c, i, id)? {
+                    out.push((id, Bytes::from(record)));
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    async fn mark_prekeys_uploaded(&self, ids: &[u32]) -> WaResult<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        // UPDATE, never upsert: a key consumed since the upload snapshot must
+        // stay deleted.
+        self.run_tx("mark_prekeys_uploaded", |c, i| {
+            let mut stmt = c.prepare_cached(
+                "UPDATE wa_prekeys SET uploaded = 1 WHERE instance = ?1 AND id = ?2",
+            )?;
+            for &id in ids {
+                stmt.execute(params![i, id])?;
+            }
+            Ok(())
+        })
+    }
+
+    async fn remove_prekey(&self, id: u32) -> WaResult<()> {
+        self.run("remove_prekey", |c, i| {
+            c.execute(
+                "DELETE FROM wa_prekeys WHERE instance = ?1 AND id = ?2",
+                params![i, id],
+            )
+            .map(drop)
+        })
+    }
+
+    async fn get_max_prekey_id(&self) -> WaResult<u32> {
+        self.run("get_max_prekey_id", |c, i| {
+            c.query_row(
+                "SELECT COALESCE(MAX(id), 0) FROM wa_prekeys WHERE instance = ?1",
+                [i],
+                |r| r.get(0),
+            )
+        })
+    }
+
+    async fn store_signed_prekey(&self, id: u32, record: &[u8]) -> WaResult<()> {
+        self.run("store_signed_prekey", |c, i| {
+            c.execute(
+                "INSERT INTO wa_signed_prekeys (instance, id, record) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (instance, id) DO UPDATE SET record = excluded.record",
+                params![i, id, record],
+            )
+            .map(drop)
+        })
+    }
+
+    async fn load_signed_prekey(&self, id: u32) -> WaResult<Option<Vec<u8>>> {
+        self.run("load_signed_prekey", |c, i| {
+            c.query_row(
+                "SELECT record FROM wa_signed_prekeys WHERE instance = ?1 AND id = ?2",
+                params![i, id],
+                |r| r.get(0),
+            )
+            .optional()
+        })
+    }
+
+    /// Ordered by id (the in-memory store answers in hash order).
+    async fn load_all_signed_prekeys(&self) -> WaResult<Vec<(u32, Vec<u8>)>> {
+        self.run("load_all_signed_prekeys", |c, i| {
+            let mut stmt = c.prepare(
+                "SELECT id, record FROM wa_signed_prekeys WHERE instance = ?1 ORDER BY id",
+            )?;
+            stmt.query_map([i], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect()
+        })
+    }
+
+    async fn remove_signed_prekey(&self, id: u32) -> WaResult<()> {
+        self.run("remove_signed_prekey", |c, i| {
+            c.execute(
+                "DELETE FROM wa_signed_prekeys WHERE instance = ?1 AND id = ?2",
+                params![i, id],
+            )
+            .map(drop)
+        })
+    }
+
+    async fn put_sender_key(&self, address: &str, record: &[u8]) -> WaResult<()> {
+        self.run("put_sender_key", |c, i| {
+            kv_put(c, i, NS_SENDER_KEY, address, record)
+        })
+    }
+
+    async fn put_sender_keys_batch(&self, sender_keys: &[(Arc<str>, Bytes)]) -> WaResult<()> {
+        if sender_keys.is_empty() {
+            return Ok(());
+        }
+        self.run_tx("put_sender_keys_batch", |c, i| {
+            sender_keys
+                .iter()
+                .try_for_each(|(address, record)| kv_put(c, i, NS_SENDER_KEY, address, record))
+        })
+    }
+
+    async fn get_sender_key(&self, address: &str) -> WaResult<Option<Vec<u8>>> {
+        self.run("get_sender_key", |c, i| {
+            kv_get(c, i, NS_SENDER_KEY, address)
+        })
+    }
+
+    async fn delete_sender_key(&self, address: &str) -> WaResult<()> {
+        self.run("delete_sender_key", |c, i| {
+            kv_delete(c, i, NS_SENDER_KEY, address)
+        })
+    }
+}
+
+#[async_trait]
+impl AppSyncStore for WaStore {
+    async fn get_sync_key(&self, key_id: &[u8]) -> WaResult<Option<AppStateSyncKey>> {
+        self.run("get_sync_key", |c, i| {
+            c.query_row(
+                "SELECT key_data, fingerprint, timestamp FROM wa_sync_keys \
+                 WHERE instance = ?1 AND key_id = ?2",
+                params![i, key_id],
+                |r| {
+                    Ok(AppStateSyncKey {
+                        key_data: r.get(0)?,
+                        fingerprint: r.get(1)?,
+                        timestamp: r.get(2)?,
+                    })
+                },
+            )
+            .optional()
+        })
+    }
+
+    /// Also makes `key_id` the latest: `seq` numbers the writes.
+    async fn set_sync_key(&self, key_id: &[u8], key: AppStateSyncKey) -> WaResult<()> {
+        self.run("set_sync_key", |c, i| {
+            c.execute(
+                "INSERT INTO wa_sync_keys (instance, key_id, key_data, fingerprint, timestamp, seq) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, \
+                   (SELECT COALESCE(MAX(seq), 0) + 1 FROM wa_sync_keys WHERE instance = ?1)) \
+                 ON CONFLICT (instance, key_id) DO UPDATE SET key_data = excluded.key_data, \
+                   fingerprint = excluded.fingerprint, timestamp = excluded.timestamp, seq = excluded.seq",
+                params![i, key_id, key.key_data, key.fingerprint, key.timestamp],
+            )
+            .map(drop)
+        })
+    }
+
+    /// A collection never stored is at the default (version 0) state.
+    async fn get_version(&self, name: &str) -> WaResult<HashState> {
+        const OP: &str = "get_version";
+        match self.run(OP, |c, i| kv_get(c, i, NS_APP_STATE_VERSION, name))? {
+            Some(bytes) => decode(OP, &bytes),
+            None => Ok(HashState::default()),
+        }
+    }
+
+    async fn set_version(&self, name: &str, state: HashState) -> WaResult<()> {
+        const OP: &str = "set_version";
+        let bytes = encode(OP, &state)?;
+        self.run(OP, |c, i| kv_put(c, i, NS_APP_STATE_VERSION, name, &bytes))
+    }
+
+    async fn put_mutation_macs(
+        &self,
+        name: &str,
+        version: u64,
+        mutations: &[AppStateMutationMAC],
+    ) -> WaResult<()> {
+        if mutations.is_empty() {
+            return Ok(());
+        }
+        self.run_tx("put_mutation_macs", |c, i| {
+            let mut stmt = c.prepare_cached(
+                "INSERT INTO wa_mutation_macs (instance, name, index_mac, value_mac, version) \
+                 VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (instance, name, index_mac) \
+                 DO UPDATE SET value_mac = excluded.value_mac, version = excluded.version",
+            )?;
+            for m in mutations {
+                stmt.execute(params![i, name, m.index_mac, m.value_mac, version])?;
+            }
+            Ok(())
+        })
+    }
+
+    async fn get_mutation_mac(&self, name: &str, index_mac: &[u8]) -> WaResult<Option<Vec<u8>>> {
+        self.run("get_mutation_mac", |c, i| {
+            get_mutation_mac(c, i, name, index_mac)
+        })
+    }
+
+    /// One lock and one prepared statement for the whole batch.
+    async fn get_mutation_macs(
+        &self,
+        name: &str,
+        index_macs: &[[u8; 32]],
+    ) -> WaResult<HashMap<[u8; 32], Vec<u8>>> {
+        self.run("get_mutation_macs", |c, i| {
+            let mut out = HashMap::with_capacity(index_macs.len());
+            for index_mac in index_macs {
+                if let Some(mac) = get_mutation_mac(c, i, name, index_mac)? {
+                    out.insert(*index_mac, mac);
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    async fn delete_mutation_macs(&self, name: &str, index_macs: &[Vec<u8>]) -> WaResult<()> {
+        if index_macs.is_empty() {
+            return Ok(());
+        }
+        self.run_tx("delete_mutation_macs", |c, i| {
+            let mut stmt = c.prepare_cached(
+                "DELETE FROM wa_mutation_macs WHERE instance = ?1 AND name = ?2 AND index_mac = ?3",
+            )?;
+            for index_mac in index_macs {
+                stmt.execute(params![i, name, index_mac])?;
+            }
+            Ok(())
+        })
+    }
+
+    async fn clear_mutation_macs(&self, name: &str) -> WaResult<()> {
+        self.run("clear_mutation_macs", |c, i| {
+            c.execute(
+                "DELETE FROM wa_mutation_macs WHERE instance = ?1 AND name = ?2",
+                params![i, name],
+            )
+            .map(drop)
+        })
+    }
+
+    async fn get_latest_sync_key_id(&self) -> WaResult<Option<Vec<u8>>> {
+        self.run("get_latest_sync_key_id", |c, i| {
+            c.query_row(
+                "SELECT key_id FROM wa_sync_keys WHERE instance = ?1 ORDER BY seq DESC LIMIT 1",
+                [i],
+                |r| r.get(0),
+            )
+            .optional()
+        })
+    }
+}
+
+#[async_trait]
+impl ProtocolStore for WaStore {
+    /// Ordered by device JID.
+    async fn get_sender_key_devices(&self, group_jid: &str) -> WaResult<Vec<(String, bool)>> {
+        self.run("get_sender_key_devices", |c, i| {
+            let mut stmt = c.prepare(
+                "SELECT device_jid, has_key FROM wa_sender_key_devices \
+                 WHERE instance = ?1 AND group_jid = ?2 ORDER BY device_jid",
+            )?;
+            stmt.query_map(params![i, group_jid], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect()
+        })
+    }
+
+    async fn set_sender_key_status(
+        &self,
+        group_jid: &str,
+        entries: &[(&str, bool)],
+    ) -> WaResult<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        self.run_tx("set_sender_key_status", |c, i| {
+            let mut stmt = c.prepare_cached(
+                "INSERT INTO wa_sender_key_devices (instance, group_jid, device_jid, has_key) \
+                 VALUES (?1, ?2, ?3, ?4) ON CONFLICT (instance, group_jid, device_jid) \
+                 DO UPDATE SET has_key = excluded.has_key",
+            )?;
+            for (device_jid, has_key) in entries {
+                stmt.execute(params![i, group_jid, device_jid, has_key])?;
+            }
+            Ok(())
+        })
+    }
+
+    async fn clear_sender_key_devices(&self, group_jid: &str) -> WaResult<()> {
+        self.run("clear_sender_key_devices", |c, i| {
+            c.execute(
+                "DELETE FROM wa_sender_key_devices WHERE instance = ?1 AND group_jid = ?2",
+                params![i, group_jid],
+            )
+            .map(drop)
+        })
+    }
+
+    async fn delete_sender_key_device_rows(&self, device_jids: &[&str]) -> WaResult<()> {
+        if device_jids.is_empty() {
+            return Ok(());
+        }
+        self.run_tx("delete_sender_key_device_rows", |c, i| {
+            let mut stmt = c.prepare_cached(
+                "DELETE FROM wa_sender_key_devices WHERE instance = ?1 AND device_jid = ?2",
+            )?;
+            for device_jid in device_jids {
+                stmt.execute(params![i, device_jid])?;
+            }
+            Ok(())
+        })
+    }
+
+    async fn clear_all_sender_key_devices(&self) -> WaResult<()> {
+        self.run("clear_all_sender_key_devices", |c, i| {
+            c.execute("DELETE FROM wa_sender_key_devices WHERE instance = ?1", [i])
+                .map(drop)
+        })
+    }
+
+    async fn get_lid_mapping(&self, lid: &str) -> WaResult<Option<LidPnMappingEntry>> {
+        self.run("get_lid_mapping", |c, i| {
+            c.query_row(
+                &format!(
+                    "SELECT {LID_COLUMNS} FROM wa_lid_mappings WHERE instance = ?1 AND lid = ?2"
+                ),
+                params![i, lid],
+                lid_row,
+            )
+            .optional()
+        })
+    }
+
+    /// The most recently written mapping naming this phone number.
+    async fn get_pn_mapping(&self, phone: &str) -> WaResult<Option<LidPnMappingEntry>> {
+        self.run("get_pn_mapping", |c, i| {
+            c.query_row(
+                &format!(
+                    "SELECT {LID_COLUMNS} FROM wa_lid_mappings WHERE instance = ?1 \
+                     AND phone_number = ?2 ORDER BY seq DESC LIMIT 1"
+                ),
+                params![i, phone],
+                lid_row,
+            )
+            .optional()
+        })
+    }
+
+    async fn put_lid_mapping(&self, entry: &LidPnMappingEntry) -> WaResult<()> {
+        self.put_lid_mappings(std::slice::from_ref(entry)).await
+    }
+
+    /// Each entry replaces the LID's row whole, as the in-memory store does;
+    /// `seq` records the write order that [`Self::get_pn_mapping`] goes by.
+    async fn put_lid_mappings(&self, entries: &[LidPnMappingEntry]) -> WaResult<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        self.run_tx("put_lid_mappings", |c, i| {
+            let mut stmt = c.prepare_cached(
+                "INSERT INTO wa_lid_mappings \
+                   (instance, lid, phone_number, created_at, updated_at, learning_source, seq) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, \
+                   (SELECT COALESCE(MAX(seq), 0) + 1 FROM wa_lid_mappings WHERE instance = ?1)) \
+                 ON CONFLICT (instance, lid) DO UPDATE SET phone_number = excluded.phone_number, \
+                   created_at = excluded.created_at, updated_at = excluded.updated_at, \
+                   learning_source = excluded.learning_source, seq = excluded.seq",
+            )?;
+            for e in entries {
+                stmt.execute(params![
+                    i,
+                    e.lid,
+                    e.phone_number,
+                    e.created_at,
+                    e.updated_at,
+                    e.learning_source
+                ])?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Ordered by LID.
+    async fn get_all_lid_mappings(&self) -> WaResult<Vec<LidPnMappingEntry>> {
+        self.run("get_all_lid_mappings", |c, i| {
+            let mut stmt = c.prepare(&format!(
+                "SELECT {LID_COLUMNS} FROM wa_lid_mappings WHERE instance = ?1 ORDER BY lid"
+            ))?;
+            stmt.query_map([i], lid_row)?.collect()
+        })
+    }
+
+    async fn save_base_key(
+        &self,
+        address: &str,
+        message_id: &str,
+        base_key: &[u8],
+    ) -> WaResult<()> {
+        self.run("save_base_key", |c, i| {
+            c.execute(
+                "INSERT INTO wa_base_keys (instance, address, message_id, base_key) \
+                 VALUES (?1, ?2, ?3, ?4) ON CONFLICT (instance, address, message_id) \
+                 DO UPDATE SET base_key = excluded.base_key",
+                params![i, address, message_id, base_key],
+            )
+            .map(drop)
+        })
+    }
+
+    async fn has_same_base_key(
+        &self,
+        address: &str,
+        message_id: &str,
+        current_base_key: &[u8],
+    ) -> WaResult<bool> {
+        let stored: Option<Vec<u8>> = self.run("has_same_base_key", |c, i| {
+            c.query_row(
+                "SELECT base_key FROM wa_base_keys \
+                 WHERE instance = ?1 AND address = ?2 AND message_id = ?3",
+                params![i, address, message_id],
+                |r| r.get(0),
+            )
+            .optional()
+        })?;
+        Ok(stored.is_some_and(|s| s == current_base_key))
+    }
+
+    async fn delete_base_key(&self, address: &str, message_id: &str) -> WaResult<()> {
+        self.run("delete_base_key", |c, i| {
+            c.execute(
+                "DELETE FROM wa_base_keys WHERE instance = ?1 AND address = ?2 AND message_id = ?3",
+                params![i, address, message_id],
+            )
+            .map(drop)
+        })
+    }
+
+    async fn update_device_list(&self, record: DeviceListRecord) -> WaResult<()> {
+        self.update_device_lists(vec![record]).await
+    }
+
+    async fn update_device_lists(&self, records: Vec<DeviceListRecord>) -> WaResult<()> {
+        const OP: &str = "update_device_lists";
+        if records.is_empty() {
+            return Ok(());
+        }
+        let encoded = records
+            .iter()
+            .map(|r| Ok((r.user.as_str(), encode(OP, r)?)))
+            .collect::<WaResult<Vec<_>>>()?;
+        self.run_tx(OP, |c, i| {
+            encoded
+                .iter()
+                .try_for_each(|(user, bytes)| kv_put(c, i, NS_DEVICE_LIST, user, bytes))
+        })
+    }
+
+    async fn get_devices(&self, user: &str) -> WaResult<Option<DeviceListRecord>> {
+        const OP: &str = "get_devices";
+        self.run(OP, |c, i| kv_get(c, i, NS_DEVICE_LIST, user))?
+            .map(|bytes| decode(OP, &bytes))
+            .transpose()
+    }
+
+    async fn delete_devices(&self, user: &str) -> WaResult<()> {
+        self.run("delete_devices", |c, i| {
+            kv_delete(c, i, NS_DEVICE_LIST, user)
+        })
+    }
+
+    async fn get_group_metadata(&self, group_jid: &str) -> WaResult<Option<Vec<u8>>> {
+        self.run("get_group_metadata", |c, i| {
+            kv_get(c, i, NS_GROUP_METADATA, group_jid)
+        })
+    }
+
+    async fn put_group_metadata(&self, group_jid: &str, blob: &[u8]) -> WaResult<()> {
+        self.run("put_group_metadata", |c, i| {
+            kv_put(c, i, NS_GROUP_METADATA, group_jid, blob)
+        })
+    }
+
+    async fn delete_group_metadata(&self, group_jid: &str) -> WaResult<()> {
+        self.run("delete_group_metadata", |c, i| {
+            kv_delete(c, i, NS_GROUP_METADATA, group_jid)
+        })
+    }
+
+    async fn get_tc_token(&self, jid: &str) -> WaResult<Option<TcTokenEntry>> {
+        self.run("get_tc_token", |c, i| {
+            c.query_row(
+                "SELECT token, token_timestamp, sender_timestamp FROM wa_tc_tokens \
+                 WHERE instance = ?1 AND jid = ?2",
+                params![i, jid],
+                |r| {
+                    Ok(TcTokenEntry {
+                        token: r.get(0)?,
+                        token_timestamp: r.get(1)?,
+                        sender_timestamp: r.get(2)?,
+                    })
+                },
+            )
+            .optional()
+        })
+    }
+
+    async fn put_tc_token(&self, jid: &str, entry: &TcTokenEntry) -> WaResult<()> {
+        self.run("put_tc_token", |c, i| {
+            c.execute(
+                "INSERT INTO wa_tc_tokens (instance, jid, token, token_timestamp, sender_timestamp) \
+                 VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (instance, jid) DO UPDATE SET \
+                   token = excluded.token, token_timestamp = excluded.token_timestamp, \
+                   sender_timestamp = excluded.sender_timestamp",
+                params![i, jid, entry.token, entry.token_timestamp, entry.sender_timestamp],
+            )
+            .map(drop)
+        })
+    }
+
+    async fn delete_tc_token(&self, jid: &str) -> WaResult<()> {
+        self.run("delete_tc_token", |c, i| {
+            c.execute(
+                "DELETE FROM wa_tc_tokens WHERE instance = ?1 AND jid = ?2",
+                params![i, jid],
+            )
+            .map(drop)
+        })
+    }
+
+    /// Ordered by JID.
+    async fn get_all_tc_token_jids(&self) -> WaResult<Vec<String>> {
+        self.run("get_all_tc_token_jids", |c, i| {
+            let mut stmt =
+                c.prepare("SELECT jid FROM wa_tc_tokens WHERE instance = ?1 ORDER BY jid")?;
+            stmt.query_map([i], |r| r.get(0))?.collect()
+        })
+    }
+
+    /// A row stays while either its received token or its sender bucket is live.
+    async fn delete_expired_tc_tokens(
+        &self,
+        token_cutoff: i64,
+        sender_cutoff: i64,
+    ) -> WaResult<u32> {
+        self.run("delete_expired_tc_tokens", |c, i| {
+            c.execute(
+                "DELETE FROM wa_tc_tokens WHERE instance = ?1 AND NOT ( \
+                   (length(token) > 0 AND token_timestamp >= ?2) \
+                   OR (sender_timestamp IS NOT NULL AND sender_timestamp >= ?3))",
+                params![i, token_cutoff, sender_cutoff],
+            )
+            .map(count_u32)
+        })
+    }
+
+    /// One upsert, so it is atomic against [`Self::store_received_tc_token`].
+    async fn touch_tc_token_sender_timestamp(
+        &self,
+        jid: &str,
+        sender_timestamp: i64,
+    ) -> WaResult<()> {
+        self.run("touch_tc_token_sender_timestamp", |c, i| {
+            c.execute(
+                "INSERT INTO wa_tc_tokens (instance, jid, token, token_timestamp, sender_timestamp) \
+                 VALUES (?1, ?2, X'', ?3, ?3) ON CONFLICT (instance, jid) DO UPDATE SET \
+                   sender_timestamp = MAX(COALESCE(wa_tc_tokens.sender_timestamp, ?3), ?3)",
+                params![i, jid, sender_timestamp],
+            )
+            .map(drop)
+        })
+    }
+
+    /// Newer wins, a placeholder never blocks a real token, and the sender
+    /// bucket is kept: one conditional upsert.
+    async fn store_received_tc_token(
+        &self,
+        jid: &str,
+        token: &[u8],
+        token_timestamp: i64,
+    ) -> WaResult<()> {
+        self.run("store_received_tc_token", |c, i| {
+            c.execute(
+                "INSERT INTO wa_tc_tokens (instance, jid, token, token_timestamp, sender_timestamp) \
+                 VALUES (?1, ?2, ?3, ?4, NULL) ON CONFLICT (instance, jid) DO UPDATE SET \
+                   token = excluded.token, token_timestamp = excluded.token_timestamp \
+                 WHERE length(wa_tc_tokens.token) = 0 \
+                   OR excluded.token_timestamp >= wa_tc_tokens.token_timestamp",
+                params![i, jid, token, token_timestamp],
+            )
+            .map(drop)
+        })
+    }
+
+    async fn store_sent_message(
+        &self,
+        chat_jid: &str,
+        message_id: &str,
+        payload: &[u8],
+    ) -> WaResult<()> {
+        let now = wacore::time::now_secs();
+        self.run_tx("store_sent_message", |c, i| {
+            let count: i64 = c
+                .prepare_cached("SELECT COUNT(*) FROM wa_sent_messages WHERE instance = ?1")?
+                .query_row([i], |r| r.get(0))?;
+            if count >= MAX_SENT_MESSAGES {
+                let excess = count - MAX_SENT_MESSAGES * 3 / 4;
+                c.prepare_cached(
+                    "DELETE FROM wa_sent_messages WHERE rowid IN (SELECT rowid FROM wa_sent_messages \
+                     WHERE instance = ?1 ORDER BY created_at, rowid LIMIT ?2)",
+                )?
+                .execute(params![i, excess])?;
+            }
+            c.prepare_cached(
+                "INSERT INTO wa_sent_messages (instance, chat_jid, message_id, payload, created_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (instance, chat_jid, message_id) \
+                 DO UPDATE SET payload = excluded.payload, created_at = excluded.created_at",
+            )?
+            .execute(params![i, chat_jid, message_id, payload, now])?;
+            Ok(())
+        })
+    }
+
+    /// One `DELETE … RETURNING`: two retry receipts cannot both take it.
+    async fn take_sent_message(
+        &self,
+        chat_jid: &str,
+        message_id: &str,
+    ) -> WaResult<Option<Vec<u8>>> {
+        self.run("take_sent_message", |c, i| {
+            c.query_row(
+                "DELETE FROM wa_sent_messages WHERE instance = ?1 AND chat_jid = ?2 \
+                 AND message_id = ?3 RETURNING payload",
+                params![i, chat_jid, message_id],
+                |r| r.get(0),
+            )
+            .optional()
+        })
+    }
+
+    async fn delete_expired_sent_messages(&self, cutoff_timestamp: i64) -> WaResult<u32> {
+        self.run("delete_expired_sent_messages", |c, i| {
+            c.execute(
+                "DELETE FROM wa_sent_messages WHERE instance = ?1 AND created_at < ?2",
+                params![i, cutoff_timestamp],
+            )
+            .map(count_u32)
+        })
+    }
+
+    async fn store_pending_inbound(
+        &self,
+        chat: &str,
+        sender: &str,
+        id: &str,
+        message: &[u8],
+    ) -> WaResult<()> {
+        let now = wacore::time::now_secs();
+        let row = PendingInboundRow {
+            chat,
+            sender,
+            id,
+            message,
+        };
+        self.run("store_pending_inbound", |c, i| {
+            put_pending_inbound(c, i, &row, now)
+        })
+    }
+
+    async fn get_pending_inbound(
+        &self,
+        chat: &str,
+        sender: &str,
+        id: &str,
+    ) -> WaResult<Option<Vec<u8>>> {
+        self.run("get_pending_inbound", |c, i| {
+            c.query_row(
+                "SELECT message FROM wa_pending_inbound \
+                 WHERE instance = ?1 AND chat = ?2 AND sender = ?3 AND id = ?4",
+                params![i, chat, sender, id],
+                |r| r.get(0),
+            )
+            .optional()
+        })
+    }
+
+    async fn delete_pending_inbound(&self, chat: &str, sender: &str, id: &str) -> WaResult<()> {
+        let key = PendingInboundKey { chat, sender, id };
+        self.run("delete_pending_inbound", |c, i| {
+            delete_pending_inbound(c, i, &key)
+        })
+    }
+
+    async fn delete_expired_pending_inbound(&self, cutoff_timestamp: i64) -> WaResult<u32> {
+        self.run("delete_expired_pending_inbound", |c, i| {
+            c.execute(
+                "DELETE FROM wa_pending_inbound WHERE instance = ?1 AND inserted_at < ?2",
+                params![i, cutoff_timestamp],
+            )
+            .map(count_u32)
+        })
+    }
+
+    async fn store_pending_inbound_batch(&self, rows: &[PendingInboundRow<'_>]) -> WaResult<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let now = wacore::time::now_secs();
+        self.run_tx("store_pending_inbound_batch", |c, i| {
+            rows.iter()
+                .try_for_each(|row| put_pending_inbound(c, i, row, now))
+        })
+    }
+
+    async fn delete_pending_inbound_batch(&self, keys: &[PendingInboundKey<'_>]) -> WaResult<()> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        self.run_tx("delete_pending_inbound_batch", |c, i| {
+            keys.iter()
+                .try_for_each(|key| delete_pending_inbound(c, i, key))
+        })
+    }
+}
+
+#[async_trait]
+impl MsgSecretStore for WaStore {
+    /// On a key conflict the secret is replaced, the later deadline wins (`0`,
+    /// never, beats any) and the later parent time wins: the SQL spelling of
+    /// wacore's `merge_msg_secret_expiry` and `merge_msg_secret_message_ts`.
+    /// Returns how many entries were written, as the in-memory store does.
+    async fn put_msg_secrets(&self, entries: Vec<MsgSecretEntry>) -> WaResult<usize> {
+        if entries.is_empty() {
+            return Ok(0);
+        }
+        self.run_tx("put_msg_secrets", |c, i| {
+            let mut stmt = c.prepare_cached(
+                "INSERT INTO wa_msg_secrets \
+                   (instance, chat, sender, msg_id, secret, expires_at, message_ts) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
+                 ON CONFLICT (instance, chat, sender, msg_id) DO UPDATE SET \
+                   secret = excluded.secret, \
+                   expires_at = CASE WHEN wa_msg_secrets.expires_at = 0 OR excluded.expires_at = 0 \
+                     THEN 0 ELSE MAX(wa_msg_secrets.expires_at, excluded.expires_at) END, \
+                   message_ts = MAX(wa_msg_secrets.message_ts, excluded.message_ts)",
+            )?;
+            for e in &entries {
+                stmt.execute(params![
+                    i,
+                    e.chat.as_ref(),
+                    e.sender.as_ref(),
+                    e.msg_id.as_ref(),
+                    e.secret,
+                    e.expires_at,
+                    e.message_ts
+                ])?;
+            }
+            Ok(entries.len())
+        })
+    }
+
+    async fn get_msg_secret(
+        &self,
+        chat: &str,
+        sender: &str,
+        msg_id: &str,
+    ) -> WaResult<Option<Vec<u8>>> {
+        Ok(self
+            .get_msg_secret_with_ts(chat, sender, msg_id)
+            .await?
+            .map(|(secret, _)| secret))
+    }
+
+    async fn get_msg_secret_with_ts(
+        &self,
+        chat: &str,
+        sender: &str,
+        msg_id: &str,
+    ) -> WaResult<Option<(Vec<u8>, i64)>> {
+        self.run("get_msg_secret_with_ts", |c, i| {
+            c.query_row(
+                "SELECT secret, message_ts FROM wa_msg_secrets \
+                 WHERE instance = ?1 AND chat = ?2 AND sender = ?3 AND msg_id = ?4",
+                params![i, chat, sender, msg_id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+        })
+    }
+
+    async fn delete_expired_msg_secrets(&self, cutoff_timestamp: i64) -> WaResult<u32> {
+        self.run("delete_expired_msg_secrets", |c, i| {
+            c.execute(
+                "DELETE FROM wa_msg_secrets WHERE instance = ?1 AND expires_at != 0 AND expires_at <= ?2",
+                params![i, cutoff_timestamp],
+            )
+            .map(count_u32)
+        })
+    }
+}
+
+#[async_trait]
+impl DeviceStore for WaStore {
+    async fn save(&self, device: &Device) -> WaResult<()> {
+        const OP: &str = "save_device";
+        let bytes = encode(OP, device)?;
+        self.run(OP, |c, i| kv_put(c, i, NS_DEVICE, DEVICE_KEY, &bytes))
+    }
+
+    /// The device as saved, with its runtime-only fields (not serialized) set
+    /// the way a fresh `Device` has them, as whatsapp-rust's own SQLite store
+    /// does: the client applies its overrides to them after loading.
+    async fn load(&self) -> WaResult<Option<Device>> {
+        const OP: &str = "load_device";
+        let Some(bytes) = self.run(OP, |c, i| kv_get(c, i, NS_DEVICE, DEVICE_KEY))? else {
+            return Ok(None);
+        };
+        let mut device: Device = decode(OP, &bytes)?;
+        device.device_props = Arc::new(wacore::store::device::DEVICE_PROPS.clone());
+        device.client_profile = wacore::client_profile::ClientProfile::web();
+        Ok(Some(device))
+    }
+
+    async fn exists(&self) -> WaResult<bool> {
+        self.run("device_exists", |c, i| {
+            kv_exists(c, i, NS_DEVICE, DEVICE_KEY)
+        })
+    }
+
+    /// Stores a fresh device (new keys) unless one exists, and returns
+    /// [`DEVICE_ID`]: an existing device is never replaced.
+    async fn create(&self) -> WaResult<i32> {
+        const OP: &str = "create_device";
+        let bytes = encode(OP, &Device::new())?;
+        self.run(OP, |c, i| {
+            c.execute(
+                "INSERT INTO wa_kv (instance, ns, key, value) VALUES (?1, ?2, ?3, ?4) \
+                 ON CONFLICT (instance, ns, key) DO NOTHING",
+                params![i, NS_DEVICE, DEVICE_KEY, bytes],
+            )
+        })?;
+        Ok(DEVICE_ID)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lifecycle::{ReasonKind, StateName, StatusRow};
+    use crate::store::{SESSION_TABLES, StoreError};
+    use wacore::store::traits::{Backend, DeviceInfo};
+
+    fn mem() -> Arc<Store> {
+        Arc::new(Store::open_in_memory().expect("in-memory store"))
+    }
+
+    fn logged_out(at: u64) -> StatusRow {
+        StatusRow {
+            connection_status: StateName::LoggedOut.connection_status(),
+            state: StateName::LoggedOut,
+            last_reason_code: Some(401),
+            last_reason_kind: Some(ReasonKind::LoggedOut),
+            last_change_at: at,
+            jid: None,
+            push_name: None,
+        }
+    }
+
+    /// Rows the instance has in `table`, read straight from SQLite.
+    fn rows(store: &Store, table: &str, instance: &str) -> i64 {
+        store
+            .with_conn("test count", |c| {
+                c.query_row(
+                    &format!("SELECT COUNT(*) FROM {table} WHERE instance = ?1"),
+                    [instance],
+                    |r| r.get(0),
+                )
+            })
+            .expect("count")
+    }
+
+    fn lid(lid: &str, phone: &str, at: i64) -> LidPnMappingEntry {
+        LidPnMappingEntry {
+            lid: lid.to_owned(),
+            phone_number: phone.to_owned(),
+            created_at: at,
+            updated_at: at,
+            learning_source: "usync".to_owned(),
+        }
+    }
+
+    fn secret(chat: &str, msg_id: &str, b: u8, expires_at: i64, message_ts: i64) -> MsgSecretEntry {
+        MsgSecretEntry {
+            chat: Arc::from(chat),
+            sender: Arc::from("s@lid"),
+            msg_id: Arc::from(msg_id),
+            secret: [b; 32],
+            expires_at,
+            message_ts,
+        }
+    }
+
+    fn device_list(user: &str, b: u8) -> DeviceListRecord {
+        DeviceListRecord {
+            user: user.to_owned(),
+            devices: vec![
+                DeviceInfo::new(0, None),
+                DeviceInfo::new(u32::from(b), Some(7)).with_hosting(true),
+            ],
+            timestamp: 1_700_000_000,
+            phash: Some(format!("2:{b}")),
+            raw_id: Some(u32::from(b)),
+        }
+    }
+
+    fn hash_state(b: u8) -> HashState {
+        let mut s = HashState {
+            version: u64::from(b),
+            ..HashState::default()
+        };
+        s.hash[0] = b;
+        s.hash[127] = b;
+        s.index_value_map.insert(format!("idx{b}"), vec![b; 3]);
+        s
+    }
+
+    /// Writes one of everything, tagged with `b`, touching every `wa_` table.
+    async fn fill(s: &WaStore, b: u8) {
+        s.put_identity("1@s.whatsapp.net", [b; 32])
+            .await
+            .expect("identity");
+        s.put_session("1@s.whatsapp.net", &[b])
+            .await
+            .expect("session");
+        s.store_prekey(5, &[b], true).await.expect("prekey");
+        s.store_signed_prekey(6, &[b]).await.expect("signed prekey");
+        s.put_sender_key("g@g.us::1", &[b])
+            .await
+            .expect("sender key");
+        s.set_sync_key(
+            &[b],
+            AppStateSyncKey {
+                key_data: vec![b],
+                fingerprint: vec![b],
+                timestamp: i64::from(b),
+            },
+        )
+        .await
+        .expect("sync key");
+        s.set_version("regular", hash_state(b))
+            .await
+            .expect("version");
+        s.put_mutation_macs(
+            "regular",
+            1,
+            &[AppStateMutationMAC {
+                index_mac: vec![b],
+                value_mac: vec![b, b],
+            }],
+        )
+        .await
+        .expect("macs");
+        s.set_sender_key_status("g@g.us", &[("d:1@lid", true)])
+            .await
+            .expect("skd");
+        s.put_lid_mapping(&lid("100", "555", i64::from(b)))
+            .await
+            .expect("lid");
+        s.save_base_key("1@s.whatsapp.net", "M", &[b])
+            .await
+            .expect("base key");
+        s.update_device_list(device_list("555", b))
+            .await
+            .expect("device list");
+        s.put_group_metadata("g@g.us", &[b]).await.expect("group");
+        s.put_tc_token(
+            "100@lid",
+            &TcTokenEntry {
+                token: vec![b],
+                token_timestamp: i64::from(b),
+                sender_timestamp: Some(i64::from(b)),
+            },
+        )
+        .await
+        .expect("tc token");
+        s.store_sent_message("c@s.whatsapp.net", "M", &[b])
+            .await
+            .expect("sent");
+        s.store_pending_inbound("c", "s", "M", &[b])
+            .await
+            .expect("pending");
+        s.put_msg_secret("c", "s", "M", &[b; 32])
+            .await
+            .expect("secret");
+        let mut device = Device::new();
+        device.push_name = format!("dev{b}");
+        s.save(&device).await.expect("device");
+    }
+
+    /// Reads back everything [`fill`] wrote with tag `b` (without consuming).
+    async fn assert_filled(s: &WaStore, b: u8) {
+        assert_eq!(
+            s.load_identity("1@s.whatsapp.net").await.unwrap(),
+            Some([b; 32])
+        );
+        assert_eq!(
+            s.get_session("1@s.whatsapp.net").await.unwrap().as_deref(),
+            Some(&[b][..])
+        );
+        assert_eq!(s.load_prekey(5).await.unwrap().as_deref(), Some(&[b][..]));
+        assert_eq!(s.load_signed_prekey(6).await.unwrap(), Some(vec![b]));
+        assert_eq!(s.get_sender_key("g@g.us::1").await.unwrap(), Some(vec![b]));
+        let key = s.get_sync_key(&[b]).await.unwrap().expect("sync key");
+        assert_eq!(
+            (key.key_data, key.fingerprint, key.timestamp),
+            (vec![b], vec![b], i64::from(b))
+        );
+        assert_eq!(s.get_latest_sync_key_id().await.unwrap(), Some(vec![b]));
+        let v = s.get_version("regular").await.unwrap();
+        assert_eq!((v.version, v.hash), (u64::from(b), hash_state(b).hash));
+        assert_eq!(
+            s.get_mutation_mac("regular", &[b]).await.unwrap(),
+            Some(vec![b, b])
+        );
+        assert_eq!(
+            s.get_sender_key_devices("g@g.us").await.unwrap(),
+            vec![("d:1@lid".to_owned(), true)]
+        );
+        assert_eq!(
+            s.get_lid_mapping("100")
+                .await
+                .unwrap()
+                .expect("lid")
+                .created_at,
+            i64::from(b)
+        );
+        assert!(
+            s.has_same_base_key("1@s.whatsapp.net", "M", &[b])
+                .await
+                .unwrap()
+        );
+        assert_eq!(
+            s.get_devices("555").await.unwrap().expect("devices").raw_id,
+            Some(u32::from(b))
+        );
+        assert_eq!(s.get_group_metadata("g@g.us").await.unwrap(), Some(vec![b]));
+        assert_eq!(
+            s.get_tc_token("100@lid").await.unwrap().expect("tc").token,
+            vec![b]
+        );
+        assert_eq!(
+            s.get_pending_inbound("c", "s", "M").await.unwrap(),
+            Some(vec![b])
+        );
+        assert_eq!(
+            s.get_msg_secret("c", "s", "M").await.unwrap(),
+            Some(vec![b; 32])
+        );
+        assert_eq!(
+            s.load().await.unwrap().expect("device").push_name,
+            format!("dev{b}")
+        );
+        let sent: i64 = s
+            .run("test sent", |c, i| {
+                c.query_row(
+                    "SELECT payload = ?2 FROM wa_sent_messages WHERE instance = ?1",
+                    params![i, vec![b]],
+                    |r| r.get(0),
+                )
+            })
+            .unwrap();
+        assert_eq!(sent, 1);
+    }
+
+    /// Every getter answers "nothing stored".
+    async fn assert_empty(s: &WaStore) {
+        assert_eq!(s.load_identity("1@s.whatsapp.net").await.unwrap(), None);
+        assert!(!s.has_signal_state_for_user("1").await.unwrap());
+        assert_eq!(s.get_session("1@s.whatsapp.net").await.unwrap(), None);
+        assert_eq!(s.load_prekey(5).await.unwrap(), None);
+        assert_eq!(s.get_max_prekey_id().await.unwrap(), 0);
+        assert!(s.load_all_signed_prekeys().await.unwrap().is_empty());
+        assert_eq!(s.get_sender_key("g@g.us::1").await.unwrap(), None);
+        assert_eq!(s.get_latest_sync_key_id().await.unwrap(), None);
+        assert_eq!(s.get_version("regular").await.unwrap().version, 0);
+        assert!(
+            s.get_mutation_macs("regular", &[[1; 32]])
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert!(s.get_sender_key_devices("g@g.us").await.unwrap().is_empty());
+        assert!(s.get_all_lid_mappings().await.unwrap().is_empty());
+        assert!(s.get_pn_mapping("555").await.unwrap().is_none());
+        assert!(
+            !s.has_same_base_key("1@s.whatsapp.net", "M", &[1])
+                .await
+                .unwrap()
+        );
+        assert!(s.get_devices("555").await.unwrap().is_none());
+        assert_eq!(s.get_group_metadata("g@g.us").await.unwrap(), None);
+        assert!(s.get_all_tc_token_jids().await.unwrap().is_empty());
+        assert_eq!(
+            s.take_sent_message("c@s.whatsapp.net", "M").await.unwrap(),
+            None
+        );
+        assert_eq!(s.get_pending_inbound("c", "s", "M").await.unwrap(), None);
+        assert_eq!(s.get_msg_secret_with_ts("c", "s", "M").await.unwrap(), None);
+        assert!(!s.exists().await.unwrap());
+        assert!(s.load().await.unwrap().is_none());
+    }
+
+    #[test]
+    fn is_a_whatsapp_backend() {
+        fn backend<T: Backend + 'static>() {}
+        backend::<WaStore>();
+        let _: Arc<dyn Backend> = Arc::new(WaStore::new(mem(), "a"));
+    }
+
+    #[test]
+    fn every_wa_table_is_a_session_table() {
+        let store = mem();
+        let tables: Vec<String> = store
+            .with_conn("test tables", |c| {
+                let mut stmt = c.prepare(
+                    "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'wa\\_%' ESCAPE '\\'",
+                )?;
+                stmt.query_map([], |r| r.get(0))?.collect()
+            })
+            .expect("tables");
+        assert_eq!(tables.len(), 12, "{tables:?}");
+        for t in &tables {
+            assert!(
+                SESSION_TABLES.contains(&t.as_str()),
+                "{t} missing from SESSION_TABLES"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn signal_identities_and_sessions_round_trip() {
+        let s = WaStore::new(mem(), "a");
+        let addr = "15550001:2@s.whatsapp.net";
+        s.put_identity(addr, [1; 32]).await.unwrap();
+        assert_eq!(s.load_identity(addr).await.unwrap(), Some([1; 32]));
+        s.put_identity(addr, [2; 32]).await.unwrap();
+        assert_eq!(s.load_identity(addr).await.unwrap(), Some([2; 32]));
+        s.put_identities_batch(&[(Arc::from("x@lid"), [3; 32]), (Arc::from(addr), [4; 32])])
+            .await
+            .unwrap();
+        assert_eq!(s.load_identity("x@lid").await.unwrap(), Some([3; 32]));
+        assert_eq!(s.load_identity(addr).await.unwrap(), Some([4; 32]));
+        s.delete_identity(addr).await.unwrap();
+        assert_eq!(s.load_identity(addr).await.unwrap(), None);
+        s.delete_identity(addr).await.unwrap();
+
+        assert!(!s.has_session(addr).await.unwrap());
+        s.put_session(addr, b"one").await.unwrap();
+        assert!(s.has_session(addr).await.unwrap());
+        assert_eq!(
+            s.get_session(addr).await.unwrap(),
+            Some(Bytes::from_static(b"one"))
+        );
+        s.put_sessions_batch(&[
+            (Arc::from(addr), Bytes::from_static(b"two")),
+            (Arc::from("y@lid"), Bytes::from_static(b"")),
+        ])
+        .await
+        .unwrap();
+        assert_eq!(
+            s.get_session(addr).await.unwrap(),
+            Some(Bytes::from_static(b"two"))
+        );
+        assert_eq!(s.get_session("y@lid").await.unwrap(), Some(Bytes::new()));
+        s.put_sessions_batch(&[]).await.unwrap();
+        s.delete_session(addr).await.unwrap();
+        assert_eq!(s.get_session(addr).await.unwrap(), None);
+        assert!(!s.has_session(addr).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn signal_state_for_user_matches_whole_users_only() {
+        let s = WaStore::new(mem(), "a");
+        s.put_session("123:4@s.whatsapp.net", b"s").await.unwrap();
+        s.put_identity("77@lid", [0; 32]).await.unwrap();
+        assert!(s.has_signal_state_for_user("123").await.unwrap());
+        assert!(s.has_signal_state_for_user("77").await.unwrap());
+        // Prefixes and extensions of a user are other users.
+        assert!(!s.has_signal_state_for_user("12").await.unwrap());
+        assert!(!s.has_signal_state_for_user("1234").await.unwrap());
+        assert!(!s.has_signal_state_for_user("7").await.unwrap());
+        // LIKE wildcards are plain characters.
+        assert!(!s.has_signal_state_for_user("1_3").await.unwrap());
+        assert!(!s.has_signal_state_for_user("%").await.unwrap());
+        // Sender keys are not Signal session state for this question.
+        s.put_sender_key("9@lid", b"k").await.unwrap();
+        assert!(!s.has_signal_state_for_user("9").await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn signal_prekeys_signed_prekeys_and_sender_keys_round_trip() {
+        let s = WaStore::new(mem(), "a");
+        assert_eq!(s.get_max_prekey_id().await.unwrap(), 0);
+        s.store_prekey(3, b"three", false).await.unwrap();
+        s.store_prekeys_batch(
+            &[
+                (1, Bytes::from_static(b"one")),
+                (u32::MAX, Bytes::from_static(b"max")),
+            ],
+            true,
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            s.load_prekey(3).await.unwrap(),
+            Some(Bytes::from_static(b"three"))
+        );
+        assert_eq!(s.load_prekey(2).await.unwrap(), None);
+        assert_eq!(s.get_max_prekey_id().await.unwrap(), u32::MAX);
+        assert_eq!(
+            s.load_prekeys_batch(&[u32::MAX, 2, 1]).await.unwrap(),
+            vec![
+                (u32::MAX, Bytes::from_static(b"max")),
+                (1, Bytes::from_static(b"one"))
+            ]
+        );
+        // Marking uploaded never resurrects a removed key.
+        s.remove_prekey(u32::MAX).await.unwrap();
+        s.mark_prekeys_uploaded(&[3, u32::MAX]).await.unwrap();
+        assert_eq!(s.load_prekey(u32::MAX).await.unwrap(), None);
+        assert_eq!(s.get_max_prekey_id().await.unwrap(), 3);
+        let uploaded: bool = s
+            .run("test uploaded", |c, i| {
+                c.query_row(
+                    "SELECT uploaded FROM wa_prekeys WHERE instance = ?1 AND id = 3",
+                    [i],
+                    |r| r.get(0),
+                )
+            })
+            .unwrap();
+        assert!(uploaded);
+
+        s.store_signed_prekey(9, b"nine").await.unwrap();
+        s.store_signed_prekey(2, b"two").await.unwrap();
+        s.store_signed_prekey(9, b"NINE").await.unwrap();
+        assert_eq!(
+            s.load_signed_prekey(9).await.unwrap(),
+            Some(b"NINE".to_vec())
+        );
+        assert_eq!(
+            s.load_all_signed_prekeys().await.unwrap(),
+            vec![(2, b"two".to_vec()), (9, b"NINE".to_vec())]
+        );
+        s.remove_signed_prekey(9).await.unwrap();
+        assert_eq!(s.load_signed_prekey(9).await.unwrap(), None);
+
+        s.put_sender_key("g::a", b"k1").await.unwrap();
+        s.put_sender_keys_batch(&[
+            (Arc::from("g::a"), Bytes::from_static(b"k2")),
+            (Arc::from("g::b"), Bytes::from_static(b"k3")),
+        ])
+        .await
+        .unwrap();
+        assert_eq!(
+            s.get_sender_key("g::a").await.unwrap(),
+            Some(b"k2".to_vec())
+        );
+        assert_eq!(
+            s.get_sender_key("g::b").await.unwrap(),
+            Some(b"k3".to_vec())
+        );
+        s.delete_sender_key("g::a").await.unwrap();
+        assert_eq!(s.get_sender_key("g::a").await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn app_sync_keys_versions_and_macs_round_trip() {
+        let s = WaStore::new(mem(), "a");
+        let key = |b: u8| AppStateSyncKey {
+            key_data: vec![b; 32],
+            fingerprint: vec![b, 1],
+            timestamp: 1_700_000_000 + i64::from(b),
+        };
+        assert!(s.get_sync_key(b"k1").await.unwrap().is_none());
+        s.set_sync_key(b"k2", key(2)).await.unwrap();
+        s.set_sync_key(b"k1", key(1)).await.unwrap();
+        // Latest means last written, not largest id.
+        assert_eq!(
+            s.get_latest_sync_key_id().await.unwrap(),
+            Some(b"k1".to_vec())
+        );
+        s.set_sync_key(b"k2", key(3)).await.unwrap();
+        assert_eq!(
+            s.get_latest_sync_key_id().await.unwrap(),
+            Some(b"k2".to_vec())
+        );
+        let got = s.get_sync_key(b"k2").await.unwrap().expect("k2");
+        assert_eq!(
+            (got.key_data, got.fingerprint, got.timestamp),
+            (vec![3; 32], vec![3, 1], 1_700_000_003)
+        );
+
+        let v = s.get_version("critical_block").await.unwrap();
+        assert_eq!(
+            (v.version, v.hash, v.index_value_map.len()),
+            (0, [0; 128], 0)
+        );
+        let mut state = hash_state(9);
+        state.mac_mismatch_fatal = true;
+        s.set_version("critical_block", state).await.unwrap();
+        let v = s.get_version("critical_block").await.unwrap();
+        assert_eq!(v.version, 9);
+        assert_eq!(v.hash, hash_state(9).hash);
+        assert_eq!(v.index_value_map, hash_state(9).index_value_map);
+        assert!(v.mac_mismatch_fatal);
+        assert_eq!(s.get_version("regular").await.unwrap().version, 0);
+
+        let mac = |i: u8, v: u8| AppStateMutationMAC {
+            index_mac: vec![i; 32],
+            value_mac: vec![v; 32],
+        };
+        s.put_mutation_macs("regular", 1, &[mac(1, 10), mac(2, 20)])
+            .await
+            .unwrap();
+        s.put_mutation_macs("regular", 2, &[mac(2, 21)])
+            .await
+            .unwrap();
+        s.put_mutation_macs("other", 1, &[mac(1, 99)])
+            .await
+            .unwrap();
+        assert_eq!(
+            s.get_mutation_mac("regular", &[1; 32]).await.unwrap(),
+            Some(vec![10; 32])
+        );
+        assert_eq!(
+            s.get_mutation_mac("regular", &[2; 32]).await.unwrap(),
+            Some(vec![21; 32])
+        );
+        assert_eq!(s.get_mutation_mac("regular", &[3; 32]).await.unwrap(), None);
+        let batch = s
+            .get_mutation_macs("regular", &[[1; 32], [3; 32], [2; 32]])
+            .await
+            .unwrap();
+        assert_eq!(batch.len(), 2);
+        assert_eq!(batch[&[1; 32]], vec![10; 32]);
+        assert_eq!(batch[&[2; 32]], vec![21; 32]);
+        s.delete_mutation_macs("regular", &[vec![1; 32]])
+            .await
+            .unwrap();
+        assert_eq!(s.get_mutation_mac("regular", &[1; 32]).await.unwrap(), None);
+        assert_eq!(
+            s.get_mutation_mac("other", &[1; 32]).await.unwrap(),
+            Some(vec![99; 32])
+        );
+        s.clear_mutation_macs("regular").await.unwrap();
+        assert_eq!(s.get_mutation_mac("regular", &[2; 32]).await.unwrap(), None);
+        assert_eq!(
+            s.get_mutation_mac("other", &[1; 32]).await.unwrap(),
+            Some(vec![99; 32])
+        );
+    }
+
+    #[tokio::test]
+    async fn protocol_sender_key_devices_round_trip() {
+        let s = WaStore::new(mem(), "a");
+        assert!(s.get_sender_key_devices("g1").await.unwrap().is_empty());
+        s.set_sender_key_status("g1", &[("d2", true), ("d1", false)])
+            .await
+            .unwrap();
+        s.set_sender_key_status("g1", &[("d1", true)])
+            .await
+            .unwrap();
+        s.set_sender_key_status("g2", &[("d1", false), ("d3", true)])
+            .await
+            .unwrap();
+        s.set_sender_key_status("g3", &[]).await.unwrap();
+        assert_eq!(
+            s.get_sender_key_devices("g1").await.unwrap(),
+            vec![("d1".to_owned(), true), ("d2".to_owned(), true)]
+        );
+        s.delete_sender_key_device_rows(&["d1"]).await.unwrap();
+        assert_eq!(
+            s.get_sender_key_devices("g1").await.unwrap(),
+            vec![("d2".to_owned(), true)]
+        );
+        assert_eq!(
+            s.get_sender_key_devices("g2").await.unwrap(),
+            vec![("d3".to_owned(), true)]
+        );
+        s.clear_sender_key_devices("g1").await.unwrap();
+        assert!(s.get_sender_key_devices("g1").await.unwrap().is_empty());
+        assert_eq!(s.get_sender_key_devices("g2").await.unwrap().len(), 1);
+        s.clear_all_sender_key_devices().await.unwrap();
+        assert!(s.get_sender_key_devices("g2").await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn protocol_lid_mappings_round_trip() {
+        let s = WaStore::new(mem(), "a");
+        assert!(s.get_lid_mapping("100").await.unwrap().is_none());
+        s.put_lid_mapping(&lid("100", "555", 1)).await.unwrap();
+        let got = s.get_lid_mapping("100").await.unwrap().expect("100");
+        assert_eq!(
+            (
+                got.lid.as_str(),
+                got.phone_number.as_str(),
+                got.created_at,
+                got.updated_at,
+                got.learning_source.as_str()
+            ),
+            ("100", "555", 1, 1, "usync")
+        );
+        // A newer LID for the same phone wins the reverse lookup...
+        s.put_lid_mappings(&[lid("200", "555", 2), lid("300", "777", 3)])
+            .await
+            .unwrap();
+        assert_eq!(
+            s.get_pn_mapping("555").await.unwrap().expect("555").lid,
+            "200"
+        );
+        assert_eq!(
+            s.get_pn_mapping("777").await.unwrap().expect("777").lid,
+            "300"
+        );
+        // ...and a LID moving to another phone leaves its old phone.
+        s.put_lid_mapping(&lid("200", "888", 4)).await.unwrap();
+        assert_eq!(
+            s.get_pn_mapping("888").await.unwrap().expect("888").lid,
+            "200"
+        );
+        assert_eq!(
+            s.get_pn_mapping("555").await.unwrap().expect("555").lid,
+            "100"
+        );
+        assert!(s.get_pn_mapping("999").await.unwrap().is_none());
+        let all: Vec<String> = s
+            .get_all_lid_mappings()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.lid)
+            .collect();
+        assert_eq!(all, ["100", "200", "300"]);
+    }
+
+    #[tokio::test]
+    async fn protocol_base_keys_device_lists_and_group_metadata_round_trip() {
+        let s = WaStore::new(mem(), "a");
+        assert!(!s.has_same_base_key("a@lid", "M1", b"k").await.unwrap());
+        s.save_base_key("a@lid", "M1", b"k").await.unwrap();
+        assert!(s.has_same_base_key("a@lid", "M1", b"k").await.unwrap());
+        assert!(!s.has_same_base_key("a@lid", "M1", b"other").await.unwrap());
+        assert!(!s.has_same_base_key("a@lid", "M2", b"k").await.unwrap());
+        s.save_base_key("a@lid", "M1", b"k2").await.unwrap();
+        assert!(s.has_same_base_key("a@lid", "M1", b"k2").await.unwrap());
+        s.delete_base_key("a@lid", "M1").await.unwrap();
+        assert!(!s.has_same_base_key("a@lid", "M1", b"k2").await.unwrap());
+
+        assert!(s.get_devices("555").await.unwrap().is_none());
+        s.update_device_list(device_list("555", 1)).await.unwrap();
+        s.update_device_lists(vec![device_list("555", 2), device_list("666", 3)])
+            .await
+            .unwrap();
+        s.update_device_lists(Vec::new()).await.unwrap();
+        let got = s.get_devices("555").await.unwrap().expect("555");
+        assert_eq!(got.user, "555");
+        assert_eq!(got.timestamp, 1_700_000_000);
+        assert_eq!(got.phash.as_deref(), Some("2:2"));
+        assert_eq!(got.raw_id, Some(2));
+        let devices: Vec<_> = got
+            .devices
+            .iter()
+            .map(|d| (d.device_id, d.key_index, d.is_hosted))
+            .collect();
+        assert_eq!(devices, [(0, None, false), (2, Some(7), true)]);
+        assert_eq!(
+            s.get_devices("666").await.unwrap().expect("666").raw_id,
+            Some(3)
+        );
+        s.delete_devices("555").await.unwrap();
+        assert!(s.get_devices("555").await.unwrap().is_none());
+
+        assert_eq!(s.get_group_metadata("g").await.unwrap(), None);
+        s.put_group_metadata("g", b"v1").await.unwrap();
+        s.put_group_metadata("g", b"v2").await.unwrap();
+        assert_eq!(
+            s.get_group_metadata("g").await.unwrap(),
+            Some(b"v2".to_vec())
+        );
+        s.delete_group_metadata("g").await.unwrap();
+        assert_eq!(s.get_group_metadata("g").await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn protocol_tc_tokens_round_trip_and_merge() {
+        let s = WaStore::new(mem(), "a");
+        assert!(s.get_tc_token("u").await.unwrap().is_none());
+        let entry = TcTokenEntry {
+            token: vec![1, 2],
+            token_timestamp: 10,
+            sender_timestamp: None,
+        };
+        s.put_tc_token("u", &entry).await.unwrap();
+        let got = s.get_tc_token("u").await.unwrap().expect("u");
+        assert_eq!(
+            (got.token, got.token_timestamp, got.sender_timestamp),
+            (vec![1, 2], 10, None)
+        );
+
+        // Touch: a placeholder when absent, advance-only, never the token.
+        s.touch_tc_token_sender_timestamp("p", 1000).await.unwrap();
+        let p = s.get_tc_token("p").await.unwrap().expect("p");
+        assert_eq!(
+            (p.token, p.token_timestamp, p.sender_timestamp),
+            (vec![], 1000, Some(1000))
+        );
+        s.touch_tc_token_sender_timestamp("p", 500).await.unwrap();
+        assert_eq!(
+            s.get_tc_token("p")
+                .await
+                .unwrap()
+                .expect("p")
+                .sender_timestamp,
+            Some(1000)
+        );
+        s.touch_tc_token_sender_timestamp("u", 30).await.unwrap();
+        let u = s.get_tc_token("u").await.unwrap().expect("u");
+        assert_eq!(
+            (u.token, u.token_timestamp, u.sender_timestamp),
+            (vec![1, 2], 10, Some(30))
+        );
+
+        // Received: newer wins, the placeholder yields, the sender bucket stays.
+        s.store_received_tc_token("u", &[9], 5).await.unwrap();
+        assert_eq!(
+            s.get_tc_token("u").await.unwrap().expect("u").token,
+            vec![1, 2]
+        );
+        s.store_received_tc_token("u", &[9], 10).await.unwrap();
+        let u = s.get_tc_token("u").await.unwrap().expect("u");
+        assert_eq!(
+            (u.token, u.token_timestamp, u.sender_timestamp),
+            (vec![9], 10, Some(30))
+        );
+        s.store_received_tc_token("p", &[7], 1).await.unwrap();
+        let p = s.get_tc_token("p").await.unwrap().expect("p");
+        assert_eq!(
+            (p.token, p.token_timestamp, p.sender_timestamp),
+            (vec![7], 1, Some(1000))
+        );
+        s.store_received_tc_token("n", &[8], 3).await.unwrap();
+        assert_eq!(
+            s.get_tc_token("n")
+                .await
+                .unwrap()
+                .expect("n")
+                .sender_timestamp,
+            None
+        );
+
+        assert_eq!(s.get_all_tc_token_jids().await.unwrap(), ["n", "p", "u"]);
+        s.delete_tc_token("n").await.unwrap();
+        assert!(s.get_tc_token("n").await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn protocol_tc_token_expiry_keeps_either_live_window() {
+        let s = WaStore::new(mem(), "a");
+        let put = |token: Vec<u8>, token_timestamp, sender_timestamp| TcTokenEntry {
+            token,
+            token_timestamp,
+            sender_timestamp,
+        };
+        s.touch_tc_token_sender_timestamp("recent_ph", 2500)
+            .await
+            .unwrap();
+        s.touch_tc_token_sender_timestamp("stale_ph", 100)
+            .await
+            .unwrap();
+        s.put_tc_token("live_sender", &put(vec![1], 1, Some(2500)))
+            .await
+            .unwrap();
+        s.put_tc_token("orphan", &put(vec![2], 1, None))
+            .await
+            .unwrap();
+        s.put_tc_token("fresh", &put(vec![3], 5000, None))
+            .await
+            .unwrap();
+        s.put_tc_token("empty_fresh", &put(vec![], 5000, None))
+            .await
+            .unwrap();
+        assert_eq!(s.delete_expired_tc_tokens(1000, 2000).await.unwrap(), 3);
+        assert_eq!(
+            s.get_all_tc_token_jids().await.unwrap(),
+            ["fresh", "live_sender", "recent_ph"]
+        );
+    }
+
+    #[tokio::test]
+    async fn protocol_sent_messages_are_taken_once_and_expire() {
+        let s = WaStore::new(mem(), "a");
+        s.store_sent_message("c", "M1", b"p1").await.unwrap();
+        s.store_sent_message("c", "M1", b"p1b").await.unwrap();
+        s.store_sent_message("c", "M2", b"p2").await.unwrap();
+        assert_eq!(
+            s.take_sent_message("c", "M1").await.unwrap(),
+            Some(b"p1b".to_vec())
+        );
+        assert_eq!(s.take_sent_message("c", "M1").await.unwrap(), None);
+        assert_eq!(s.take_sent_message("other", "M2").await.unwrap(), None);
+        // Stored "now": a cutoff in the past keeps it, one in the future drops it.
+        let now = wacore::time::now_secs();
+        assert_eq!(s.delete_expired_sent_messages(now - 60).await.unwrap(), 0);
+        assert_eq!(s.delete_expired_sent_messages(now + 60).await.unwrap(), 1);
+        assert_eq!(s.take_sent_message("c", "M2").await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn protocol_sent_messages_are_capped_oldest_first() {
+        let store = mem();
+        let s = WaStore::new(Arc::clone(&store), "a");
+        for n in 0..MAX_SENT_MESSAGES {
+            s.store_sent_message("c", &format!("m{n}"), b"p")
+                .await
+                .unwrap();
+        }
+        // Age the first few so they are strictly the oldest.
+        s.run("test age", |c, i| {
+            c.execute(
+                "UPDATE wa_sent_messages SET created_at = created_at - 100 \
+                 WHERE instance = ?1 AND message_id IN ('m0', 'm1', 'm2')",
+                [i],
+            )
+        })
+        .unwrap();
+        assert_eq!(rows(&store, "wa_sent_messages", "a"), MAX_SENT_MESSAGES);
+        s.store_sent_message("c", "trigger", b"p").await.unwrap();
+        assert_eq!(
+            rows(&store, "wa_sent_messages", "a"),
+            MAX_SENT_MESSAGES * 3 / 4 + 1
+        );
+        assert_eq!(s.take_sent_message("c", "m0").await.unwrap(), None);
+        assert_eq!(s.take_sent_message("c", "m2").await.unwrap(), None);
+        assert!(s.take_sent_message("c", "trigger").await.unwrap().is_some());
+        let last = format!("m{}", MAX_SENT_MESSAGES - 1);
+        assert!(s.take_sent_message("c", &last).await.unwrap().is_some());
+    }
+
+    #[tokio::test]
+    async fn protocol_pending_inbound_round_trips() {
+        let s = WaStore::new(mem(), "a");
+        assert_eq!(s.get_pending_inbound("c", "s", "1").await.unwrap(), None);
+        s.store_pending_inbound("c", "s", "1", b"m1").await.unwrap();
+        s.store_pending_inbound("c", "s", "1", b"m1b")
+            .await
+            .unwrap();
+        assert_eq!(
+            s.get_pending_inbound("c", "s", "1").await.unwrap(),
+            Some(b"m1b".to_vec())
+        );
+        // Keyed by all three parts.
+        assert_eq!(s.get_pending_inbound("c", "t", "1").await.unwrap(), None);
+        s.store_pending_inbound_batch(&[
+            PendingInboundRow {
+                chat: "c",
+                sender: "t",
+                id: "1",
+                message: b"m2",
+            },
+            PendingInboundRow {
+                chat: "d",
+                sender: "s",
+                id: "1",
+                message: b"m3",
+            },
+        ])
+        .await
+        .unwrap();
+        assert_eq!(
+            s.get_pending_inbound("c", "t", "1").await.unwrap(),
+            Some(b"m2".to_vec())
+        );
+        assert_eq!(
+            s.get_pending_inbound("d", "s", "1").await.unwrap(),
+            Some(b"m3".to_vec())
+        );
+        s.delete_pending_inbound("c", "s", "1").await.unwrap();
+        assert_eq!(s.get_pending_inbound("c", "s", "1").await.unwrap(), None);
+        s.delete_pending_inbound_batch(&[PendingInboundKey {
+            chat: "c",
+            sender: "t",
+            id: "1",
+        }])
+        .await
+        .unwrap();
+        assert_eq!(s.get_pending_inbound("c", "t", "1").await.unwrap(), None);
+        let now = wacore::time::now_secs();
+        assert_eq!(s.delete_expired_pending_inbound(now - 60).await.unwrap(), 0);
+        assert_eq!(s.delete_expired_pending_inbound(now + 60).await.unwrap(), 1);
+        assert_eq!(s.get_pending_inbound("d", "s", "1").await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn msg_secrets_round_trip_merge_and_expire() {
+        let s = WaStore::new(mem(), "a");
+        assert_eq!(s.get_msg_secret("c", "s@lid", "M").await.unwrap(), None);
+        s.put_msg_secret("c", "s@lid", "M", &[1; 32]).await.unwrap();
+        assert_eq!(
+            s.get_msg_secret_with_ts("c", "s@lid", "M").await.unwrap(),
+            Some((vec![1; 32], 0))
+        );
+        // Keyed by chat, sender and id.
+        assert_eq!(s.get_msg_secret("c", "other", "M").await.unwrap(), None);
+
+        let stored = s
+            .put_msg_secrets(vec![
+                secret("c", "A", 2, 100, 50),
+                secret("c", "B", 3, 0, 0),
+                secret("c", "A", 4, 200, 40),
+            ])
+            .await
+            .unwrap();
+        assert_eq!(stored, 3);
+        // Last secret, later deadline, later parent time.
+        assert_eq!(
+            s.get_msg_secret_with_ts("c", "s@lid", "A").await.unwrap(),
+            Some((vec![4; 32], 50))
+        );
+        s.put_msg_secrets(vec![secret("c", "A", 5, 150, 0)])
+            .await
+            .unwrap();
+        // "Never" wins over any deadline, both ways.
+        s.put_msg_secrets(vec![
+            secret("c", "B", 6, 300, 0),
+            secret("c", "C", 7, 300, 0),
+        ])
+        .await
+        .unwrap();
+        s.put_msg_secrets(vec![secret("c", "C", 7, 0, 0)])
+            .await
+            .unwrap();
+        assert_eq!(s.put_msg_secrets(Vec::new()).await.unwrap(), 0);
+
+        // A is due at 200; B and C and the plain put never expire.
+        assert_eq!(s.delete_expired_msg_secrets(199).await.unwrap(), 0);
+        assert_eq!(s.delete_expired_msg_secrets(200).await.unwrap(), 1);
+        assert_eq!(s.get_msg_secret("c", "s@lid", "A").await.unwrap(), None);
+        assert_eq!(
+            s.get_msg_secret("c", "s@lid", "B").await.unwrap(),
+            Some(vec![6; 32])
+        );
+        assert_eq!(
+            s.get_msg_secret("c", "s@lid", "C").await.unwrap(),
+            Some(vec![7; 32])
+        );
+        assert_eq!(s.delete_expired_msg_secrets(i64::MAX).await.unwrap(), 0);
+        assert!(s.get_msg_secret("c", "s@lid", "M").await.unwrap().is_some());
+    }
+
+    #[tokio::test]
+    async fn device_create_save_load_round_trip() {
+        let s = WaStore::new(mem(), "a");
+        assert!(!s.exists().await.unwrap());
+        assert!(s.load().await.unwrap().is_none());
+        assert_eq!(s.create().await.unwrap(), DEVICE_ID);
+        assert!(s.exists().await.unwrap());
+        let created = s.load().await.unwrap().expect("created");
+        // create never replaces an existing device.
+        assert_eq!(s.create().await.unwrap(), DEVICE_ID);
+        let again = s.load().await.unwrap().expect("still there");
+        assert_eq!(
+            again.identity_key.public_key.public_key_bytes(),
+            created.identity_key.public_key.public_key_bytes()
+        );
+        assert_eq!(again.registration_id, created.registration_id);
+
+        let mut device = created;
+        device.push_name = "moon".to_owned();
+        device.pn = Some("15551234567@s.whatsapp.net".parse().expect("jid"));
+        device.lid = Some("100000012345678@lid".parse().expect("jid"));
+        device.next_pre_key_id = 812;
+        device.login_counter = 3;
+        device.edge_routing_info = Some(vec![1, 2, 3]);
+        device.account = Some(Arc::new(
+            whatsapp_rust::waproto::whatsapp::ADVSignedDeviceIdentity {
+                details: Some(b"details".to_vec()),
+                account_signature_key: Some(vec![1; 32]),
+                account_signature: Some(vec![2; 64]),
+                device_signature: Some(vec![3; 64]),
+            },
+        ));
+        s.save(&device).await.unwrap();
+        let got = s.load().await.unwrap().expect("saved");
+        assert_eq!(got.push_name, "moon");
+        assert_eq!(got.pn, device.pn);
+        assert_eq!(got.lid, device.lid);
+        assert_eq!((got.next_pre_key_id, got.login_counter), (812, 3));
+        assert_eq!(got.edge_routing_info, Some(vec![1, 2, 3]));
+        assert_eq!(
+            got.signed_pre_key_signature,
+            device.signed_pre_key_signature
+        );
+        assert_eq!(got.adv_secret_key, device.adv_secret_key);
+        assert_eq!(
+            got.noise_key.private_key.serialize(),
+            device.noise_key.private_key.serialize()
+        );
+        assert_eq!(
+            got.account.as_deref().and_then(|a| a.details.clone()),
+            Some(b"details".to_vec())
+        );
+        // The runtime-only props come back as a fresh device has them.
+        assert_eq!(*got.device_props, *Device::new().device_props);
+    }
+
+    #[tokio::test]
+    async fn two_instances_in_one_file_never_see_each_others_rows() {
+        let store = mem();
+        let a = WaStore::new(Arc::clone(&store), "a");
+        let b = WaStore::new(Arc::clone(&store), "b");
+        fill(&a, 1).await;
+        assert_empty(&b).await;
+        fill(&b, 2).await;
+        assert_filled(&a, 1).await;
+        assert_filled(&b, 2).await;
+
+        // Instance-wide operations stay inside the instance.
+        b.clear_all_sender_key_devices().await.unwrap();
+        assert_eq!(b.delete_expired_msg_secrets(i64::MAX).await.unwrap(), 0);
+        assert_eq!(b.delete_expired_sent_messages(i64::MAX).await.unwrap(), 1);
+        assert_eq!(b.delete_expired_pending_inbound(i64::MAX).await.unwrap(), 1);
+        assert_eq!(
+            b.delete_expired_tc_tokens(i64::MAX, i64::MAX)
+                .await
+                .unwrap(),
+            1
+        );
+        assert_filled(&a, 1).await;
+    }
+
+    #[tokio::test]
+    async fn the_store_survives_reopening_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("moonwire.db");
+        {
+            let store = Arc::new(Store::open(&path).expect("open"));
+            fill(&WaStore::new(Arc::clone(&store), "a"), 7).await;
+            fill(&WaStore::new(store, "b"), 8).await;
+        }
+        let store = Arc::new(Store::open(&path).expect("reopen"));
+        assert_filled(&WaStore::new(Arc::clone(&store), "a"), 7).await;
+        assert_filled(&WaStore::new(Arc::clone(&store), "b"), 8).await;
+        assert!(store.session_exists("a").expect("exists"));
+    }
+
+    #[tokio::test]
+    async fn end_session_deletes_every_wa_row_with_the_status_write() {
+        let store = mem();
+        store.ensure_instance("a", "whatsapp", 1).expect("ensure");
+        store.ensure_instance("b", "whatsapp", 1).expect("ensure");
+        let a = WaStore::new(Arc::clone(&store), "a");
+        let b = WaStore::new(Arc::clone(&store), "b");
+        fill(&a, 1).await;
+        fill(&b, 2).await;
+        for table in SESSION_TABLES.iter().filter(|t| t.starts_with("wa_")) {
+            assert!(rows(&store, table, "a") > 0, "fill leaves {table} empty");
+        }
+
+        store.end_session("a", &logged_out(5)).expect("end");
+
+        for table in SESSION_TABLES {
+            assert_eq!(rows(&store, table, "a"), 0, "{table} kept rows of a");
+        }
+        assert!(!store.session_exists("a").expect("exists"));
+        assert_empty(&a).await;
+        assert_eq!(
+            store.instance("a").expect("read").expect("a").status,
+            logged_out(5)
+        );
+        assert_filled(&b, 2).await;
+        assert!(store.session_exists("b").expect("exists"));
+    }
+
+    #[tokio::test]
+    async fn end_session_rolls_back_the_deletes_when_the_status_write_fails() {
+        let store = mem();
+        // Keys but no instance row: the status write fails.
+        let s = WaStore::new(Arc::clone(&store), "orphan");
+        fill(&s, 3).await;
+        let err = store
+            .end_session("orphan", &logged_out(5))
+            .expect_err("no instance row");
+        assert!(matches!(err, StoreError::NoSuchInstance(_)), "{err:?}");
+        assert_filled(&s, 3).await;
+        assert!(store.session_exists("orphan").expect("exists"));
+
+        store
+            .ensure_instance("orphan", "whatsapp", 6)
+            .expect("ensure");
+        store.end_session("orphan", &logged_out(7)).expect("end");
+        assert_empty(&s).await;
+    }
+
+    #[tokio::test]
+    async fn sqlite_errors_become_wacore_database_errors_naming_the_operation() {
+        let store = mem();
+        store
+            .with_conn("test drop", |c| c.execute_batch("DROP TABLE wa_prekeys"))
+            .expect("drop");
+        let s = WaStore::new(store, "a");
+        let err = s.store_prekey(1, b"x", false).await.expect_err("no table");
+        assert!(matches!(err, WaError::Database(_)), "{err:?}");
+        let source = std::error::Error::source(&err).expect("source").to_string();
+        assert!(source.starts_with("store_prekey: "), "{source}");
+    }
+
+    #[tokio::test]
+    async fn unreadable_json_is_a_serialization_error() {
+        let store = mem();
+        let s = WaStore::new(Arc::clone(&store), "a");
+        s.run("test corrupt", |c, i| {
+            kv_put(c, i, NS_DEVICE, DEVICE_KEY, b"{not json")
+        })
+        .unwrap();
+        let err = s.load().await.err().expect("corrupt device");
+        assert!(matches!(err, WaError::Serialization(_)), "{err:?}");
+        let source = std::error::Error::source(&err).expect("source").to_string();
+        assert!(source.starts_with("load_device: "), "{source}");
+    }
+}

@@ -1,0 +1,262 @@
+//! The host around the machine: the logout sequence with each step failing
+//! in turn, and writes that fail and are retried.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::mpsc::UnboundedSender;
+use tokio::sync::oneshot;
+
+use super::*;
+use crate::channel::{ChannelError, EventKind, Outgoing};
+use crate::lifecycle::{LogoutBy, ReasonKind, State, StateName};
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Unlink {
+    Ok,
+    Fails,
+    Hangs,
+}
+
+/// A channel that opens at once and unlinks as told.
+struct Fake {
+    events: UnboundedSender<ChannelEvent>,
+    unlink: Unlink,
+    unlinks: Arc<AtomicUsize>,
+    closes: Arc<AtomicUsize>,
+}
+
+impl Channel for Fake {
+    fn connect(&mut self, conn: u64) {
+        let _ = self.events.send(ChannelEvent {
+            conn,
+            kind: EventKind::Opened {
+                jid: Some("me@fake".into()),
+                push_name: None,
+            },
+        });
+    }
+    fn close(&mut self) {
+        self.closes.fetch_add(1, Ordering::SeqCst);
+    }
+    fn unlink(&mut self) -> BoxFuture<Result<(), ChannelError>> {
+        self.unlinks.fetch_add(1, Ordering::SeqCst);
+        match self.unlink {
+            Unlink::Ok => Box::pin(std::future::ready(Ok(()))),
+            Unlink::Fails => Box::pin(std::future::ready(Err(ChannelError::NotConnected))),
+            Unlink::Hangs => Box::pin(std::future::pending()),
+        }
+    }
+    fn send(&mut self, _: Outgoing) -> BoxFuture<Result<(), ChannelError>> {
+        Box::pin(std::future::ready(Ok(())))
+    }
+}
+
+/// Counts lifecycle hooks.
+#[derive(Default)]
+struct Counting {
+    calls: Mutex<Vec<String>>,
+}
+
+impl Hooks for Counting {
+    fn lifecycle(
+        &self,
+        _: &InstanceHandle,
+        call: &HookCall,
+    ) -> Option<oneshot::Receiver<CloseAnswer>> {
+        let name = match call {
+            HookCall::Qr { .. } => "qr".to_string(),
+            HookCall::Open { .. } => "open".to_string(),
+            HookCall::Close { info, .. } => format!("close {}", info.reason.kind),
+            HookCall::Logout { by, .. } => format!("logout {}", by.as_str()),
+        };
+        self.calls.lock().unwrap().push(name);
+        None
+    }
+    fn message(&self, _: &InstanceHandle, _: Incoming) {}
+    fn settle(&self) -> BoxFuture<()> {
+        Box::pin(std::future::ready(()))
+    }
+}
+
+struct Rig {
+    host: Host,
+    store: Arc<Store>,
+    hooks: Arc<Counting>,
+    handle: InstanceHandle,
+    unlinks: Arc<AtomicUsize>,
+    closes: Arc<AtomicUsize>,
+    events: Arc<Mutex<Option<UnboundedSender<ChannelEvent>>>>,
+}
+
+async fn rig(unlink: Unlink) -> Rig {
+    let store = Arc::new(Store::open_in_memory().unwrap());
+    let hooks = Arc::new(Counting::default());
+    let settings = HostSettings {
+        unlink_timeout: Duration::from_millis(100),
+        write_retry: Duration::from_millis(20),
+        ..HostSettings::default()
+    };
+    let host = Host::new(store.clone(), hooks.clone(), EventBus::default(), settings).unwrap();
+    let unlinks = Arc::new(AtomicUsize::new(0));
+    let closes = Arc::new(AtomicUsize::new(0));
+    let (u, c) = (unlinks.clone(), closes.clone());
+    let events_slot: Arc<Mutex<Option<UnboundedSender<ChannelEvent>>>> = Default::default();
+    let slot = events_slot.clone();
+    let handle = host
+        .add_instance("i", "fake", move |events| {
+            *slot.lock().unwrap() = Some(events.clone());
+            Box::new(Fake {
+                events,
+                unlink,
+                unlinks: u,
+                closes: c,
+            })
+        })
+        .unwrap();
+    store.session_put("i", "keys", b"secret").unwrap();
+    Rig {
+        host,
+        store,
+        hooks,
+        handle,
+        unlinks,
+        closes,
+        events: events_slot,
+    }
+}
+
+async fn open(r: &Rig) {
+    r.handle.connect();
+    let mut w = r.handle.watch();
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        w.wait_for(|s| matches!(s.state, State::Open { .. })),
+    )
+    .await
+    .expect("opened in time")
+    .expect("actor alive");
+}
+
+fn assert_logged_out(r: &Rig, by: &str) {
+    let row = r.store.instance("i").unwrap().unwrap().status;
+    assert_eq!(row.state, StateName::LoggedOut);
+    assert_eq!(row.last_reason_kind, Some(ReasonKind::LoggedOut));
+    assert!(!r.store.session_exists("i").unwrap(), "keys deleted");
+    let calls = r.hooks.calls.lock().unwrap();
+    let logouts: Vec<&String> = calls.iter().filter(|c| c.starts_with("logout")).collect();
+    assert_eq!(
+        logouts,
+        [&format!("logout {by}")],
+        "on_logout exactly once: {calls:?}"
+    );
+}
+
+#[tokio::test]
+async fn logout_completes_whatever_the_unlink_does() {
+    for unlink in [Unlink::Ok, Unlink::Fails, Unlink::Hangs] {
+        let r = rig(unlink).await;
+        open(&r).await;
+        let row = r.handle.logout(LogoutBy::User).await;
+        assert_eq!(row.state, StateName::LoggedOut, "{unlink:?}");
+        assert_eq!(r.unlinks.load(Ordering::SeqCst), 1);
+        assert!(r.closes.load(Ordering::SeqCst) >= 1, "transport closed");
+        assert_logged_out(&r, "user");
+        // A second logout answers with the current state and does nothing.
+        let again = r.handle.logout(LogoutBy::User).await;
+        assert_eq!(again, row);
+        assert_eq!(r.unlinks.load(Ordering::SeqCst), 1);
+        assert_logged_out(&r, "user");
+        r.host.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn logout_while_the_socket_is_already_gone() {
+    let r = rig(Unlink::Fails).await;
+    // Never connected at all.
+    let row = r.handle.logout(LogoutBy::Script).await;
+    assert_eq!(row.state, StateName::LoggedOut);
+    assert_logged_out(&r, "script");
+}
+
+#[tokio::test]
+async fn a_failed_write_is_retried_and_logout_answers_only_once_it_lands() {
+    let r = rig(Unlink::Ok).await;
+    open(&r).await;
+    r.store
+        .with_conn("test", |c| {
+            c.execute_batch(
+                "CREATE TRIGGER no_writes BEFORE UPDATE ON instances BEGIN SELECT RAISE(ABORT, 'disk on fire'); END;",
+            )
+        })
+        .unwrap();
+    let h = r.handle.clone();
+    let mut pending = tokio::spawn(async move { h.logout(LogoutBy::User).await });
+    // While the database refuses, the logout does not claim to be done.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), &mut pending)
+            .await
+            .is_err()
+    );
+    assert!(
+        r.store.session_exists("i").unwrap(),
+        "nothing deleted without the status write"
+    );
+    r.store
+        .with_conn("test", |c| c.execute_batch("DROP TRIGGER no_writes;"))
+        .unwrap();
+    let row = tokio::time::timeout(Duration::from_secs(5), pending)
+        .await
+        .expect("logout finished after the retry")
+        .unwrap();
+    assert_eq!(row.state, StateName::LoggedOut);
+    assert_logged_out(&r, "user");
+}
+
+#[tokio::test]
+async fn a_server_logout_deletes_keys_without_asking_the_server() {
+    let r = rig(Unlink::Ok).await;
+    open(&r).await;
+    let mut w = r.handle.watch();
+    // The channel reports the server's 401 on the live connection (the first).
+    let events = r.events.lock().unwrap().clone().unwrap();
+    events
+        .send(ChannelEvent {
+            conn: 1,
+            kind: EventKind::Closed {
+                code: Some(401),
+                kind: None,
+                message: None,
+                retry_after_ms: None,
+            },
+        })
+        .unwrap();
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        w.wait_for(|s| matches!(s.state, State::LoggedOut { .. })),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    r.host.settle().await;
+    assert_logged_out(&r, "server");
+    assert_eq!(
+        r.unlinks.load(Ordering::SeqCst),
+        0,
+        "the server already unlinked"
+    );
+    // A late event of that connection changes nothing.
+    events
+        .send(ChannelEvent {
+            conn: 1,
+            kind: EventKind::Opened {
+                jid: None,
+                push_name: None,
+            },
+        })
+        .unwrap();
+    r.host.settle().await;
+    assert_eq!(r.handle.snapshot().row.state, StateName::LoggedOut);
+}
