@@ -47,6 +47,7 @@ pub struct App {
     console_out: Arc<ConsoleOut>,
     sims: Mutex<BTreeMap<String, Arc<ConsoleSim>>>,
     whatsapp_url: String,
+    whatsapp_version: Option<(u32, u32, u32)>,
 }
 
 impl App {
@@ -68,6 +69,7 @@ impl App {
             console_out,
             sims: Default::default(),
             whatsapp_url: crate::channel::whatsapp::transport::DEFAULT_URL.to_string(),
+            whatsapp_version: None,
         })
     }
 
@@ -75,6 +77,14 @@ impl App {
     /// a local server).
     pub fn with_whatsapp_url(mut self, url: impl Into<String>) -> App {
         self.whatsapp_url = url.into();
+        self
+    }
+
+    /// Pins the web app version WhatsApp clients announce instead of
+    /// fetching it over HTTP per attempt. For tests against the offline mock
+    /// server; `moonwire` itself never sets it.
+    pub fn with_whatsapp_version(mut self, version: (u32, u32, u32)) -> App {
+        self.whatsapp_version = Some(version);
         self
     }
 
@@ -128,6 +138,7 @@ impl App {
             ChannelKind::Whatsapp => {
                 let mut options = WhatsappOptions::new(self.whatsapp_url.clone());
                 options.phone = phone;
+                options.version = self.whatsapp_version;
                 let store = self.store.clone();
                 self.host.add_instance(name, channel.as_str(), |events| {
                     Box::new(WhatsappChannel::new(store, name, options, events))

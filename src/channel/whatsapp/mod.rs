@@ -43,6 +43,10 @@ pub struct WhatsappOptions {
     pub phone: Option<String>,
     pub connect_timeout: Duration,
     pub http_timeout: Duration,
+    /// Use this web app version instead of fetching the current one over
+    /// HTTP before each attempt. Tests only (the mock server is offline);
+    /// normal builds leave it `None`.
+    pub version: Option<(u32, u32, u32)>,
 }
 
 impl WhatsappOptions {
@@ -52,6 +56,7 @@ impl WhatsappOptions {
             phone: None,
             connect_timeout: Duration::from_secs(20),
             http_timeout: Duration::from_secs(30),
+            version: None,
         }
     }
 }
@@ -344,6 +349,9 @@ async fn attempt(
         .with_runtime(TokioRuntime)
         .skip_history_sync()
         .with_event_handler(Forwarder(st.clone()));
+    if let Some(version) = options.version {
+        builder = builder.with_version(version);
+    }
     if let Some(phone) = &options.phone {
         builder = builder.with_pair_code(PairCodeOptions {
             phone_number: phone.clone(),

@@ -1,0 +1,85 @@
+//! Memory per instance: starts N simulated (console) instances, each with
+//! its own Lua engine running the default script, opens them all, and prints
+//! the resident-set growth per instance. `BENCH_INSTANCES` sets N (default 200).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use moonwire::channel::console::ConsoleOut;
+use moonwire::config::ChannelKind;
+use moonwire::host::app::App;
+use moonwire::host::{EventBus, HostSettings};
+use moonwire::lifecycle::State;
+use moonwire::script::EngineConfig;
+use moonwire::store::Store;
+
+fn rss_kb() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn main() {
+    let n: usize = std::env::var("BENCH_INSTANCES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let scripts = dir.path().join("scripts");
+        std::fs::create_dir_all(&scripts).expect("scripts dir");
+        std::fs::copy(
+            concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/default.lua"),
+            scripts.join("default.lua"),
+        )
+        .expect("default script");
+        let store = Arc::new(Store::open(&dir.path().join("moonwire.db")).expect("store"));
+        let app = App::new(
+            store,
+            EventBus::default(),
+            HostSettings::default(),
+            EngineConfig {
+                dir: scripts,
+                ..EngineConfig::default()
+            },
+            Arc::new(ConsoleOut::logging()),
+        )
+        .expect("app");
+        let before = rss_kb();
+        let started = Instant::now();
+        let mut handles = Vec::new();
+        for i in 0..n {
+            let h = app
+                .start_instance(&format!("bot{i}"), ChannelKind::Console)
+                .expect("instance");
+            h.connect();
+            handles.push(h);
+        }
+        for h in &handles {
+            let mut w = h.watch();
+            tokio::time::timeout(Duration::from_secs(30), w.wait_for(|s| matches!(s.state, State::Open { .. })))
+                .await
+                .expect("opened")
+                .expect("alive");
+        }
+        app.host.settle().await;
+        let elapsed = started.elapsed();
+        let after = rss_kb();
+        println!("instances: {n} opened in {:.0} ms", elapsed.as_secs_f64() * 1000.0);
+        println!(
+            "rss: {before} kB before, {after} kB after, {:.1} kB per instance (host actor + Lua engine thread + default script)",
+            (after.saturating_sub(before)) as f64 / n as f64
+        );
+        app.shutdown().await;
+    });
+}

@@ -1,0 +1,455 @@
+//! A mock WhatsApp server for end-to-end tests: a real WebSocket on
+//! 127.0.0.1, a real Noise XX handshake (as responder, with a fresh static
+//! key per server and a cert chain around it) and real binary nodes, built
+//! from wacore's own pieces.
+//!
+//! What it does so far (the first milestone):
+//! - runs the handshake for a fresh (unregistered) client and decodes its
+//!   `ClientPayload`;
+//! - a registering client gets `<iq xmlns="md"><pair-device><ref/>…` so
+//!   whatsapp-rust emits `PairingQrCode`, and a new ref on every
+//!   `ref_interval` (each new `pair-device` IQ replaces the client's own
+//!   rotation task, so the client shows the new ref at once);
+//! - answers pings and any other `get`/`set` IQ with an empty result;
+//! - records every stanza it receives;
+//! - closes on command (stream error, TCP drop) and refuses connections.
+//!
+//! Not yet: `<pair-success>`, `<success>` and the login IQs, Noise IK
+//! (a client with a cached server static), edge-routing pre-intros.
+
+#![allow(dead_code)] // each test binary uses its own part of this
+
+pub mod noise;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, anyhow, bail};
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Notify, broadcast};
+use tokio::task::JoinHandle;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+use whatsapp_rust::wacore::framing::{FrameDecoder, encode_frame};
+use whatsapp_rust::wacore_binary::Node;
+use whatsapp_rust::wacore_binary::builder::NodeBuilder;
+
+use noise::{Keys, Responder, Session};
+
+/// The server's JID as a bare server (how the client checks `from`).
+pub const SERVER: &str = "s.whatsapp.net";
+
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone)]
+pub struct MockConfig {
+    /// How often a pairing client is sent a fresh ref.
+    pub ref_interval: Duration,
+}
+
+impl Default for MockConfig {
+    fn default() -> MockConfig {
+        MockConfig {
+            ref_interval: Duration::from_secs(20),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Command {
+    StreamError(String),
+    DropTcp,
+    Send(Node),
+}
+
+#[derive(Default)]
+struct Shared {
+    received: Mutex<Vec<Node>>,
+    refs: Mutex<Vec<String>>,
+    client_statics: Mutex<Vec<[u8; 32]>>,
+    errors: Mutex<Vec<String>>,
+    connections: AtomicUsize,
+    handshakes: AtomicUsize,
+    refused: AtomicUsize,
+    refuse: AtomicBool,
+    next_id: AtomicU64,
+    changed: Notify,
+}
+
+impl Shared {
+    fn id(&self) -> String {
+        format!("mock-{}", self.next_id.fetch_add(1, Ordering::SeqCst))
+    }
+
+    fn touch(&self) {
+        self.changed.notify_waiters();
+    }
+}
+
+/// A running mock server; dropping it stops accepting (open connections
+/// end with their tasks).
+pub struct MockServer {
+    port: u16,
+    shared: Arc<Shared>,
+    commands: broadcast::Sender<Command>,
+    accept: JoinHandle<()>,
+}
+
+impl Drop for MockServer {
+    fn drop(&mut self) {
+        self.accept.abort();
+    }
+}
+
+impl MockServer {
+    pub async fn start() -> MockServer {
+        MockServer::start_with(MockConfig::default()).await
+    }
+
+    pub async fn start_with(config: MockConfig) -> MockServer {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("local addr").port();
+        let shared = Arc::new(Shared::default());
+        let server_static = Keys::generate();
+        let cert = noise::cert_chain(&server_static.public);
+        let (commands, _) = broadcast::channel(16);
+        let accept = {
+            let shared = shared.clone();
+            let commands = commands.clone();
+            tokio::spawn(async move {
+                loop {
+                    let Ok((tcp, _)) = listener.accept().await else {
+                        return;
+                    };
+                    if shared.refuse.load(Ordering::SeqCst) {
+                        // Closed before the WebSocket upgrade: the client's
+                        // dial fails.
+                        drop(tcp);
+                        shared.refused.fetch_add(1, Ordering::SeqCst);
+                        shared.touch();
+                        continue;
+                    }
+                    let conn = Connection {
+                        shared: shared.clone(),
+                        config: config.clone(),
+                        server_static: server_static.clone(),
+                        cert: cert.clone(),
+                        commands: commands.subscribe(),
+                    };
+                    tokio::spawn(async move {
+                        let shared = conn.shared.clone();
+                        if let Err(e) = conn.run(tcp).await {
+                            shared.errors.lock().unwrap().push(format!("{e:#}"));
+                            shared.touch();
+                        }
+                    });
+                }
+            })
+        };
+        MockServer {
+            port,
+            shared,
+            commands,
+            accept,
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn url(&self) -> String {
+        format!("ws://127.0.0.1:{}/ws/chat", self.port)
+    }
+
+    /// Sends `<stream:error code="…"/>` on every open connection, then
+    /// closes it with a WebSocket close frame. Answers how many got it.
+    pub fn close_with_stream_error(&self, code: u16) -> usize {
+        self.commands
+            .send(Command::StreamError(code.to_string()))
+            .unwrap_or(0)
+    }
+
+    /// Drops every open connection's TCP socket without a close frame.
+    pub fn drop_tcp(&self) -> usize {
+        self.commands.send(Command::DropTcp).unwrap_or(0)
+    }
+
+    /// Sends a node on every open connection.
+    pub fn send(&self, node: Node) -> usize {
+        self.commands.send(Command::Send(node)).unwrap_or(0)
+    }
+
+    /// While set, new TCP connections are closed before the WebSocket
+    /// upgrade.
+    pub fn refuse_connections(&self, refuse: bool) {
+        self.shared.refuse.store(refuse, Ordering::SeqCst);
+    }
+
+    /// Every stanza received after a handshake, in order.
+    pub fn received(&self) -> Vec<Node> {
+        self.shared.received.lock().unwrap().clone()
+    }
+
+    /// WebSocket connections accepted (refused ones not counted).
+    pub fn connections(&self) -> usize {
+        self.shared.connections.load(Ordering::SeqCst)
+    }
+
+    /// Completed Noise handshakes.
+    pub fn handshakes(&self) -> usize {
+        self.shared.handshakes.load(Ordering::SeqCst)
+    }
+
+    /// Connections closed before the upgrade by `refuse_connections`.
+    pub fn refused(&self) -> usize {
+        self.shared.refused.load(Ordering::SeqCst)
+    }
+
+    /// The pairing refs sent, in order. The client's QR code is
+    /// `ref,base64(noise static),base64(identity),base64(adv secret),type`.
+    pub fn qr_codes_sent(&self) -> Vec<String> {
+        self.shared.refs.lock().unwrap().clone()
+    }
+
+    /// The Noise static key of each client that finished a handshake.
+    pub fn client_statics(&self) -> Vec<[u8; 32]> {
+        self.shared.client_statics.lock().unwrap().clone()
+    }
+
+    /// What went wrong on connections (handshake failures and the like).
+    pub fn errors(&self) -> Vec<String> {
+        self.shared.errors.lock().unwrap().clone()
+    }
+
+    /// Waits until `check` holds (re-checked on every server-side change
+    /// and every 20 ms), or panics after `timeout`.
+    pub async fn wait_until(
+        &self,
+        timeout: Duration,
+        what: &str,
+        check: impl Fn(&MockServer) -> bool,
+    ) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let changed = self.shared.changed.notified();
+            if check(self) {
+                return;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                panic!(
+                    "mock server: timed out waiting for {what}; errors: {:?}",
+                    self.errors()
+                );
+            }
+            let _ = tokio::time::timeout(Duration::from_millis(20), changed).await;
+        }
+    }
+}
+
+/// Standard padded base64, as in the QR code's fields.
+pub fn base64(data: &[u8]) -> String {
+    const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in data.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ABC[(n >> (18 - 6 * i)) as usize & 63] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// Attribute `key` of a node as a string.
+pub fn attr(node: &Node, key: &str) -> Option<String> {
+    node.attrs.get(key).map(|v| v.to_string())
+}
+
+struct Connection {
+    shared: Arc<Shared>,
+    config: MockConfig,
+    server_static: Keys,
+    cert: Vec<u8>,
+    commands: broadcast::Receiver<Command>,
+}
+
+type Ws = WebSocketStream<TcpStream>;
+
+/// The next whole frame from the client, feeding binary messages into the
+/// decoder; `None` once the client closed.
+async fn next_frame(
+    ws: &mut Ws,
+    decoder: &mut FrameDecoder,
+) -> anyhow::Result<Option<bytes::BytesMut>> {
+    loop {
+        if let Some(frame) = decoder.decode_frame() {
+            return Ok(Some(frame));
+        }
+        match ws.next().await {
+            Some(Ok(Message::Binary(data))) => decoder.feed(&data),
+            Some(Ok(Message::Close(_))) | None => return Ok(None),
+            Some(Ok(_)) => {}
+            Some(Err(e)) => return Err(e.into()),
+        }
+    }
+}
+
+impl Connection {
+    async fn run(mut self, tcp: TcpStream) -> anyhow::Result<()> {
+        let mut ws = tokio_tungstenite::accept_async(tcp)
+            .await
+            .context("WebSocket upgrade")?;
+        self.shared.connections.fetch_add(1, Ordering::SeqCst);
+        self.shared.touch();
+
+        let mut session = tokio::time::timeout(HANDSHAKE_TIMEOUT, self.handshake(&mut ws))
+            .await
+            .map_err(|_| anyhow!("handshake timed out"))??;
+        self.shared.handshakes.fetch_add(1, Ordering::SeqCst);
+        self.shared
+            .client_statics
+            .lock()
+            .unwrap()
+            .push(session.client_static);
+        self.shared.touch();
+
+        // A registration payload (no username) means an unpaired device.
+        let pairing = session.payload.username.is_none();
+        if pairing {
+            self.send_refs(&mut ws, &mut session).await?;
+        }
+        let mut rotate = tokio::time::interval_at(
+            tokio::time::Instant::now() + self.config.ref_interval,
+            self.config.ref_interval,
+        );
+        let mut decoder = FrameDecoder::new();
+        loop {
+            tokio::select! {
+                msg = ws.next() => match msg {
+                    Some(Ok(Message::Binary(data))) => {
+                        decoder.feed(&data);
+                        while let Some(frame) = decoder.decode_frame() {
+                            let node = session.read.open(frame)?;
+                            self.shared.received.lock().unwrap().push(node.clone());
+                            self.shared.touch();
+                            if let Some(reply) = auto_reply(&node) {
+                                send(&mut ws, &mut session, &reply).await?;
+                            }
+                        }
+                    }
+                    Some(Ok(Message::Close(_))) | None => return Ok(()),
+                    Some(Ok(_)) => {}
+                    // The client going away abruptly is not the server's error.
+                    Some(Err(_)) => return Ok(()),
+                },
+                cmd = self.commands.recv() => match cmd {
+                    Ok(Command::StreamError(code)) => {
+                        let node = NodeBuilder::new("stream:error").attr("code", code).build();
+                        send(&mut ws, &mut session, &node).await?;
+                        let _ = ws.close(None).await;
+                        // Let the close handshake finish if the client answers.
+                        let _ = tokio::time::timeout(Duration::from_millis(500), async {
+                            while let Some(Ok(_)) = ws.next().await {}
+                        })
+                        .await;
+                        return Ok(());
+                    }
+                    Ok(Command::DropTcp) => {
+                        drop(ws);
+                        return Ok(());
+                    }
+                    Ok(Command::Send(node)) => send(&mut ws, &mut session, &node).await?,
+                    Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(broadcast::error::RecvError::Closed) => return Ok(()),
+                },
+                _ = rotate.tick(), if pairing => self.send_refs(&mut ws, &mut session).await?,
+            }
+        }
+    }
+
+    async fn handshake(&self, ws: &mut Ws) -> anyhow::Result<Session> {
+        // The first message carries the `WA` header before the first frame.
+        let first = loop {
+            match ws.next().await {
+                Some(Ok(Message::Binary(data))) => break data,
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => return Err(e.into()),
+                None => bail!("closed before the ClientHello"),
+            }
+        };
+        let mut decoder = FrameDecoder::new();
+        decoder.feed(noise::strip_conn_header(&first)?);
+        let hello = next_frame(ws, &mut decoder)
+            .await?
+            .ok_or_else(|| anyhow!("closed before the ClientHello"))?;
+        let (responder, server_hello) =
+            Responder::respond(&hello, &self.server_static, &self.cert)?;
+        ws.send(Message::Binary(encode_frame(&server_hello, None)?.into()))
+            .await?;
+        let finish = next_frame(ws, &mut decoder)
+            .await?
+            .ok_or_else(|| anyhow!("closed before the ClientFinish"))?;
+        responder.finish(&finish)
+    }
+
+    /// One `pair-device` IQ with one new ref.
+    async fn send_refs(&self, ws: &mut Ws, session: &mut Session) -> anyhow::Result<()> {
+        let r = format!(
+            "mockref{}",
+            self.shared.next_id.fetch_add(1, Ordering::SeqCst)
+        );
+        let iq = NodeBuilder::new("iq")
+            .attr("from", SERVER)
+            .attr("type", "set")
+            .attr("id", self.shared.id())
+            .attr("xmlns", "md")
+            .children([NodeBuilder::new("pair-device")
+                .children([NodeBuilder::new("ref")
+                    .bytes(r.clone().into_bytes())
+                    .build()])
+                .build()])
+            .build();
+        send(ws, session, &iq).await?;
+        self.shared.refs.lock().unwrap().push(r);
+        self.shared.touch();
+        Ok(())
+    }
+}
+
+async fn send(ws: &mut Ws, session: &mut Session, node: &Node) -> anyhow::Result<()> {
+    let frame = session.write.seal(node)?;
+    ws.send(Message::Binary(frame.into()))
+        .await
+        .context("sending a frame")
+}
+
+/// Pings and other requests get an empty result so the client's waiters
+/// do not hang; results (acks of our IQs) get nothing.
+fn auto_reply(node: &Node) -> Option<Node> {
+    if node.tag != "iq" {
+        return None;
+    }
+    let kind = attr(node, "type")?;
+    if kind != "get" && kind != "set" {
+        return None;
+    }
+    let id = attr(node, "id")?;
+    Some(
+        NodeBuilder::new("iq")
+            .attr("from", SERVER)
+            .attr("type", "result")
+            .attr("id", id)
+            .build(),
+    )
+}

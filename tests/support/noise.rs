@@ -1,0 +1,236 @@
+//! The server side of WhatsApp's Noise XX handshake and of the framed,
+//! encrypted stream after it, built from wacore's own primitives.
+//!
+//! The client (whatsapp-rust's `XxHandshakeState`) runs, over one
+//! `NoiseHandshake` keyed by `NOISE_PATTERN_XX` with the `WA` header as
+//! prologue:
+//!
+//! ```text
+//!   -> e                   ClientHello{ephemeral}
+//!   <- e, ee, s, es        ServerHello{ephemeral, static (enc), payload = CertChain (enc)}
+//!   -> s, se               ClientFinish{static (enc), payload = ClientPayload (enc)}
+//! ```
+//!
+//! The responder below mirrors it step for step so both transcripts agree.
+//! `finish()` splits into (first, second) keys: the client writes with the
+//! first, so the server reads with the first and writes with the second.
+//! After the handshake each frame is AES-GCM under a per-direction counter
+//! starting at 0, with no associated data.
+
+use anyhow::{Context, anyhow, bail};
+use bytes::BytesMut;
+use rand::RngCore;
+use whatsapp_rust::buffa::{self, Message as _};
+use whatsapp_rust::wacore::libsignal::protocol::PrivateKey;
+use whatsapp_rust::wacore::noise::{NoiseCipher, NoiseHandshake};
+use whatsapp_rust::wacore_binary::Node;
+use whatsapp_rust::wacore_binary::consts::{NOISE_PATTERN_XX, WA_CONN_HEADER};
+use whatsapp_rust::waproto::whatsapp as wa;
+
+/// A Curve25519 key pair as raw 32-byte halves.
+#[derive(Clone)]
+pub struct Keys {
+    pub private: [u8; 32],
+    pub public: [u8; 32],
+}
+
+impl Keys {
+    pub fn generate() -> Keys {
+        let mut seed = [0u8; 32];
+        rand::thread_rng().fill_bytes(&mut seed);
+        let private = PrivateKey::deserialize(&seed).expect("32-byte private key");
+        let public = private.public_key().expect("public key");
+        Keys {
+            private: *private.serialize(),
+            public: public
+                .public_key_bytes()
+                .try_into()
+                .expect("a 32-byte Djb public key"),
+        }
+    }
+}
+
+/// A `CertChain` whose leaf key is the server's static key. The signatures
+/// are zeros: the test build's client has `danger-skip-cert-chain-verify`,
+/// which skips both XEdDSA checks but still checks the structure (issuer
+/// serial 0 on the intermediate, the leaf's issuer serial = the
+/// intermediate's serial, the leaf key = the decrypted static key).
+pub fn cert_chain(leaf_key: &[u8; 32]) -> Vec<u8> {
+    use wa::cert_chain::{NoiseCertificate, noise_certificate::Details};
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs();
+    let intermediate = Details {
+        serial: Some(7),
+        issuer_serial: Some(0),
+        key: Some(Keys::generate().public.to_vec()),
+        not_before: Some(now - 3600),
+        not_after: Some(now + 30 * 86_400),
+    };
+    let leaf = Details {
+        serial: Some(8),
+        issuer_serial: Some(7),
+        key: Some(leaf_key.to_vec()),
+        not_before: Some(now - 3600),
+        not_after: Some(now + 7 * 86_400),
+    };
+    wa::CertChain {
+        intermediate: buffa::MessageField::some(NoiseCertificate {
+            details: Some(intermediate.encode_to_vec()),
+            signature: Some(vec![0; 64]),
+        }),
+        leaf: buffa::MessageField::some(NoiseCertificate {
+            details: Some(leaf.encode_to_vec()),
+            signature: Some(vec![0; 64]),
+        }),
+    }
+    .encode_to_vec()
+}
+
+/// Strips the connection header from the client's first WebSocket message.
+/// A fresh client sends `WA\x06<dict version>`; a client with stored edge
+/// routing info would send an `ED` pre-intro first (not supported here).
+pub fn strip_conn_header(first: &[u8]) -> anyhow::Result<&[u8]> {
+    if let Some(rest) = first.strip_prefix(&WA_CONN_HEADER[..]) {
+        return Ok(rest);
+    }
+    if first.starts_with(b"ED") {
+        bail!("edge-routing pre-intro is not supported by the mock server");
+    }
+    bail!(
+        "no WA connection header: {:02x?}",
+        &first[..first.len().min(8)]
+    )
+}
+
+/// After the server's hello, waiting for the client's finish.
+pub struct Responder {
+    noise: NoiseHandshake,
+    ephemeral: Keys,
+}
+
+/// What a finished handshake gives the server.
+pub struct Session {
+    /// The client's Noise static key (its QR code carries it too).
+    pub client_static: [u8; 32],
+    pub payload: wa::ClientPayload,
+    pub read: FrameCipher,
+    pub write: FrameCipher,
+}
+
+impl Responder {
+    /// Reads a `ClientHello` and answers with the `ServerHello` bytes (not
+    /// yet framed).
+    pub fn respond(
+        client_hello: &[u8],
+        server_static: &Keys,
+        cert: &[u8],
+    ) -> anyhow::Result<(Responder, Vec<u8>)> {
+        let msg = wa::HandshakeMessage::decode_from_slice(client_hello)
+            .context("decoding the ClientHello")?;
+        let hello = msg
+            .client_hello
+            .into_option()
+            .ok_or_else(|| anyhow!("no client_hello"))?;
+        if hello.r#static.is_some() {
+            bail!("IK ClientHello (cached server static) is not supported by the mock server");
+        }
+        let client_eph: [u8; 32] = hello
+            .ephemeral
+            .ok_or_else(|| anyhow!("ClientHello without ephemeral"))?
+            .try_into()
+            .map_err(|_| anyhow!("client ephemeral is not 32 bytes"))?;
+
+        let mut noise = NoiseHandshake::new(NOISE_PATTERN_XX, &WA_CONN_HEADER)?;
+        noise.authenticate(&client_eph);
+        let ephemeral = Keys::generate();
+        noise.authenticate(&ephemeral.public);
+        noise.mix_shared_secret(&ephemeral.private, &client_eph)?; // ee
+        let static_ct = noise.encrypt(&server_static.public)?;
+        noise.mix_shared_secret(&server_static.private, &client_eph)?; // es
+        let cert_ct = noise.encrypt(cert)?;
+
+        let reply = wa::HandshakeMessage {
+            server_hello: buffa::MessageField::some(wa::handshake_message::ServerHello {
+                ephemeral: Some(ephemeral.public.to_vec()),
+                r#static: Some(static_ct),
+                payload: Some(cert_ct),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        Ok((Responder { noise, ephemeral }, reply.encode_to_vec()))
+    }
+
+    /// Reads the `ClientFinish` and derives the transport ciphers.
+    pub fn finish(mut self, client_finish: &[u8]) -> anyhow::Result<Session> {
+        let msg = wa::HandshakeMessage::decode_from_slice(client_finish)
+            .context("decoding the ClientFinish")?;
+        let finish = msg
+            .client_finish
+            .into_option()
+            .ok_or_else(|| anyhow!("no client_finish"))?;
+        let static_ct = finish
+            .r#static
+            .ok_or_else(|| anyhow!("ClientFinish without static"))?;
+        let payload_ct = finish
+            .payload
+            .ok_or_else(|| anyhow!("ClientFinish without payload"))?;
+        let client_static: [u8; 32] = self
+            .noise
+            .decrypt(&static_ct)
+            .context("decrypting the client static")?
+            .try_into()
+            .map_err(|_| anyhow!("client static is not 32 bytes"))?;
+        self.noise
+            .mix_shared_secret(&self.ephemeral.private, &client_static)?; // se
+        let payload = self
+            .noise
+            .decrypt(&payload_ct)
+            .context("decrypting the client payload")?;
+        let payload =
+            wa::ClientPayload::decode_from_slice(&payload).context("decoding the ClientPayload")?;
+        let (first, second) = self.noise.finish()?;
+        Ok(Session {
+            client_static,
+            payload,
+            read: FrameCipher::new(first),
+            write: FrameCipher::new(second),
+        })
+    }
+}
+
+/// One direction of the post-handshake stream.
+pub struct FrameCipher {
+    cipher: NoiseCipher,
+    counter: u32,
+}
+
+impl FrameCipher {
+    fn new(cipher: NoiseCipher) -> FrameCipher {
+        FrameCipher { cipher, counter: 0 }
+    }
+
+    /// Decrypts one frame body into a node (the first plaintext byte is the
+    /// flags: bit 2 = zlib).
+    pub fn open(&mut self, mut frame: BytesMut) -> anyhow::Result<Node> {
+        self.cipher
+            .decrypt_in_place_with_counter(self.counter, &mut frame)
+            .map_err(|e| anyhow!("decrypting frame {}: {e}", self.counter))?;
+        self.counter += 1;
+        let plain = whatsapp_rust::wacore_binary::util::unpack(&frame)?;
+        Ok(whatsapp_rust::wacore_binary::marshal::unmarshal_ref(&plain)?.to_owned())
+    }
+
+    /// Marshals (flags byte 0, uncompressed), encrypts and frames a node.
+    pub fn seal(&mut self, node: &Node) -> anyhow::Result<Vec<u8>> {
+        let plain = whatsapp_rust::wacore_binary::marshal::marshal(node)?;
+        let ct = self
+            .cipher
+            .encrypt_with_counter(self.counter, &plain)
+            .map_err(|e| anyhow!("encrypting frame {}: {e}", self.counter))?;
+        self.counter += 1;
+        whatsapp_rust::wacore::framing::encode_frame(&ct, None)
+    }
+}
