@@ -711,3 +711,62 @@ fn messages_during_a_reload_are_handled_exactly_once() {
         assert_eq!(answers.len(), 1, "msg{i}: {answers:?}");
     }
 }
+
+#[test]
+fn scripts_cannot_escape_through_finalizers_or_shared_tables() {
+    let sb = Sandbox::new();
+    sb.script(
+        "a_evil.lua",
+        r#"
+bot.command("gc", function(m)
+  local ok, err = pcall(setmetatable, {}, {__gc = function() while true do end end})
+  m:reply("gc " .. tostring(ok) .. " " .. tostring(err):match("__gc[^\n]*"))
+end)
+function on_message(m)
+  m.chat = "victim@s.whatsapp.net"
+  local ok = pcall(function() getmetatable(m).__index.reply = function() end end)
+  bot.log.warn("META", tostring(getmetatable(m)), tostring(ok), type(("").dump))
+end
+"#,
+    );
+    sb.script(
+        "b_victim.lua",
+        "function on_message(m) m:reply('to ' .. m.chat) end\n",
+    );
+    let out = sb.console("hello\n!gc\n");
+    assert_eq!(
+        out.bot_lines(),
+        [
+            "bot> to you@console",
+            "bot> to you@console",
+            "bot> gc false __gc metamethods are not allowed in moonwire scripts"
+        ],
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("META false false nil"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn the_first_on_close_answer_stands_even_if_later_scripts_overrun() {
+    let sb = Sandbox::new();
+    std::fs::write(
+        sb.path().join("moonwire.toml"),
+        "[script]\nhook_timeout_ms = 150\n",
+    )
+    .unwrap();
+    sb.script("a.lua", "function on_close(r) return false end\n");
+    sb.script("b.lua", "function on_close(r) while true do end end\n");
+    sb.script("c.lua", "function on_close(r) while true do end end\n");
+    let out = sb.console("/drop 408\n/sleep 500\n");
+    assert_eq!(
+        out.stdout[2], "* closed code=408 kind=connection_lost",
+        "{}",
+        out.stderr
+    );
+    assert_eq!(out.stdout.len(), 3, "{:?}", out.stdout);
+}

@@ -523,9 +523,10 @@ impl Actor {
             }),
             Some(rx) => {
                 let tx = self.answers_tx.clone();
-                // A little over the hook budget: the engine reports its own
-                // overrun first; this only guards against a lost answer.
-                let wait = self.settings.hook_timeout + Duration::from_millis(250);
+                // The engine answers as soon as a script decides and bounds
+                // every hook itself; this only guards against an engine that
+                // is stuck (jobs queued ahead count too, hence the margin).
+                let wait = self.settings.hook_timeout * 5 + Duration::from_secs(1);
                 let name = self.name.clone();
                 tokio::spawn(async move {
                     let answer = match tokio::time::timeout(wait, rx).await {

@@ -425,6 +425,8 @@ pub fn message_meta(lua: &Lua, actions: &Arc<dyn Actions>) -> mlua::Result<Table
     )?;
     let meta = lua.create_table()?;
     meta.raw_set("__index", methods)?;
+    // Scripts must not reach (and rewire) the methods other scripts use.
+    meta.raw_set("__metatable", false)?;
     Ok(meta)
 }
 

@@ -412,12 +412,7 @@ impl Runner {
                 },
             };
             match job {
-                Some(Job::Hook(call, answer)) => {
-                    let decided = self.hook(call);
-                    if let Some(tx) = answer {
-                        let _ = tx.send(decided);
-                    }
-                }
+                Some(Job::Hook(call, answer)) => self.hook(call, answer),
                 Some(Job::Message(m)) => self.message(&m),
                 Some(Job::Reload(reply)) => {
                     let report = self.reload();
@@ -519,12 +514,24 @@ impl Runner {
         }
     }
 
-    fn hook(&mut self, call: HookCall) -> CloseAnswer {
+    /// Runs a lifecycle hook in every script. For `on_close` the answer is
+    /// sent as soon as the first script decides, so slow scripts after it
+    /// cannot push the decision past the host's deadline.
+    fn hook(&mut self, call: HookCall, mut answer: Option<oneshot::Sender<CloseAnswer>>) {
+        let mut send = |a: CloseAnswer| {
+            if let Some(tx) = answer.take() {
+                let _ = tx.send(a);
+            }
+        };
         let Some(g) = &self.current else {
-            return CloseAnswer::Default;
+            send(CloseAnswer::Default);
+            return;
         };
         let lua = &g.lua;
-        let built = (|| -> mlua::Result<(&'static str, Table)> {
+        let instance = self.actions.instance().to_string();
+        // A fresh argument per script: one script editing `r.code` must not
+        // change what the next one sees.
+        let build = || -> mlua::Result<(&'static str, Table)> {
             let t = lua.create_table()?;
             Ok(match &call {
                 HookCall::Qr {
@@ -538,7 +545,7 @@ impl Runner {
                     ("on_qr", t)
                 }
                 HookCall::Open { jid, push_name } => {
-                    t.raw_set("instance", self.actions.instance())?;
+                    t.raw_set("instance", instance.as_str())?;
                     t.raw_set("jid", jid.as_deref())?;
                     t.raw_set("push_name", push_name.as_deref())?;
                     ("on_open", t)
@@ -559,21 +566,24 @@ impl Runner {
                     ("on_logout", t)
                 }
             })
-        })();
-        let (hook, arg) = match built {
-            Ok(x) => x,
-            Err(e) => {
-                tracing::error!(error = %e, "could not build a hook argument");
-                return CloseAnswer::Default;
-            }
         };
-        let mut decision: Option<CloseAnswer> = None;
+        let mut decided = false;
         for s in &g.scripts {
-            match g.call(s, hook, arg.clone(), &self.config) {
-                Ok(v) if hook == "on_close" && decision.is_none() => match decode_answer(&v) {
-                    Ok(Some(a)) => decision = Some(a),
+            let (hook, arg) = match build() {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::error!(error = %e, "could not build a hook argument");
+                    break;
+                }
+            };
+            match g.call(s, hook, arg, &self.config) {
+                Ok(v) if hook == "on_close" && !decided => match decode_answer(&v) {
+                    Ok(Some(a)) => {
+                        decided = true;
+                        send(a);
+                    }
                     Ok(None) => {}
-                    Err(msg) => self.report(&ScriptError {
+                    Err(msg) => self.actions.report(&ScriptError {
                         file: s.file.clone(),
                         line: None,
                         context: "on_close".into(),
@@ -581,15 +591,18 @@ impl Runner {
                     }),
                 },
                 Ok(_) => {}
-                Err(e) => self.report(&e),
+                Err(e) => self.actions.report(&e),
             }
         }
-        decision.unwrap_or(CloseAnswer::Default)
+        send(CloseAnswer::Default);
     }
 
     fn message(&mut self, m: &Incoming) {
         let Some(g) = &self.current else { return };
-        let msg = match api::message_table(&g.lua, &g.meta, m) {
+        // Each call gets its own copy: one script changing `m.chat` must
+        // not redirect another script's reply.
+        let fresh = || api::message_table(&g.lua, &g.meta, m);
+        let msg = match fresh() {
             Ok(t) => t,
             Err(e) => {
                 tracing::error!(error = %e, "could not build a message for scripts");
@@ -597,7 +610,8 @@ impl Runner {
             }
         };
         for s in &g.scripts {
-            if let Err(e) = g.call(s, "on_message", msg.clone(), &self.config) {
+            let own = fresh().unwrap_or_else(|_| msg.clone());
+            if let Err(e) = g.call(s, "on_message", own, &self.config) {
                 self.report(&e);
             }
         }
@@ -629,9 +643,13 @@ impl Runner {
                 match args {
                     Ok(args) => {
                         let file = g.file_of(script);
-                        if let Err(e) =
-                            g.run(&func, (msg.clone(), args), &file, "command", &self.config)
-                        {
+                        if let Err(e) = g.run(
+                            &func,
+                            (fresh().unwrap_or_else(|_| msg.clone()), args),
+                            &file,
+                            "command",
+                            &self.config,
+                        ) {
                             self.report(&e);
                         }
                     }
@@ -657,7 +675,7 @@ impl Runner {
                 }
             };
             let mut args = MultiValue::new();
-            args.push_back(Value::Table(msg.clone()));
+            args.push_back(Value::Table(fresh().unwrap_or_else(|_| msg.clone())));
             args.extend(caps);
             if let Err(e) = g.run(&func, args, &g.file_of(script), "hear", &self.config) {
                 self.report(&e);

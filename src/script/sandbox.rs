@@ -97,9 +97,27 @@ pub fn new_state(memory_limit: usize) -> mlua::Result<Lua> {
     lua.set_memory_limit(memory_limit)?;
     // Strings share one metatable; keep scripts from reaching (and changing)
     // the shared string library through it.
-    lua.load(r#"getmetatable("").__metatable = false"#)
-        .set_name("=sandbox")
-        .exec()?;
+    // `("").dump` reaches the real string table through that metatable:
+    // remove bytecode dumping at the source.
+    // Finalizers run with hooks off (Lua 5.4 disables them inside `__gc`), so
+    // a `__gc` loop would escape the time budget: refuse such metatables.
+    // A metatable only becomes a finalizer when set with `__gc` present, so
+    // checking at `setmetatable` is enough.
+    lua.load(
+        r#"
+        getmetatable("").__metatable = false
+        string.dump = nil
+        local raw_setmetatable, rawget, error = setmetatable, rawget, error
+        setmetatable = function(t, mt)
+          if mt ~= nil and rawget(mt, "__gc") ~= nil then
+            error("__gc metamethods are not allowed in moonwire scripts", 2)
+          end
+          return raw_setmetatable(t, mt)
+        end
+        "#,
+    )
+    .set_name("=sandbox")
+    .exec()?;
     install_budget(&lua)?;
     Ok(lua)
 }
