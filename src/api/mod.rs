@@ -67,9 +67,14 @@ impl ApiError {
     fn invalid(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", message)
     }
+    /// The details go to the log, not to the client (paths, SQL).
     fn internal(e: impl std::fmt::Display) -> ApiError {
         tracing::error!(error = %e, "API request failed");
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error; the server log has the details",
+        )
     }
 }
 
@@ -103,6 +108,11 @@ impl From<AppError> for ApiError {
     fn from(e: AppError) -> ApiError {
         match e {
             AppError::NotFound(name) => ApiError::not_found(format!("instance {name:?} not found")),
+            AppError::Host(crate::host::HostError::Duplicate(name)) => ApiError::new(
+                StatusCode::CONFLICT,
+                "exists",
+                format!("instance {name:?} already exists"),
+            ),
             other => ApiError::internal(other),
         }
     }
@@ -672,8 +682,19 @@ async fn send_message(
     let out = Outgoing::text(to, req.text, req.quote_id);
     let open = matches!(h.snapshot().state, LState::Open { .. });
     if q.queue.unwrap_or(false) {
-        let id = h.send_queued(out).map_err(ApiError::internal)?;
-        return Ok((StatusCode::ACCEPTED, Json(Sent { id, queued: !open })));
+        return match h.send_queued(out).await {
+            Ok(id) => Ok((StatusCode::ACCEPTED, Json(Sent { id, queued: !open }))),
+            Err(SendError::NotOpen(_)) => Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "not_open",
+                format!("instance {name:?} is logged out; connect (and pair) it first"),
+            )),
+            Err(e) => Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                e.to_string(),
+            )),
+        };
     }
     match h.send(out).await {
         Ok(id) => Ok((StatusCode::ACCEPTED, Json(Sent { id, queued: false }))),
@@ -684,6 +705,11 @@ async fn send_message(
                 "instance {name:?} is not open (state: {}); retry later or add ?queue=true",
                 h.snapshot().state.name().as_str()
             ),
+        )),
+        Err(SendError::Gone(_)) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            format!("instance {name:?} is shutting down"),
         )),
         Err(e) => Err(ApiError::new(
             StatusCode::BAD_GATEWAY,

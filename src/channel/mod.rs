@@ -136,4 +136,10 @@ pub trait Channel: Send + 'static {
     fn unlink(&mut self) -> BoxFuture<Result<(), ChannelError>>;
     /// Sends a message or reaction under `out.id`.
     fn send(&mut self, out: Outgoing) -> BoxFuture<Result<(), ChannelError>>;
+    /// Closes for good and waits until the library has written what it
+    /// buffered (keys, device state), so a restart finds them.
+    fn shutdown(&mut self) -> BoxFuture<()> {
+        self.close();
+        Box::pin(std::future::ready(()))
+    }
 }

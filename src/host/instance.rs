@@ -9,7 +9,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use super::{EventBus, Hooks, HostEvent, HostSettings, now_ms};
-use crate::channel::{Channel, ChannelError, ChannelEvent, EventKind, Outgoing};
+use crate::channel::{Channel, ChannelError, ChannelEvent, EventKind, Incoming, Outgoing};
 use crate::lifecycle::{CloseAnswer, Effect, HookCall, Input, LogoutBy, Machine, State, StatusRow};
 use crate::store::Store;
 
@@ -119,10 +119,9 @@ impl InstanceHandle {
     }
 
     /// Sends now if open, otherwise keeps it (in order, in memory) for the
-    /// next open. Returns the id at once.
-    pub fn send_queued(&self, out: Outgoing) -> Result<String, SendError> {
-        let id = out.id.clone();
-        let (reply, _rx) = oneshot::channel();
+    /// next open; refused once logged out. Answers once sent or queued.
+    pub async fn send_queued(&self, out: Outgoing) -> Result<String, SendError> {
+        let (reply, rx) = oneshot::channel();
         self.tx
             .send(Command::Send {
                 out,
@@ -130,7 +129,8 @@ impl InstanceHandle {
                 reply,
             })
             .map_err(|_| SendError::Gone(self.name.to_string()))?;
-        Ok(id)
+        rx.await
+            .map_err(|_| SendError::Gone(self.name.to_string()))?
     }
 
     /// Queues a send without waiting for its result; failures are logged.
@@ -200,7 +200,22 @@ struct Actor {
     logout_waiters: Vec<oneshot::Sender<StatusRow>>,
     queue: VecDeque<Input>,
     /// Sends asked to wait for the next open, in order.
-    outbox: VecDeque<(Outgoing, oneshot::Sender<Result<String, SendError>>)>,
+    outbox: VecDeque<Outgoing>,
+    /// Sends in flight, awaited one after another so they leave in order.
+    sends: mpsc::UnboundedSender<PendingSend>,
+    /// Messages that arrived before the session was open (the offline
+    /// backlog comes before `Connected`): delivered at the next open.
+    early: Vec<Incoming>,
+}
+
+/// The most early messages held; beyond it they are dropped and counted.
+const EARLY_LIMIT: usize = 10_000;
+
+struct PendingSend {
+    fut: crate::channel::BoxFuture<Result<(), ChannelError>>,
+    id: String,
+    chat: String,
+    reply: Option<oneshot::Sender<Result<String, SendError>>>,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -228,6 +243,8 @@ pub(super) fn spawn(
         tx,
         snapshot: snap_rx,
     };
+    let name_for_sender = name.clone();
+    let bus_for_sender = bus.clone();
     let mut actor = Actor {
         name,
         handle: handle.clone(),
@@ -247,6 +264,8 @@ pub(super) fn spawn(
         logout_waiters: Vec::new(),
         queue: VecDeque::new(),
         outbox: VecDeque::new(),
+        sends: spawn_sender(name_for_sender, bus_for_sender),
+        early: Vec::new(),
     };
     let task = tokio::spawn(async move {
         loop {
@@ -261,6 +280,7 @@ pub(super) fn spawn(
                 cmd = commands.recv() => match cmd {
                     Some(Command::Shutdown(reply)) => {
                         actor.feed(Input::Stop).await;
+                        actor.close_channel().await;
                         actor.flush_writes_before_exit().await;
                         let _ = reply.send(());
                         break;
@@ -268,6 +288,7 @@ pub(super) fn spawn(
                     Some(cmd) => actor.on_command(cmd).await,
                     None => {
                         actor.feed(Input::Stop).await;
+                        actor.close_channel().await;
                         actor.flush_writes_before_exit().await;
                         break;
                     }
@@ -285,6 +306,31 @@ pub(super) fn spawn(
         }
     });
     (handle, task)
+}
+
+/// One task per instance awaits sends in the order they were made.
+fn spawn_sender(name: Arc<str>, bus: EventBus) -> mpsc::UnboundedSender<PendingSend> {
+    let (tx, mut rx) = mpsc::unbounded_channel::<PendingSend>();
+    tokio::spawn(async move {
+        while let Some(p) = rx.recv().await {
+            let result = p.fut.await.map(|()| p.id.clone()).map_err(SendError::from);
+            match &result {
+                Ok(_) => bus.publish(HostEvent::MessageOut {
+                    instance: name.to_string(),
+                    chat: p.chat,
+                    id: p.id,
+                }),
+                Err(e) if p.reply.is_none() => {
+                    tracing::warn!(instance = %name, id = %p.id, error = %e, "a queued send failed")
+                }
+                Err(_) => {}
+            }
+            if let Some(reply) = p.reply {
+                let _ = reply.send(result);
+            }
+        }
+    });
+    tx
 }
 
 async fn sleep_until(at: Option<Instant>) {
@@ -325,14 +371,15 @@ impl Actor {
                 retry_after_ms,
             },
             EventKind::Message(msg) => {
-                if self.inbound && matches!(self.machine.state(), State::Open { .. }) {
-                    self.bus.publish(HostEvent::MessageIn {
-                        instance: self.name.to_string(),
-                        message: msg.clone(),
-                    });
-                    self.hooks.message(&self.handle, msg);
-                } else {
-                    tracing::debug!(instance = %self.name, id = %msg.id, "inbound stopped; message not handled");
+                match self.machine.state() {
+                    _ if !self.inbound => {
+                        tracing::debug!(instance = %self.name, id = %msg.id, "inbound stopped; message not handled");
+                    }
+                    State::Open { .. } => self.deliver(msg),
+                    _ if self.early.len() < EARLY_LIMIT => self.early.push(msg),
+                    _ => {
+                        tracing::warn!(instance = %self.name, id = %msg.id, "too many messages before the session opened; dropped");
+                    }
                 }
                 return;
             }
@@ -342,7 +389,15 @@ impl Actor {
 
     async fn on_command(&mut self, cmd: Command) {
         match cmd {
-            Command::Connect => self.feed(Input::Connect).await,
+            Command::Connect => {
+                if matches!(self.unwritten, Some(Write::EndSession(_))) {
+                    // Keys of a new pairing must not be caught by the
+                    // logout's delete that is still being retried.
+                    tracing::warn!(instance = %self.name, "connect refused: the logout is still being written; try again shortly");
+                    return;
+                }
+                self.feed(Input::Connect).await
+            }
             Command::Stop => self.feed(Input::Stop).await,
             Command::Logout { by, reply } => match self.machine.state() {
                 State::LoggedOut { .. } if self.unwritten.is_none() => {
@@ -353,17 +408,20 @@ impl Actor {
                     self.feed(Input::Logout { by }).await;
                 }
             },
-            Command::Send { out, queue, reply } => {
-                if !matches!(self.machine.state(), State::Open { .. }) {
-                    if queue {
-                        self.outbox.push_back((out, reply));
-                    } else {
-                        let _ = reply.send(Err(SendError::NotOpen(self.name.to_string())));
-                    }
-                    return;
+            Command::Send { out, queue, reply } => match self.machine.state() {
+                State::Open { .. } => self.send_now(out, Some(reply)),
+                // No account to send from until someone pairs again.
+                State::LoggingOut { .. } | State::LoggedOut { .. } => {
+                    let _ = reply.send(Err(SendError::NotOpen(self.name.to_string())));
                 }
-                self.send_now(out, reply);
-            }
+                _ if queue => {
+                    let _ = reply.send(Ok(out.id.clone()));
+                    self.outbox.push_back(out);
+                }
+                _ => {
+                    let _ = reply.send(Err(SendError::NotOpen(self.name.to_string())));
+                }
+            },
             Command::Settle(reply) => {
                 let _ = reply.send(());
             }
@@ -371,37 +429,50 @@ impl Actor {
         }
     }
 
-    fn send_now(&mut self, out: Outgoing, reply: oneshot::Sender<Result<String, SendError>>) {
+    fn send_now(
+        &mut self,
+        out: Outgoing,
+        reply: Option<oneshot::Sender<Result<String, SendError>>>,
+    ) {
+        let pending = PendingSend {
+            id: out.id.clone(),
+            chat: out.chat.clone(),
+            fut: self.channel.send(out),
+            reply,
+        };
+        if let Err(e) = self.sends.send(pending)
+            && let Some(reply) = e.0.reply
         {
-            {
-                let chat = out.chat.clone();
-                let id = out.id.clone();
-                let fut = self.channel.send(out);
-                let bus = self.bus.clone();
-                let name = self.name.to_string();
-                tokio::spawn(async move {
-                    let result = fut.await.map(|()| id.clone()).map_err(SendError::from);
-                    if result.is_ok() {
-                        bus.publish(HostEvent::MessageOut {
-                            instance: name,
-                            chat,
-                            id,
-                        });
-                    }
-                    let _ = reply.send(result);
-                });
-            }
+            let _ = reply.send(Err(SendError::Gone(self.name.to_string())));
         }
     }
 
     /// Sends what waited for an open, in order.
     fn flush_outbox(&mut self) {
         while matches!(self.machine.state(), State::Open { .. }) {
-            let Some((out, reply)) = self.outbox.pop_front() else {
+            let Some(out) = self.outbox.pop_front() else {
                 break;
             };
-            self.send_now(out, reply);
+            self.send_now(out, None);
         }
+    }
+
+    /// Hands messages held while connecting to the scripts, in order.
+    fn deliver_early(&mut self) {
+        if self.early.is_empty() || !matches!(self.machine.state(), State::Open { .. }) {
+            return;
+        }
+        for msg in std::mem::take(&mut self.early) {
+            self.deliver(msg);
+        }
+    }
+
+    fn deliver(&mut self, msg: Incoming) {
+        self.bus.publish(HostEvent::MessageIn {
+            instance: self.name.to_string(),
+            message: msg.clone(),
+        });
+        self.hooks.message(&self.handle, msg);
     }
 
     /// Steps the machine with `input` and everything the effects queue up.
@@ -424,15 +495,17 @@ impl Actor {
                 // Unlink and transport close have run (or failed): finish.
                 self.queue.push_back(Input::LogoutDone);
             }
-            if !self.outbox.is_empty() {
-                if matches!(self.machine.state(), State::LoggedOut { .. }) {
-                    // The account is gone: nothing queued can go out any more.
-                    for (_, reply) in self.outbox.drain(..) {
-                        let _ = reply.send(Err(SendError::NotOpen(self.name.to_string())));
-                    }
-                } else {
-                    self.flush_outbox();
+            if matches!(self.machine.state(), State::LoggedOut { .. }) {
+                // The account is gone: nothing queued can go out any more,
+                // and nothing held may reach the next account's scripts.
+                if !self.outbox.is_empty() {
+                    tracing::warn!(instance = %self.name, dropped = self.outbox.len(), "logged out: queued sends dropped");
+                    self.outbox.clear();
                 }
+                self.early.clear();
+            } else {
+                self.flush_outbox();
+                self.deliver_early();
             }
         }
     }
@@ -441,9 +514,9 @@ impl Actor {
         match effect {
             Effect::Persist(row) => self.write(Write::Status(row)),
             Effect::EndSession(row) => {
-                self.write(Write::EndSession(row));
+                self.write(Write::EndSession(row.clone()));
                 if self.unwritten.is_none() {
-                    self.answer_logout_waiters();
+                    self.answer_logout_waiters(row);
                 }
             }
             Effect::StartAttempt { attempt } => {
@@ -563,20 +636,39 @@ impl Actor {
 
     fn retry_write(&mut self) {
         if let Some(w) = self.unwritten.take() {
+            let ended = match &w {
+                Write::EndSession(row) => Some(row.clone()),
+                Write::Status(_) => None,
+            };
             self.write(w);
             if self.unwritten.is_none() {
                 tracing::info!(instance = %self.name, "status write succeeded on retry");
-                self.answer_logout_waiters();
+                if let Some(row) = ended {
+                    self.answer_logout_waiters(row);
+                }
             }
         }
     }
 
-    fn answer_logout_waiters(&mut self) {
-        if matches!(self.machine.state(), State::LoggedOut { .. }) {
-            let row = self.machine.row();
-            for w in self.logout_waiters.drain(..) {
-                let _ = w.send(row.clone());
-            }
+    /// The logout's one transaction has landed: whoever waits is answered,
+    /// whatever happened since.
+    fn answer_logout_waiters(&mut self, row: StatusRow) {
+        for w in self.logout_waiters.drain(..) {
+            let _ = w.send(row.clone());
+        }
+    }
+
+    /// Lets the channel flush its library state, bounded so a hung server
+    /// cannot hold up a shutdown; reports what queued sends are lost.
+    async fn close_channel(&mut self) {
+        if !self.outbox.is_empty() {
+            tracing::warn!(instance = %self.name, dropped = self.outbox.len(), "stopping with queued sends that never went out");
+        }
+        if tokio::time::timeout(Duration::from_secs(10), self.channel.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!(instance = %self.name, "the channel did not finish closing within 10 s");
         }
     }
 

@@ -15,7 +15,9 @@ use std::time::Duration;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::channel::{BoxFuture, Channel, ChannelEvent, Incoming};
-use crate::lifecycle::{CloseAnswer, HookCall, Settings, StatusRow, Transition};
+use crate::lifecycle::{
+    CloseAnswer, ConnectionStatus, HookCall, ReasonKind, Settings, StateName, StatusRow, Transition,
+};
 use crate::store::Store;
 
 pub use instance::{InstanceHandle, SendError, Snapshot};
@@ -252,6 +254,23 @@ impl Host {
                 has_session = r.has_session,
                 "found the instance marked live after an unclean stop; marked closed (interrupted)"
             );
+        }
+        // A crash between "logging out" and its one transaction must not
+        // bring the session back: finish the logout now.
+        for row in store.instances()? {
+            if row.status.state == StateName::LoggingOut {
+                let ended = StatusRow {
+                    connection_status: ConnectionStatus::Close,
+                    state: StateName::LoggedOut,
+                    last_reason_code: Some(401),
+                    last_reason_kind: Some(ReasonKind::LoggedOut),
+                    last_change_at: now_ms(),
+                    jid: None,
+                    push_name: None,
+                };
+                store.end_session(&row.name, &ended)?;
+                tracing::warn!(instance = %row.name, "finished a logout an unclean stop interrupted");
+            }
         }
         Ok(Host {
             store,

@@ -22,6 +22,7 @@ enum Unlink {
 /// A channel that opens at once and unlinks as told.
 struct Fake {
     events: UnboundedSender<ChannelEvent>,
+    auto_open: bool,
     unlink: Unlink,
     unlinks: Arc<AtomicUsize>,
     closes: Arc<AtomicUsize>,
@@ -29,6 +30,9 @@ struct Fake {
 
 impl Channel for Fake {
     fn connect(&mut self, conn: u64) {
+        if !self.auto_open {
+            return;
+        }
         let _ = self.events.send(ChannelEvent {
             conn,
             kind: EventKind::Opened {
@@ -57,6 +61,7 @@ impl Channel for Fake {
 #[derive(Default)]
 struct Counting {
     calls: Mutex<Vec<String>>,
+    messages: Mutex<Vec<String>>,
 }
 
 impl Hooks for Counting {
@@ -74,7 +79,9 @@ impl Hooks for Counting {
         self.calls.lock().unwrap().push(name);
         None
     }
-    fn message(&self, _: &InstanceHandle, _: Incoming) {}
+    fn message(&self, _: &InstanceHandle, m: Incoming) {
+        self.messages.lock().unwrap().push(m.id);
+    }
     fn settle(&self) -> BoxFuture<()> {
         Box::pin(std::future::ready(()))
     }
@@ -91,6 +98,10 @@ struct Rig {
 }
 
 async fn rig(unlink: Unlink) -> Rig {
+    rig_with(unlink, true).await
+}
+
+async fn rig_with(unlink: Unlink, auto_open: bool) -> Rig {
     let store = Arc::new(Store::open_in_memory().unwrap());
     let hooks = Arc::new(Counting::default());
     let settings = HostSettings {
@@ -109,6 +120,7 @@ async fn rig(unlink: Unlink) -> Rig {
             *slot.lock().unwrap() = Some(events.clone());
             Box::new(Fake {
                 events,
+                auto_open,
                 unlink,
                 unlinks: u,
                 closes: c,
@@ -259,4 +271,97 @@ async fn a_server_logout_deletes_keys_without_asking_the_server() {
         .unwrap();
     r.host.settle().await;
     assert_eq!(r.handle.snapshot().row.state, StateName::LoggedOut);
+}
+
+#[tokio::test]
+async fn a_logout_cut_short_by_a_crash_is_finished_at_start_up() {
+    let store = Arc::new(Store::open_in_memory().unwrap());
+    store.ensure_instance("i", "fake", 1).unwrap();
+    store.session_put("i", "keys", b"secret").unwrap();
+    let mut row = store.instance("i").unwrap().unwrap().status;
+    row.state = StateName::LoggingOut;
+    store.write_status("i", &row).unwrap();
+    let _host = Host::new(
+        store.clone(),
+        Arc::new(NoHooks),
+        EventBus::default(),
+        HostSettings::default(),
+    )
+    .unwrap();
+    let row = store.instance("i").unwrap().unwrap().status;
+    assert_eq!(row.state, StateName::LoggedOut);
+    assert!(!store.session_exists("i").unwrap());
+}
+
+fn message(id: &str) -> Incoming {
+    Incoming {
+        id: id.into(),
+        chat: "a@fake".into(),
+        sender: "a@fake".into(),
+        text: Some("hi".into()),
+        kind: "text".into(),
+        from_me: false,
+        is_group: false,
+        push_name: None,
+        timestamp: 0,
+    }
+}
+
+#[tokio::test]
+async fn messages_before_the_open_are_held_and_delivered_in_order() {
+    // The library hands over the offline backlog before it says "connected".
+    let r = rig_with(Unlink::Ok, false).await;
+    let events = r.events.lock().unwrap().clone().unwrap();
+    r.handle.connect();
+    r.host.settle().await;
+    for id in ["m1", "m2"] {
+        events
+            .send(ChannelEvent {
+                conn: 1,
+                kind: EventKind::Message(message(id)),
+            })
+            .unwrap();
+    }
+    r.host.settle().await;
+    assert!(
+        r.hooks.messages.lock().unwrap().is_empty(),
+        "not before open"
+    );
+    events
+        .send(ChannelEvent {
+            conn: 1,
+            kind: EventKind::Opened {
+                jid: None,
+                push_name: None,
+            },
+        })
+        .unwrap();
+    r.host.settle().await;
+    assert_eq!(*r.hooks.messages.lock().unwrap(), ["m1", "m2"]);
+    // A superseded connection's messages are never delivered.
+    events
+        .send(ChannelEvent {
+            conn: 99,
+            kind: EventKind::Message(message("stale")),
+        })
+        .unwrap();
+    r.host.settle().await;
+    assert_eq!(*r.hooks.messages.lock().unwrap(), ["m1", "m2"]);
+}
+
+#[tokio::test]
+async fn queued_sends_are_refused_once_logged_out() {
+    let r = rig(Unlink::Ok).await;
+    open(&r).await;
+    r.handle.logout(LogoutBy::User).await;
+    let out = Outgoing::text("a@fake", "hi", None);
+    assert!(matches!(
+        r.handle.send_queued(out).await,
+        Err(SendError::NotOpen(_))
+    ));
+    // Before any logout, a queued send while closed is accepted.
+    let r = rig(Unlink::Ok).await;
+    let out = Outgoing::text("a@fake", "later", None);
+    let id = out.id.clone();
+    assert_eq!(r.handle.send_queued(out).await, Ok(id));
 }

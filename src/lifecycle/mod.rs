@@ -832,6 +832,10 @@ impl Machine {
             return;
         }
 
+        // Whatever the reason, this connection's transport is done: closing
+        // it (idempotent) means a library that kept its socket up cannot
+        // keep a session the machine considers closed.
+        fx.push(Effect::CloseTransport);
         if kind.is_failure() {
             self.failures = self.failures.saturating_add(1);
             self.close_log.push_back(now);

@@ -71,6 +71,26 @@ struct AttemptState {
     pair_success: AtomicBool,
     client: Mutex<Option<Arc<Client>>>,
     recent: Arc<Mutex<VecDeque<MessageContext>>>,
+    /// The code of the first `<stream:error>` seen: the library turns only
+    /// some of them into events, but the close that follows is about it.
+    stream_code: Mutex<Option<u16>>,
+    /// Pairing by phone code: the QR refs the server also sends are noise.
+    pair_by_code: bool,
+}
+
+impl AttemptState {
+    fn stream_code(&self) -> Option<u16> {
+        *self.stream_code.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The close for a connection that ended: its stream error if there was
+    /// one, else what the caller saw.
+    fn ended(&self, fallback: EventKind) -> EventKind {
+        match self.stream_code() {
+            Some(code) => closed(Some(code), None, format!("stream error {code}")),
+            None => fallback,
+        }
+    }
 }
 
 impl AttemptState {
@@ -96,6 +116,29 @@ impl EventHandler for Forwarder {
             push_name: Some(c.push_name()).filter(|n| !n.is_empty()),
         });
         match &*event {
+            Event::RawNode(node) => {
+                let n = node.get();
+                if n.tag.as_ref() == "stream:error" && n.get_optional_child("conflict").is_none() {
+                    let code = n
+                        .get_attr("code")
+                        .and_then(|v| v.as_str().parse::<u16>().ok());
+                    let mut slot = st.stream_code.lock().unwrap_or_else(|e| e.into_inner());
+                    if slot.is_none() {
+                        *slot = code;
+                    }
+                }
+                return;
+            }
+            Event::Disconnected(d) => {
+                let fallback = closed(
+                    None,
+                    Some(ReasonKind::ConnectionLost),
+                    format!("disconnected: {:?}", d.reason),
+                );
+                st.emit(st.ended(fallback));
+                return;
+            }
+            Event::PairingQrCode(_) if st.pair_by_code => return,
             Event::Connected(_) => st.connected.store(true, Ordering::SeqCst),
             Event::PairSuccess(_) => st.pair_success.store(true, Ordering::SeqCst),
             Event::Messages(batch) => {
@@ -164,13 +207,19 @@ pub fn map_event(event: &Event, own: Option<&OwnIds>) -> Vec<EventKind> {
             Some(ReasonKind::BadSession),
             format!("pairing failed: {}", p.error),
         )],
-        Event::PairingQrCodesExhausted(_) => {
-            vec![closed(
-                Some(408),
-                Some(ReasonKind::QrTimeout),
-                "the pairing codes ran out",
-            )]
-        }
+        // With a phone-code flow outstanding the library keeps the socket:
+        // that code is still valid, so this is not a close.
+        Event::PairingQrCodesExhausted(e) if !e.disconnected => Vec::new(),
+        Event::PairingQrCodesExhausted(_) => vec![closed(
+            Some(408),
+            Some(ReasonKind::QrTimeout),
+            "the pairing codes ran out",
+        )],
+        Event::PairingCodeError(e) => vec![closed(
+            None,
+            Some(ReasonKind::BadSession),
+            format!("the pairing code request failed: {}", e.error),
+        )],
         Event::StreamReplaced(_) => vec![closed(
             Some(440),
             Some(ReasonKind::Replaced),
@@ -206,10 +255,9 @@ pub fn map_event(event: &Event, own: Option<&OwnIds>) -> Vec<EventKind> {
                 .unwrap_or_else(|| format!("{:?}", f.reason));
             vec![closed(code, None, format!("connect failure: {msg}"))]
         }
-        Event::StreamError(e) => {
-            let code = e.code.parse::<u16>().ok();
-            vec![closed(code, None, format!("stream error {}", e.code))]
-        }
+        // Only unknown or code-less stream errors arrive as this event, and
+        // the library keeps the socket for them; the close (if any) follows.
+        Event::StreamError(_) => Vec::new(),
         Event::Disconnected(d) => vec![closed(
             None,
             Some(ReasonKind::ConnectionLost),
@@ -313,6 +361,17 @@ impl WhatsappChannel {
         }
     }
 
+    /// Marks the current attempt over and takes its client. Under the
+    /// client lock, so an attempt still building its client sees it and
+    /// never starts one (no zombie sharing this identity).
+    fn end_attempt(&mut self) -> Option<Arc<Client>> {
+        let st = self.current.take()?;
+        let mut client = st.client.lock().unwrap_or_else(|e| e.into_inner());
+        // Whatever this attempt still says is late news.
+        st.closed.store(true, Ordering::SeqCst);
+        client.take()
+    }
+
     fn client(&self) -> Option<Arc<Client>> {
         self.current
             .as_ref()
@@ -372,28 +431,40 @@ async fn attempt(
     let client = bot.client();
     // moonwire's machine decides every reconnect.
     client.enable_auto_reconnect.store(false, Ordering::SeqCst);
-    *st.client.lock().unwrap_or_else(|e| e.into_inner()) = Some(client);
+    {
+        let mut slot = st.client.lock().unwrap_or_else(|e| e.into_inner());
+        if st.closed.load(Ordering::SeqCst) {
+            return; // closed while the client was being built
+        }
+        *slot = Some(client.clone());
+    }
+    // Raw stanzas carry the stream-error codes the library does not turn
+    // into events (429, 503, 515 on an established session).
+    let _raw = client.acquire_raw_node_forwarding();
     bot.run().await;
     // After pairing the server closes with 515 and the library says nothing.
-    if st.pair_success.load(Ordering::SeqCst) {
-        st.emit(closed(
+    // A stream error the library took as "expected" (515 on an established
+    // session) ends run() without an event; its code says what it was.
+    let fallback = if st.pair_success.load(Ordering::SeqCst) {
+        closed(
             Some(515),
             Some(ReasonKind::RestartRequired),
             "restart after pairing",
-        ));
-    } else if st.connected.load(Ordering::SeqCst) {
-        st.emit(closed(
+        )
+    } else if st.connected.load(Ordering::SeqCst) || st.stream_code().is_some() {
+        closed(
             None,
             Some(ReasonKind::ConnectionLost),
             "the connection ended",
-        ));
+        )
     } else {
-        st.emit(closed(
+        closed(
             None,
             Some(ReasonKind::TransportError),
             format!("could not connect to {}", options.url),
-        ));
-    }
+        )
+    };
+    st.emit(st.ended(fallback));
 }
 
 impl Channel for WhatsappChannel {
@@ -407,6 +478,8 @@ impl Channel for WhatsappChannel {
             pair_success: AtomicBool::new(false),
             client: Mutex::new(None),
             recent: self.recent.clone(),
+            stream_code: Mutex::new(None),
+            pair_by_code: self.options.phone.is_some(),
         });
         self.current = Some(st.clone());
         tokio::spawn(attempt(
@@ -418,14 +491,20 @@ impl Channel for WhatsappChannel {
     }
 
     fn close(&mut self) {
-        if let Some(st) = self.current.take() {
-            // Whatever this attempt still says is late news.
-            st.closed.store(true, Ordering::SeqCst);
-            let client = st.client.lock().unwrap_or_else(|e| e.into_inner()).take();
-            if let Some(c) = client {
-                tokio::spawn(async move { c.disconnect().await });
-            }
+        if let Some(c) = self.end_attempt() {
+            tokio::spawn(async move { c.disconnect().await });
         }
+    }
+
+    fn shutdown(&mut self) -> BoxFuture<()> {
+        let client = self.end_attempt();
+        Box::pin(async move {
+            if let Some(c) = client {
+                // disconnect() is what flushes the library's buffered keys
+                // and device state to the store.
+                c.disconnect().await;
+            }
+        })
     }
 
     fn unlink(&mut self) -> BoxFuture<Result<(), ChannelError>> {
@@ -661,14 +740,6 @@ mod tests {
                 (Some(500), None, None),
             ),
             (
-                Event::StreamError(StreamError::builder().code("515".to_string()).build()),
-                (Some(515), None, None),
-            ),
-            (
-                Event::StreamError(StreamError::builder().code("weird".to_string()).build()),
-                (None, None, None),
-            ),
-            (
                 Event::Disconnected(
                     Disconnected::builder()
                         .reason(DisconnectReason::StreamEnded)
@@ -679,6 +750,19 @@ mod tests {
         ];
         for (ev, want) in cases {
             assert_eq!(close_of(one(ev.clone())), want, "{ev:?}");
+        }
+        // Stream errors the library keeps the socket for are not closes;
+        // nor is running out of QR codes while a phone code is pending.
+        for ev in [
+            Event::StreamError(StreamError::builder().code("515".to_string()).build()),
+            Event::StreamError(StreamError::builder().code("weird".to_string()).build()),
+            Event::PairingQrCodesExhausted(
+                PairingQrCodesExhausted::builder()
+                    .disconnected(false)
+                    .build(),
+            ),
+        ] {
+            assert!(map_event(&ev, None).is_empty(), "{ev:?}");
         }
         // The machine classifies what comes without a kind: 401 → logged_out etc.
         assert_eq!(
