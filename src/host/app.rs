@@ -178,8 +178,21 @@ impl App {
     /// Ends everything: hook work finishes, `on_unload` runs, instances stop
     /// with their rows `close`/`stopped`.
     pub async fn shutdown(&self) {
-        self.host.settle().await;
-        self.scripts.shutdown().await;
+        // Bounded: a script wedged in C code (a pathological pattern) must
+        // not keep the process from stopping and writing its rows.
+        let grace = std::time::Duration::from_secs(5);
+        if tokio::time::timeout(grace, self.host.settle())
+            .await
+            .is_err()
+        {
+            tracing::warn!("pending hook work did not finish within 5 s; stopping anyway");
+        }
+        if tokio::time::timeout(grace, self.scripts.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!("on_unload did not finish within 5 s; stopping anyway");
+        }
         self.host.shutdown().await;
     }
 }

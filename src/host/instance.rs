@@ -201,6 +201,8 @@ struct Actor {
     queue: VecDeque<Input>,
     /// Sends asked to wait for the next open, in order.
     outbox: VecDeque<Outgoing>,
+    /// `settle()` callers waiting for an `on_close` decision to come back.
+    settle_waiters: Vec<oneshot::Sender<()>>,
     /// Sends in flight, awaited one after another so they leave in order.
     sends: mpsc::UnboundedSender<PendingSend>,
     /// Messages that arrived before the session was open (the offline
@@ -264,6 +266,7 @@ pub(super) fn spawn(
         logout_waiters: Vec::new(),
         queue: VecDeque::new(),
         outbox: VecDeque::new(),
+        settle_waiters: Vec::new(),
         sends: spawn_sender(name_for_sender, bus_for_sender),
         early: Vec::new(),
     };
@@ -422,6 +425,8 @@ impl Actor {
                     let _ = reply.send(Err(SendError::NotOpen(self.name.to_string())));
                 }
             },
+            // A decision on its way back from the scripts is pending work.
+            Command::Settle(reply) if self.machine.deciding() => self.settle_waiters.push(reply),
             Command::Settle(reply) => {
                 let _ = reply.send(());
             }
@@ -506,6 +511,11 @@ impl Actor {
             } else {
                 self.flush_outbox();
                 self.deliver_early();
+            }
+        }
+        if !self.machine.deciding() {
+            for w in self.settle_waiters.drain(..) {
+                let _ = w.send(());
             }
         }
     }

@@ -393,7 +393,7 @@ impl Default for Settings {
     }
 }
 
-/// The longest delay a script may ask for (a day): beyond that, it is a stop.
+/// The longest delay a script may ask for: longer answers are cut to a day.
 pub const MAX_SCRIPT_DELAY_MS: u64 = 24 * 60 * 60 * 1000;
 const MINUTE_MS: u64 = 60_000;
 
@@ -874,11 +874,12 @@ impl Machine {
                 answer_seq: Some(seq),
             }));
         } else {
+            // The state change (and its row) first; the hook only informs.
+            self.apply_plan(default, reason, next_attempt, now, fx);
             fx.push(Effect::Hook(HookCall::Close {
                 info,
                 answer_seq: None,
             }));
-            self.apply_plan(default, reason, next_attempt, now, fx);
         }
     }
 
