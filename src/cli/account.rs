@@ -8,7 +8,7 @@ use anyhow::{Context, bail};
 use moonwire::channel::console::ConsoleOut;
 use moonwire::config::{Config, InstanceConfig, valid_instance_name};
 use moonwire::host::app::App;
-use moonwire::host::{DataDirLock, EventBus, HostEvent, InstanceHandle};
+use moonwire::host::{DataDirLock, EventBus, InstanceHandle};
 use moonwire::lifecycle::{LogoutBy, State};
 use moonwire::store::Store;
 
@@ -79,17 +79,7 @@ pub fn pair(
     super::runtime()?.block_on(async {
         let _lock = DataDirLock::acquire(&config.data_dir)?;
         let (app, handle) = start(config, &inst, phone)?;
-        app.bus.observe(|ev| {
-            if let HostEvent::Qr {
-                instance,
-                code,
-                kind,
-                ..
-            } = ev
-            {
-                super::show_code(instance, code, kind);
-            }
-        });
+        super::show_codes(&app.bus);
         let mut watch = handle.watch();
         handle.connect();
         let outcome = tokio::select! {

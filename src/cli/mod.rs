@@ -202,3 +202,18 @@ pub fn show_code(instance: &str, code: &str, kind: &str) {
         Err(e) => println!("[{instance}] {e}; the code is {code}"),
     }
 }
+
+/// Shows every pairing code the host announces, as it comes.
+pub fn show_codes(bus: &moonwire::host::EventBus) {
+    bus.observe(|ev| {
+        if let moonwire::host::HostEvent::Qr {
+            instance,
+            code,
+            kind,
+            ..
+        } = ev
+        {
+            show_code(instance, code, kind);
+        }
+    });
+}

@@ -11,7 +11,7 @@ use moonwire::api::{self, ApiState};
 use moonwire::channel::console::ConsoleOut;
 use moonwire::config::Config;
 use moonwire::host::app::App;
-use moonwire::host::{DataDirLock, EventBus, HostEvent};
+use moonwire::host::{DataDirLock, EventBus};
 use moonwire::store::Store;
 use tokio::sync::watch;
 
@@ -41,17 +41,7 @@ async fn run_async(config: &Config) -> anyhow::Result<ExitCode> {
         .with_whatsapp_url(&config.whatsapp.url),
     );
     // People pair from the terminal: show each code as it comes.
-    bus.observe(|ev| {
-        if let HostEvent::Qr {
-            instance,
-            code,
-            kind,
-            ..
-        } = ev
-        {
-            super::show_code(instance, code, kind);
-        }
-    });
+    super::show_codes(&bus);
     let mut handles = Vec::new();
     for inst in &config.instances {
         let h = app

@@ -4,16 +4,7 @@ use serde_json::json;
 
 use super::*;
 
-const ALL_STATES: [StateName; 8] = [
-    StateName::Idle,
-    StateName::Connecting,
-    StateName::Pairing,
-    StateName::Open,
-    StateName::Reconnecting,
-    StateName::Closed,
-    StateName::LoggingOut,
-    StateName::LoggedOut,
-];
+const ALL_STATES: [StateName; 8] = StateName::ALL;
 
 const ALL_STATUSES: [ConnectionStatus; 3] = [
     ConnectionStatus::Open,
