@@ -12,14 +12,19 @@
 //!   rotation task, so the client shows the new ref at once);
 //! - answers pings and any other `get`/`set` IQ with an empty result;
 //! - records every stanza it receives;
-//! - closes on command (stream error, TCP drop) and refuses connections.
+//! - closes on command (stream error, TCP drop) and refuses connections;
+//! - plays the phone scanning a QR code ([`MockServer::scan`]): sends a
+//!   `<pair-success>` the client verifies (see `phone.rs`), and once the
+//!   client answers with `<pair-device-sign>`, ends the stream with
+//!   `<stream:error code="515"/>` like the real server.
 //!
-//! Not yet: `<pair-success>`, `<success>` and the login IQs, Noise IK
-//! (a client with a cached server static), edge-routing pre-intros.
+//! Not yet: `<success>` and the login IQs, Noise IK (a client with a cached
+//! server static, i.e. every attempt after pairing), edge-routing pre-intros.
 
 #![allow(dead_code)] // each test binary uses its own part of this
 
 pub mod noise;
+pub mod phone;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -32,6 +37,7 @@ use tokio::sync::{Notify, broadcast};
 use tokio::task::JoinHandle;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
+use whatsapp_rust::Jid;
 use whatsapp_rust::wacore::framing::{FrameDecoder, encode_frame};
 use whatsapp_rust::wacore_binary::Node;
 use whatsapp_rust::wacore_binary::builder::NodeBuilder;
@@ -40,6 +46,11 @@ use noise::{Keys, Responder, Session};
 
 /// The server's JID as a bare server (how the client checks `from`).
 pub const SERVER: &str = "s.whatsapp.net";
+
+/// The device JID a scan links the companion as.
+pub const PAIRED_JID: &str = "15551234567:1@s.whatsapp.net";
+/// The LID a scan links the companion as.
+pub const PAIRED_LID: &str = "100000000000001:1@lid";
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -62,6 +73,11 @@ enum Command {
     StreamError(String),
     DropTcp,
     Send(Node),
+    /// Sent only on the connection whose client static key is `noise`.
+    SendTo {
+        noise: [u8; 32],
+        node: Node,
+    },
 }
 
 #[derive(Default)]
@@ -73,6 +89,7 @@ struct Shared {
     connections: AtomicUsize,
     handshakes: AtomicUsize,
     refused: AtomicUsize,
+    pair_signs: Mutex<Vec<Node>>,
     refuse: AtomicBool,
     next_id: AtomicU64,
     changed: Notify,
@@ -180,6 +197,45 @@ impl MockServer {
     /// Sends a node on every open connection.
     pub fn send(&self, node: Node) -> usize {
         self.commands.send(Command::Send(node)).unwrap_or(0)
+    }
+
+    /// Plays the phone scanning `qr_code` (as the client showed it): sends
+    /// `<pair-success>` for [`PAIRED_JID`] to the connection whose Noise
+    /// static key the code carries. Answers how many open connections were
+    /// offered it (each sends it only if that key is its client's). When
+    /// the client answers with
+    /// `<pair-device-sign>`, the server closes with a 515.
+    pub fn scan(&self, qr_code: &str) -> usize {
+        let qr = phone::Qr::parse(qr_code).expect("a companion QR code");
+        let identity =
+            phone::device_identity(&qr.identity, &qr.adv_secret).expect("a device identity");
+        let node = NodeBuilder::new("iq")
+            .attr("from", SERVER)
+            .attr("type", "set")
+            .attr("id", self.shared.id())
+            .attr("xmlns", "md")
+            .children([NodeBuilder::new("pair-success")
+                .children([
+                    NodeBuilder::new("device")
+                        .attr("jid", PAIRED_JID.parse::<Jid>().expect("jid"))
+                        .attr("lid", PAIRED_LID.parse::<Jid>().expect("lid"))
+                        .build(),
+                    NodeBuilder::new("device-identity").bytes(identity).build(),
+                    NodeBuilder::new("platform").attr("name", "android").build(),
+                ])
+                .build()])
+            .build();
+        self.commands
+            .send(Command::SendTo {
+                noise: qr.noise,
+                node,
+            })
+            .unwrap_or(0)
+    }
+
+    /// The `<pair-device-sign>` answers received (the whole `iq`).
+    pub fn pair_signs(&self) -> Vec<Node> {
+        self.shared.pair_signs.lock().unwrap().clone()
     }
 
     /// While set, new TCP connections are closed before the WebSocket
@@ -343,6 +399,13 @@ impl Connection {
                             let node = session.read.open(frame)?;
                             self.shared.received.lock().unwrap().push(node.clone());
                             self.shared.touch();
+                            if is_pair_sign(&node) {
+                                // Pairing done: the real server restarts the
+                                // stream so the client logs in as the device.
+                                self.shared.pair_signs.lock().unwrap().push(node);
+                                self.shared.touch();
+                                return close_with(&mut ws, &mut session, "515").await;
+                            }
                             if let Some(reply) = auto_reply(&node) {
                                 send(&mut ws, &mut session, &reply).await?;
                             }
@@ -355,21 +418,18 @@ impl Connection {
                 },
                 cmd = self.commands.recv() => match cmd {
                     Ok(Command::StreamError(code)) => {
-                        let node = NodeBuilder::new("stream:error").attr("code", code).build();
-                        send(&mut ws, &mut session, &node).await?;
-                        let _ = ws.close(None).await;
-                        // Let the close handshake finish if the client answers.
-                        let _ = tokio::time::timeout(Duration::from_millis(500), async {
-                            while let Some(Ok(_)) = ws.next().await {}
-                        })
-                        .await;
-                        return Ok(());
+                        return close_with(&mut ws, &mut session, &code).await;
                     }
                     Ok(Command::DropTcp) => {
                         drop(ws);
                         return Ok(());
                     }
                     Ok(Command::Send(node)) => send(&mut ws, &mut session, &node).await?,
+                    Ok(Command::SendTo { noise, node }) => {
+                        if noise == session.client_static {
+                            send(&mut ws, &mut session, &node).await?;
+                        }
+                    }
                     Err(broadcast::error::RecvError::Lagged(_)) => {}
                     Err(broadcast::error::RecvError::Closed) => return Ok(()),
                 },
@@ -432,6 +492,28 @@ async fn send(ws: &mut Ws, session: &mut Session, node: &Node) -> anyhow::Result
     ws.send(Message::Binary(frame.into()))
         .await
         .context("sending a frame")
+}
+
+/// Sends `<stream:error code>` and closes the WebSocket.
+async fn close_with(ws: &mut Ws, session: &mut Session, code: &str) -> anyhow::Result<()> {
+    let node = NodeBuilder::new("stream:error")
+        .attr("code", code.to_string())
+        .build();
+    send(ws, session, &node).await?;
+    let _ = ws.close(None).await;
+    // Let the close handshake finish if the client answers.
+    let _ = tokio::time::timeout(Duration::from_millis(500), async {
+        while let Some(Ok(_)) = ws.next().await {}
+    })
+    .await;
+    Ok(())
+}
+
+/// The companion's answer to `<pair-success>`.
+fn is_pair_sign(node: &Node) -> bool {
+    node.tag == "iq"
+        && attr(node, "type").as_deref() == Some("result")
+        && node.get_optional_child("pair-device-sign").is_some()
 }
 
 /// Pings and other requests get an empty result so the client's waiters

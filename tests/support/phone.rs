@@ -1,0 +1,139 @@
+//! The phone's side of QR pairing: what the primary device puts in the
+//! `<pair-success>` after scanning a companion's QR code.
+//!
+//! The companion (wacore's `PairUtils::do_pair_crypto`) checks, for a
+//! non-hosted (E2EE) account:
+//!
+//! ```text
+//! ADVSignedDeviceIdentityHMAC {
+//!     details: ADVSignedDeviceIdentity bytes,
+//!     hmac: HMAC-SHA256(adv secret from the QR, details)      // no prefix
+//!     account_type: E2EE,
+//! }
+//! ADVSignedDeviceIdentity {
+//!     details: ADVDeviceIdentity bytes (key_index is required),
+//!     account_signature_key: the phone's identity public key (32-byte Djb),
+//!     account_signature: XEdDSA over [6, 0] ‖ details ‖ companion identity pub,
+//! }
+//! ```
+
+use anyhow::{Context, anyhow, bail};
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use whatsapp_rust::buffa::Message as _;
+use whatsapp_rust::wacore::libsignal::protocol::PrivateKey;
+use whatsapp_rust::waproto::whatsapp as wa;
+
+use super::noise::Keys;
+
+/// `ADV_PREFIX_ACCOUNT_SIGNATURE` in wacore's pair.rs.
+const ADV_PREFIX_ACCOUNT_SIGNATURE: &[u8] = &[6, 0];
+
+/// The key index the mock phone gives each companion it links.
+pub const KEY_INDEX: u32 = 1;
+
+/// What the companion's QR code carries: `ref,noise,identity,adv[,type]`
+/// (wacore `PairUtils::make_qr_data`).
+#[derive(Debug, Clone)]
+pub struct Qr {
+    pub pairing_ref: String,
+    pub noise: [u8; 32],
+    pub identity: [u8; 32],
+    pub adv_secret: Vec<u8>,
+}
+
+impl Qr {
+    pub fn parse(code: &str) -> anyhow::Result<Qr> {
+        let parts: Vec<&str> = code.split(',').collect();
+        if parts.len() < 4 {
+            bail!("QR code with {} fields: {code}", parts.len());
+        }
+        let key = |i: usize, what: &str| -> anyhow::Result<[u8; 32]> {
+            base64_decode(parts[i])
+                .with_context(|| format!("QR {what}"))?
+                .try_into()
+                .map_err(|_| anyhow!("QR {what} is not 32 bytes"))
+        };
+        Ok(Qr {
+            pairing_ref: parts[0].to_string(),
+            noise: key(1, "noise key")?,
+            identity: key(2, "identity key")?,
+            adv_secret: base64_decode(parts[3]).context("QR adv secret")?,
+        })
+    }
+}
+
+/// The `<device-identity>` bytes for a companion with identity key
+/// `companion_identity`, signed by a fresh phone identity key and MACed with
+/// the companion's ADV secret.
+pub fn device_identity(
+    companion_identity: &[u8; 32],
+    adv_secret: &[u8],
+) -> anyhow::Result<Vec<u8>> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
+    let inner = wa::ADVDeviceIdentity {
+        raw_id: Some(rand_010::random()),
+        timestamp: Some(now),
+        key_index: Some(KEY_INDEX),
+        account_type: Some(wa::ADVEncryptionType::E2EE),
+        device_type: Some(wa::ADVEncryptionType::E2EE),
+    }
+    .encode_to_vec();
+
+    let phone = Keys::generate();
+    let mut to_sign = ADV_PREFIX_ACCOUNT_SIGNATURE.to_vec();
+    to_sign.extend_from_slice(&inner);
+    to_sign.extend_from_slice(companion_identity);
+    let signature = PrivateKey::deserialize(&phone.private)?
+        .calculate_signature(
+            &to_sign,
+            &mut rand_010::make_rng::<rand_010::rngs::StdRng>(),
+        )
+        .map_err(|e| anyhow!("signing the device identity: {e}"))?;
+
+    let signed = wa::ADVSignedDeviceIdentity {
+        details: Some(inner),
+        account_signature_key: Some(phone.public.to_vec()),
+        account_signature: Some(signature.to_vec()),
+        device_signature: None,
+    }
+    .encode_to_vec();
+
+    let mut mac =
+        <Hmac<Sha256> as Mac>::new_from_slice(adv_secret).map_err(|e| anyhow!("HMAC key: {e}"))?;
+    mac.update(&signed);
+    Ok(wa::ADVSignedDeviceIdentityHMAC {
+        details: Some(signed),
+        hmac: Some(mac.finalize().into_bytes().to_vec()),
+        account_type: Some(wa::ADVEncryptionType::E2EE),
+    }
+    .encode_to_vec())
+}
+
+/// Standard padded base64, the inverse of [`super::base64`].
+pub fn base64_decode(text: &str) -> anyhow::Result<Vec<u8>> {
+    let text = text.trim_end_matches('=');
+    let mut out = Vec::with_capacity(text.len() * 3 / 4);
+    let mut acc = 0u32;
+    let mut bits = 0;
+    for c in text.bytes() {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => bail!("bad base64 character {:?}", c as char),
+        };
+        acc = (acc << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    Ok(out)
+}
