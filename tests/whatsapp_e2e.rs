@@ -153,6 +153,7 @@ fn reconnecting_for(s: &State, kind: ReasonKind) -> bool {
 async fn a_fresh_instance_shows_the_servers_qr_and_its_rotation() {
     let server = MockServer::start_with(MockConfig {
         ref_interval: Duration::from_millis(300),
+        ..MockConfig::default()
     })
     .await;
     let rig = Rig::start(&server);
@@ -359,8 +360,36 @@ async fn scanning_the_qr_pairs_and_the_515_restarts_as_the_paired_device() {
     assert_eq!(device["pn"]["device"], 1, "{device}");
     assert_eq!(device["lid"]["user"], "100000000000001", "{device}");
     assert!(device["account"].is_array(), "{device}");
-    // The next attempt (XX with a login payload, since the cert chain is only
-    // cached once a registered device completes XX) waits for a `<success>`
-    // the mock does not send yet; this test stops here.
+    // The next attempt logs in as the device: `<success>`, the login IQs,
+    // the offline marker, and the client says Connected.
+    let (k, open) = rig
+        .states
+        .wait_for(j + 1, "open", |s| matches!(s, State::Open { .. }))
+        .await;
+    assert!(
+        matches!(&open, State::Open { jid: Some(j) } if j == "15551234567@s.whatsapp.net"),
+        "{open:?}"
+    );
+    let row = rig.states.rows.lock().unwrap()[k].clone();
+    assert_eq!(
+        row.connection_status,
+        moonwire::lifecycle::ConnectionStatus::Open
+    );
+    assert_eq!(server.logins(), 1);
+    // The login left passive mode and uploads pre-keys (in the background).
+    assert!(
+        server
+            .received()
+            .iter()
+            .any(|n| n.get_optional_child("active").is_some())
+    );
+    server
+        .wait_until(WAIT, "a pre-key upload", |s| {
+            s.received().iter().any(|n| {
+                support::attr(n, "xmlns").as_deref() == Some("encrypt")
+                    && n.get_optional_child("list").is_some()
+            })
+        })
+        .await;
     rig.stop().await;
 }

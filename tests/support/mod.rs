@@ -42,7 +42,7 @@ use whatsapp_rust::wacore::framing::{FrameDecoder, encode_frame};
 use whatsapp_rust::wacore_binary::Node;
 use whatsapp_rust::wacore_binary::builder::NodeBuilder;
 
-use noise::{Keys, Responder, Session};
+use noise::{Hello, Keys, Session};
 
 /// The server's JID as a bare server (how the client checks `from`).
 pub const SERVER: &str = "s.whatsapp.net";
@@ -58,19 +58,58 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct MockConfig {
     /// How often a pairing client is sent a fresh ref.
     pub ref_interval: Duration,
+    /// The business name `<pair-success>` carries (`<biz name>`), which the
+    /// client takes as its push name. With none, the client treats its
+    /// first login as a fresh pairing and waits (10 s, hard-coded) for an
+    /// app-state key share from the phone before it says `Connected`; a
+    /// business primary lets it connect at once, so tests use one.
+    pub business_name: Option<String>,
 }
 
 impl Default for MockConfig {
     fn default() -> MockConfig {
         MockConfig {
             ref_interval: Duration::from_secs(20),
+            business_name: Some("Mock Shop".into()),
         }
+    }
+}
+
+/// A `<failure reason=…>` the server answers a login with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub reason: u16,
+    /// Seconds until a temporary ban (402) expires.
+    pub expire: Option<u64>,
+}
+
+impl Failure {
+    pub fn reason(reason: u16) -> Failure {
+        Failure {
+            reason,
+            expire: None,
+        }
+    }
+
+    fn node(&self) -> Node {
+        let mut b = NodeBuilder::new("failure")
+            .attr("reason", self.reason.to_string())
+            .attr("location", "mock");
+        if let Some(expire) = self.expire {
+            // A temporary ban carries its code and how long it lasts.
+            b = b.attr("code", "101").attr("expire", expire.to_string());
+        }
+        b.build()
     }
 }
 
 #[derive(Debug, Clone)]
 enum Command {
     StreamError(String),
+    /// `<stream:error>` with a child (`<conflict type="replaced"/>`).
+    StreamErrorNode(Node),
+    Failure(Failure),
+    StreamEnd,
     DropTcp,
     Send(Node),
     /// Sent only on the connection whose client static key is `noise`.
@@ -91,6 +130,19 @@ struct Shared {
     refused: AtomicUsize,
     pair_signs: Mutex<Vec<Node>>,
     refuse: AtomicBool,
+    /// Connections still accepted before `refuse` takes over (`None`: no
+    /// limit).
+    accept_budget: Mutex<Option<usize>>,
+    /// While set, established connections read but never write.
+    silent: AtomicBool,
+    /// What a login gets instead of `<success>` while set.
+    login_failure: Mutex<Option<Failure>>,
+    /// Drop each logged-in connection this long after its `<success>`.
+    flap_after: Mutex<Option<Duration>>,
+    logins: AtomicUsize,
+    ik_handshakes: AtomicUsize,
+    /// Connections that got `<success>` and are still up.
+    open_logins: AtomicUsize,
     next_id: AtomicU64,
     changed: Notify,
 }
@@ -103,12 +155,26 @@ impl Shared {
     fn touch(&self) {
         self.changed.notify_waiters();
     }
+
+    /// Whether one more connection may be accepted under `accept_next`.
+    fn take_accept_budget(&self) -> bool {
+        let mut budget = self.accept_budget.lock().unwrap();
+        match budget.as_mut() {
+            None => true,
+            Some(0) => false,
+            Some(n) => {
+                *n -= 1;
+                true
+            }
+        }
+    }
 }
 
 /// A running mock server; dropping it stops accepting (open connections
 /// end with their tasks).
 pub struct MockServer {
     port: u16,
+    config: MockConfig,
     shared: Arc<Shared>,
     commands: broadcast::Sender<Command>,
     accept: JoinHandle<()>,
@@ -132,6 +198,7 @@ impl MockServer {
         let server_static = Keys::generate();
         let cert = noise::cert_chain(&server_static.public);
         let (commands, _) = broadcast::channel(16);
+        let config_for_server = config.clone();
         let accept = {
             let shared = shared.clone();
             let commands = commands.clone();
@@ -140,7 +207,7 @@ impl MockServer {
                     let Ok((tcp, _)) = listener.accept().await else {
                         return;
                     };
-                    if shared.refuse.load(Ordering::SeqCst) {
+                    if shared.refuse.load(Ordering::SeqCst) || !shared.take_accept_budget() {
                         // Closed before the WebSocket upgrade: the client's
                         // dial fails.
                         drop(tcp);
@@ -167,6 +234,7 @@ impl MockServer {
         };
         MockServer {
             port,
+            config: config_for_server,
             shared,
             commands,
             accept,
@@ -189,6 +257,78 @@ impl MockServer {
             .unwrap_or(0)
     }
 
+    /// `<stream:error><conflict type="replaced"/></stream:error>` on every
+    /// open connection (another client took the session), then a close.
+    pub fn replace_session(&self) -> usize {
+        let node = NodeBuilder::new("stream:error")
+            .children([NodeBuilder::new("conflict")
+                .attr("type", "replaced")
+                .build()])
+            .build();
+        self.commands
+            .send(Command::StreamErrorNode(node))
+            .unwrap_or(0)
+    }
+
+    /// Sends `<failure reason=…>` on every open connection, then closes it.
+    pub fn send_failure(&self, failure: Failure) -> usize {
+        self.commands.send(Command::Failure(failure)).unwrap_or(0)
+    }
+
+    /// Sends `<xmlstreamend/>` on every open connection, then closes it.
+    pub fn end_stream(&self) -> usize {
+        self.commands.send(Command::StreamEnd).unwrap_or(0)
+    }
+
+    /// While set, logins are answered with this `<failure>` (then a close)
+    /// instead of `<success>`.
+    pub fn fail_logins(&self, failure: Option<Failure>) {
+        *self.shared.login_failure.lock().unwrap() = failure;
+    }
+
+    /// While set, established connections stop answering anything (pings
+    /// included) but keep the socket open: only the client's own dead-socket
+    /// detection can end them.
+    pub fn go_silent(&self, silent: bool) {
+        self.shared.silent.store(silent, Ordering::SeqCst);
+    }
+
+    /// Accepts the next `n` connections, then refuses like
+    /// `refuse_connections(true)`; `None` lifts the limit.
+    pub fn accept_next(&self, n: Option<usize>) {
+        *self.shared.accept_budget.lock().unwrap() = n;
+    }
+
+    /// While set, every logged-in connection is dropped (TCP, no close frame)
+    /// this long after its `<success>`.
+    pub fn flap(&self, after: Option<Duration>) {
+        *self.shared.flap_after.lock().unwrap() = after;
+    }
+
+    /// Logins answered with `<success>`.
+    pub fn logins(&self) -> usize {
+        self.shared.logins.load(Ordering::SeqCst)
+    }
+
+    /// Logged-in connections still up.
+    pub fn open_logins(&self) -> usize {
+        self.shared.open_logins.load(Ordering::SeqCst)
+    }
+
+    /// Handshakes that were IK (a paired client with the server's static
+    /// cached).
+    pub fn ik_handshakes(&self) -> usize {
+        self.shared.ik_handshakes.load(Ordering::SeqCst)
+    }
+
+    /// The `remove-companion-device` IQs received (a logout's unlink).
+    pub fn unlinks(&self) -> Vec<Node> {
+        self.received()
+            .into_iter()
+            .filter(|n| n.tag == "iq" && n.get_optional_child("remove-companion-device").is_some())
+            .collect()
+    }
+
     /// Drops every open connection's TCP socket without a close frame.
     pub fn drop_tcp(&self) -> usize {
         self.commands.send(Command::DropTcp).unwrap_or(0)
@@ -209,21 +349,33 @@ impl MockServer {
         let qr = phone::Qr::parse(qr_code).expect("a companion QR code");
         let identity =
             phone::device_identity(&qr.identity, &qr.adv_secret).expect("a device identity");
+        let mut children = vec![
+            NodeBuilder::new("device")
+                .attr("jid", PAIRED_JID.parse::<Jid>().expect("jid"))
+                .attr("lid", PAIRED_LID.parse::<Jid>().expect("lid"))
+                .build(),
+            NodeBuilder::new("device-identity").bytes(identity).build(),
+            // A business primary on Android says `smba`.
+            NodeBuilder::new("platform")
+                .attr(
+                    "name",
+                    if self.config.business_name.is_some() {
+                        "smba"
+                    } else {
+                        "android"
+                    },
+                )
+                .build(),
+        ];
+        if let Some(name) = &self.config.business_name {
+            children.push(NodeBuilder::new("biz").attr("name", name.clone()).build());
+        }
         let node = NodeBuilder::new("iq")
             .attr("from", SERVER)
             .attr("type", "set")
             .attr("id", self.shared.id())
             .attr("xmlns", "md")
-            .children([NodeBuilder::new("pair-success")
-                .children([
-                    NodeBuilder::new("device")
-                        .attr("jid", PAIRED_JID.parse::<Jid>().expect("jid"))
-                        .attr("lid", PAIRED_LID.parse::<Jid>().expect("lid"))
-                        .build(),
-                    NodeBuilder::new("device-identity").bytes(identity).build(),
-                    NodeBuilder::new("platform").attr("name", "android").build(),
-                ])
-                .build()])
+            .children([NodeBuilder::new("pair-success").children(children).build()])
             .build();
         self.commands
             .send(Command::SendTo {
@@ -373,6 +525,9 @@ impl Connection {
             .await
             .map_err(|_| anyhow!("handshake timed out"))??;
         self.shared.handshakes.fetch_add(1, Ordering::SeqCst);
+        if session.ik {
+            self.shared.ik_handshakes.fetch_add(1, Ordering::SeqCst);
+        }
         self.shared
             .client_statics
             .lock()
@@ -380,17 +535,36 @@ impl Connection {
             .push(session.client_static);
         self.shared.touch();
 
-        // A registration payload (no username) means an unpaired device.
+        // A registration payload (no username) means an unpaired device;
+        // one with a username is a paired device logging in.
         let pairing = session.payload.username.is_none();
+        let mut flap_at = None;
         if pairing {
             self.send_refs(&mut ws, &mut session).await?;
+        } else {
+            let failure = self.shared.login_failure.lock().unwrap().clone();
+            if let Some(failure) = failure {
+                return close_after(&mut ws, &mut session, &failure.node()).await;
+            }
+            send(&mut ws, &mut session, &success_node()).await?;
+            self.shared.logins.fetch_add(1, Ordering::SeqCst);
+            flap_at = self
+                .shared
+                .flap_after
+                .lock()
+                .unwrap()
+                .map(|d| tokio::time::Instant::now() + d);
         }
+        let _open = (!pairing).then(|| OpenLogin::new(self.shared.clone()));
         let mut rotate = tokio::time::interval_at(
             tokio::time::Instant::now() + self.config.ref_interval,
             self.config.ref_interval,
         );
+        let flap = tokio::time::sleep_until(flap_at.unwrap_or_else(tokio::time::Instant::now));
+        tokio::pin!(flap);
         let mut decoder = FrameDecoder::new();
         loop {
+            let silent = self.shared.silent.load(Ordering::SeqCst);
             tokio::select! {
                 msg = ws.next() => match msg {
                     Some(Ok(Message::Binary(data))) => {
@@ -399,6 +573,9 @@ impl Connection {
                             let node = session.read.open(frame)?;
                             self.shared.received.lock().unwrap().push(node.clone());
                             self.shared.touch();
+                            if self.shared.silent.load(Ordering::SeqCst) {
+                                continue;
+                            }
                             if is_pair_sign(&node) {
                                 // Pairing done: the real server restarts the
                                 // stream so the client logs in as the device.
@@ -406,7 +583,7 @@ impl Connection {
                                 self.shared.touch();
                                 return close_with(&mut ws, &mut session, "515").await;
                             }
-                            if let Some(reply) = auto_reply(&node) {
+                            for reply in replies(&node) {
                                 send(&mut ws, &mut session, &reply).await?;
                             }
                         }
@@ -417,12 +594,24 @@ impl Connection {
                     Some(Err(_)) => return Ok(()),
                 },
                 cmd = self.commands.recv() => match cmd {
-                    Ok(Command::StreamError(code)) => {
-                        return close_with(&mut ws, &mut session, &code).await;
-                    }
+                    // A silent server does nothing on command but drop.
                     Ok(Command::DropTcp) => {
                         drop(ws);
                         return Ok(());
+                    }
+                    Ok(_) if silent => {}
+                    Ok(Command::StreamError(code)) => {
+                        return close_with(&mut ws, &mut session, &code).await;
+                    }
+                    Ok(Command::StreamErrorNode(node)) => {
+                        return close_after(&mut ws, &mut session, &node).await;
+                    }
+                    Ok(Command::Failure(failure)) => {
+                        return close_after(&mut ws, &mut session, &failure.node()).await;
+                    }
+                    Ok(Command::StreamEnd) => {
+                        let end = NodeBuilder::new("xmlstreamend").build();
+                        return close_after(&mut ws, &mut session, &end).await;
                     }
                     Ok(Command::Send(node)) => send(&mut ws, &mut session, &node).await?,
                     Ok(Command::SendTo { noise, node }) => {
@@ -433,7 +622,13 @@ impl Connection {
                     Err(broadcast::error::RecvError::Lagged(_)) => {}
                     Err(broadcast::error::RecvError::Closed) => return Ok(()),
                 },
-                _ = rotate.tick(), if pairing => self.send_refs(&mut ws, &mut session).await?,
+                _ = rotate.tick(), if pairing && !silent => {
+                    self.send_refs(&mut ws, &mut session).await?
+                }
+                _ = &mut flap, if flap_at.is_some() => {
+                    drop(ws);
+                    return Ok(());
+                }
             }
         }
     }
@@ -453,14 +648,21 @@ impl Connection {
         let hello = next_frame(ws, &mut decoder)
             .await?
             .ok_or_else(|| anyhow!("closed before the ClientHello"))?;
-        let (responder, server_hello) =
-            Responder::respond(&hello, &self.server_static, &self.cert)?;
-        ws.send(Message::Binary(encode_frame(&server_hello, None)?.into()))
-            .await?;
-        let finish = next_frame(ws, &mut decoder)
-            .await?
-            .ok_or_else(|| anyhow!("closed before the ClientFinish"))?;
-        responder.finish(&finish)
+        match noise::respond(&hello, &self.server_static, &self.cert)? {
+            Hello::Ik(session, server_hello) => {
+                ws.send(Message::Binary(encode_frame(&server_hello, None)?.into()))
+                    .await?;
+                Ok(*session)
+            }
+            Hello::Xx(responder, server_hello) => {
+                ws.send(Message::Binary(encode_frame(&server_hello, None)?.into()))
+                    .await?;
+                let finish = next_frame(ws, &mut decoder)
+                    .await?
+                    .ok_or_else(|| anyhow!("closed before the ClientFinish"))?;
+                responder.finish(&finish)
+            }
+        }
     }
 
     /// One `pair-device` IQ with one new ref.
@@ -499,7 +701,12 @@ async fn close_with(ws: &mut Ws, session: &mut Session, code: &str) -> anyhow::R
     let node = NodeBuilder::new("stream:error")
         .attr("code", code.to_string())
         .build();
-    send(ws, session, &node).await?;
+    close_after(ws, session, &node).await
+}
+
+/// Sends `node` and closes the WebSocket.
+async fn close_after(ws: &mut Ws, session: &mut Session, node: &Node) -> anyhow::Result<()> {
+    send(ws, session, node).await?;
     let _ = ws.close(None).await;
     // Let the close handshake finish if the client answers.
     let _ = tokio::time::timeout(Duration::from_millis(500), async {
@@ -509,6 +716,39 @@ async fn close_with(ws: &mut Ws, session: &mut Session, code: &str) -> anyhow::R
     Ok(())
 }
 
+/// Counts a logged-in connection while it is up.
+struct OpenLogin(Arc<Shared>);
+
+impl OpenLogin {
+    fn new(shared: Arc<Shared>) -> OpenLogin {
+        shared.open_logins.fetch_add(1, Ordering::SeqCst);
+        shared.touch();
+        OpenLogin(shared)
+    }
+}
+
+impl Drop for OpenLogin {
+    fn drop(&mut self) {
+        self.0.open_logins.fetch_sub(1, Ordering::SeqCst);
+        self.0.touch();
+    }
+}
+
+/// What the server says to a paired device that logged in.
+fn success_node() -> Node {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    NodeBuilder::new("success")
+        .attr("t", now.to_string())
+        .attr("props", "1")
+        .attr("creation", (now - 86_400).to_string())
+        .attr("location", "mock")
+        .attr("lid", PAIRED_LID.parse::<Jid>().expect("lid"))
+        .build()
+}
+
 /// The companion's answer to `<pair-success>`.
 fn is_pair_sign(node: &Node) -> bool {
     node.tag == "iq"
@@ -516,22 +756,48 @@ fn is_pair_sign(node: &Node) -> bool {
         && node.get_optional_child("pair-device-sign").is_some()
 }
 
-/// Pings and other requests get an empty result so the client's waiters
-/// do not hang; results (acks of our IQs) get nothing.
-fn auto_reply(node: &Node) -> Option<Node> {
+fn result_to(id: String) -> NodeBuilder {
+    NodeBuilder::new("iq")
+        .attr("from", SERVER)
+        .attr("type", "result")
+        .attr("id", id)
+}
+
+/// What the server sends back for a stanza from the client. Requests get a
+/// result shaped the way the client parses it where that matters to the
+/// login (the pre-key count, the passive/active switch, which the offline
+/// marker follows), and an empty result otherwise so no waiter hangs;
+/// results (acks of our IQs) and other stanzas get nothing.
+fn replies(node: &Node) -> Vec<Node> {
     if node.tag != "iq" {
-        return None;
+        return Vec::new();
     }
-    let kind = attr(node, "type")?;
+    let Some(kind) = attr(node, "type") else {
+        return Vec::new();
+    };
     if kind != "get" && kind != "set" {
-        return None;
+        return Vec::new();
     }
-    let id = attr(node, "id")?;
-    Some(
-        NodeBuilder::new("iq")
-            .attr("from", SERVER)
-            .attr("type", "result")
-            .attr("id", id)
-            .build(),
-    )
+    let Some(id) = attr(node, "id") else {
+        return Vec::new();
+    };
+    let xmlns = attr(node, "xmlns").unwrap_or_default();
+    let child = |tag: &str| node.get_optional_child(tag).is_some();
+    match xmlns.as_str() {
+        // The client counts the server's pre-keys; none yet, so it uploads.
+        "encrypt" if kind == "get" && child("count") => vec![
+            result_to(id)
+                .children([NodeBuilder::new("count").attr("value", "0").build()])
+                .build(),
+        ],
+        // Leaving passive mode: the server then delivers what queued up
+        // while the device was offline, ending with the offline marker.
+        "passive" if child("active") => vec![
+            result_to(id).build(),
+            NodeBuilder::new("ib")
+                .children([NodeBuilder::new("offline").attr("count", "0").build()])
+                .build(),
+        ],
+        _ => vec![result_to(id).build()],
+    }
 }

@@ -11,6 +11,10 @@
 //!   -> s, se               ClientFinish{static (enc), payload = ClientPayload (enc)}
 //! ```
 //!
+//! A paired client that cached the server's static from an earlier XX runs
+//! IK instead, one round trip: `-> e, es, s, ss, payload` then
+//! `<- e, ee, se, payload` (the cert chain), no finish.
+//!
 //! The responder below mirrors it step for step so both transcripts agree.
 //! `finish()` splits into (first, second) keys: the client writes with the
 //! first, so the server reads with the first and writes with the second.
@@ -24,7 +28,7 @@ use whatsapp_rust::buffa::{self, Message as _};
 use whatsapp_rust::wacore::libsignal::protocol::PrivateKey;
 use whatsapp_rust::wacore::noise::{NoiseCipher, NoiseHandshake};
 use whatsapp_rust::wacore_binary::Node;
-use whatsapp_rust::wacore_binary::consts::{NOISE_PATTERN_XX, WA_CONN_HEADER};
+use whatsapp_rust::wacore_binary::consts::{NOISE_PATTERN_IK, NOISE_PATTERN_XX, WA_CONN_HEADER};
 use whatsapp_rust::waproto::whatsapp as wa;
 
 /// A Curve25519 key pair as raw 32-byte halves.
@@ -117,31 +121,107 @@ pub struct Session {
     pub payload: wa::ClientPayload,
     pub read: FrameCipher,
     pub write: FrameCipher,
+    /// The handshake was IK (the client had the server's static cached).
+    pub ik: bool,
+}
+
+/// What the server answers a `ClientHello` with.
+pub enum Hello {
+    /// A fresh client (XX): send the `ServerHello`, then wait for the
+    /// client's finish.
+    Xx(Responder, Vec<u8>),
+    /// A client with the server's static cached (IK): the hello already
+    /// carried its static and payload, so the `ServerHello` ends it.
+    Ik(Box<Session>, Vec<u8>),
+}
+
+/// Reads a `ClientHello` and answers with the `ServerHello` bytes (not yet
+/// framed). IK (a hello carrying the client's static) is answered with
+/// `<- e, ee, se` and the cert chain, as WA Web's accept path does; a
+/// hello encrypted to another server key fails here, and the client falls
+/// back to XX on its next attempt.
+pub fn respond(client_hello: &[u8], server_static: &Keys, cert: &[u8]) -> anyhow::Result<Hello> {
+    let msg = wa::HandshakeMessage::decode_from_slice(client_hello)
+        .context("decoding the ClientHello")?;
+    let hello = msg
+        .client_hello
+        .into_option()
+        .ok_or_else(|| anyhow!("no client_hello"))?;
+    let client_eph: [u8; 32] = hello
+        .ephemeral
+        .ok_or_else(|| anyhow!("ClientHello without ephemeral"))?
+        .try_into()
+        .map_err(|_| anyhow!("client ephemeral is not 32 bytes"))?;
+    match (hello.r#static, hello.payload) {
+        (Some(static_ct), Some(payload_ct)) => {
+            let (session, reply) =
+                respond_ik(client_eph, &static_ct, &payload_ct, server_static, cert)?;
+            Ok(Hello::Ik(Box::new(session), reply))
+        }
+        (None, _) => {
+            let (responder, reply) = Responder::respond(client_eph, server_static, cert)?;
+            Ok(Hello::Xx(responder, reply))
+        }
+        (Some(_), None) => bail!("IK ClientHello without a payload"),
+    }
+}
+
+/// The responder side of `-> e, es, s, ss, payload` / `<- e, ee, se, payload`.
+fn respond_ik(
+    client_eph: [u8; 32],
+    static_ct: &[u8],
+    payload_ct: &[u8],
+    server_static: &Keys,
+    cert: &[u8],
+) -> anyhow::Result<(Session, Vec<u8>)> {
+    let mut noise = NoiseHandshake::new(NOISE_PATTERN_IK, &WA_CONN_HEADER)?;
+    noise.authenticate(&server_static.public); // pre-message <- s
+    noise.authenticate(&client_eph);
+    noise.mix_shared_secret(&server_static.private, &client_eph)?; // es
+    let client_static: [u8; 32] = noise
+        .decrypt(static_ct)
+        .context("decrypting the IK client static (cached for another server key?)")?
+        .try_into()
+        .map_err(|_| anyhow!("client static is not 32 bytes"))?;
+    noise.mix_shared_secret(&server_static.private, &client_static)?; // ss
+    let payload = noise
+        .decrypt(payload_ct)
+        .context("decrypting the IK client payload")?;
+    let payload =
+        wa::ClientPayload::decode_from_slice(&payload).context("decoding the ClientPayload")?;
+    let ephemeral = Keys::generate();
+    noise.authenticate(&ephemeral.public);
+    noise.mix_shared_secret(&ephemeral.private, &client_eph)?; // ee
+    noise.mix_shared_secret(&ephemeral.private, &client_static)?; // se
+    let cert_ct = noise.encrypt(cert)?;
+    let reply = wa::HandshakeMessage {
+        server_hello: buffa::MessageField::some(wa::handshake_message::ServerHello {
+            ephemeral: Some(ephemeral.public.to_vec()),
+            payload: Some(cert_ct),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let (first, second) = noise.finish()?;
+    Ok((
+        Session {
+            client_static,
+            payload,
+            read: FrameCipher::new(first),
+            write: FrameCipher::new(second),
+            ik: true,
+        },
+        reply.encode_to_vec(),
+    ))
 }
 
 impl Responder {
-    /// Reads a `ClientHello` and answers with the `ServerHello` bytes (not
-    /// yet framed).
-    pub fn respond(
-        client_hello: &[u8],
+    /// Answers an XX `ClientHello` (`<- e, ee, s, es, payload`).
+    fn respond(
+        client_eph: [u8; 32],
         server_static: &Keys,
         cert: &[u8],
     ) -> anyhow::Result<(Responder, Vec<u8>)> {
-        let msg = wa::HandshakeMessage::decode_from_slice(client_hello)
-            .context("decoding the ClientHello")?;
-        let hello = msg
-            .client_hello
-            .into_option()
-            .ok_or_else(|| anyhow!("no client_hello"))?;
-        if hello.r#static.is_some() {
-            bail!("IK ClientHello (cached server static) is not supported by the mock server");
-        }
-        let client_eph: [u8; 32] = hello
-            .ephemeral
-            .ok_or_else(|| anyhow!("ClientHello without ephemeral"))?
-            .try_into()
-            .map_err(|_| anyhow!("client ephemeral is not 32 bytes"))?;
-
         let mut noise = NoiseHandshake::new(NOISE_PATTERN_XX, &WA_CONN_HEADER)?;
         noise.authenticate(&client_eph);
         let ephemeral = Keys::generate();
@@ -197,6 +277,7 @@ impl Responder {
             payload,
             read: FrameCipher::new(first),
             write: FrameCipher::new(second),
+            ik: false,
         })
     }
 }
