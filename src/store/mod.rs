@@ -62,6 +62,10 @@ pub enum StoreError {
         #[source]
         source: serde_json::Error,
     },
+    /// A protocol client from before a logout touched the key store; its
+    /// session's keys are gone and must stay gone.
+    #[error("{op}: the session of {instance:?} this client belonged to has ended")]
+    SessionEnded { op: &'static str, instance: String },
     /// A stored value this code cannot read back. `instance` names the row: an
     /// instance name, or `journal#<id>` for a journal row.
     #[error("store row {instance:?}: column {column} holds unreadable value {value:?}")]
@@ -308,6 +312,12 @@ fn delete_sessions(conn: &Connection, op: &'static str, instance: &str) -> Resul
 #[derive(Debug)]
 pub struct Store {
     conn: Mutex<Connection>,
+    /// Per instance, how many sessions have ended in this process. A key
+    /// store handle remembers the epoch it was made in, so a protocol client
+    /// still winding down after a logout (its disconnect flushes device
+    /// state) cannot write the deleted keys back. Locked only under `conn`
+    /// or alone, never the other way round.
+    epochs: Mutex<std::collections::HashMap<String, u64>>,
 }
 
 impl Store {
@@ -350,6 +360,7 @@ impl Store {
         schema::migrate(&mut conn)?;
         Ok(Store {
             conn: Mutex::new(conn),
+            epochs: Default::default(),
         })
     }
 
@@ -361,15 +372,49 @@ impl Store {
     }
 
     /// Runs `f` on the connection under the store's lock, naming `op` in any
-    /// error. For the WhatsApp key store, whose tables live in this file so
-    /// that [`Store::end_session`] clears them in the same transaction as the
-    /// status write. `f` must not block on anything but SQLite.
+    /// error. Tests use it to look at (or break) the file directly.
+    #[cfg(test)]
     pub(crate) fn with_conn<R>(
         &self,
         op: &'static str,
         f: impl FnOnce(&mut Connection) -> rusqlite::Result<R>,
     ) -> Result<R, StoreError> {
         f(&mut self.conn()).map_err(sql(op))
+    }
+
+    /// Runs `f` on the connection under the store's lock for the WhatsApp
+    /// key store, whose tables live in this file so that
+    /// [`Store::end_session`] clears them in the same transaction as the
+    /// status write; but only while `instance`'s session is still the one of
+    /// `epoch` (see [`Store::session_epoch`]), checked under the lock
+    /// `end_session` holds, so nothing lands after its delete. `f` must not
+    /// block on anything but SQLite.
+    pub(crate) fn with_session_conn<R>(
+        &self,
+        op: &'static str,
+        instance: &str,
+        epoch: u64,
+        f: impl FnOnce(&mut Connection) -> rusqlite::Result<R>,
+    ) -> Result<R, StoreError> {
+        let mut conn = self.conn();
+        if self.session_epoch(instance) != epoch {
+            return Err(StoreError::SessionEnded {
+                op,
+                instance: instance.to_string(),
+            });
+        }
+        f(&mut conn).map_err(sql(op))
+    }
+
+    /// Which session of `instance` is current: bumped by every
+    /// [`Store::end_session`].
+    pub fn session_epoch(&self, instance: &str) -> u64 {
+        self.epochs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(instance)
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Returns the instance, creating it idle and closed if it does not exist.
@@ -522,7 +567,16 @@ impl Store {
         delete_sessions(&tx, OP, instance)?;
         // On error the transaction is dropped, rolling the deletes back.
         update_status(&tx, OP, instance, row)?;
-        tx.commit().map_err(sql(OP))
+        tx.commit().map_err(sql(OP))?;
+        // Still under the connection lock: no stale handle writes between
+        // the commit and this.
+        *self
+            .epochs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(instance.to_string())
+            .or_default() += 1;
+        Ok(())
     }
 
     /// Start-up repair: a row still saying open/connecting belongs to a

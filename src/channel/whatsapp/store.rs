@@ -89,13 +89,19 @@ fn count_u32(n: usize) -> u32 {
 pub struct WaStore {
     store: Arc<Store>,
     instance: String,
+    /// The session this handle belongs to: once a logout ends it, every
+    /// read and write fails instead of resurrecting deleted keys.
+    epoch: u64,
 }
 
 impl WaStore {
     pub fn new(store: Arc<Store>, instance: impl Into<String>) -> WaStore {
+        let instance = instance.into();
+        let epoch = store.session_epoch(&instance);
         WaStore {
             store,
-            instance: instance.into(),
+            instance,
+            epoch,
         }
     }
 
@@ -110,7 +116,9 @@ impl WaStore {
         f: impl FnOnce(&Connection, &str) -> rusqlite::Result<R>,
     ) -> WaResult<R> {
         self.store
-            .with_conn(op, |conn| f(conn, &self.instance))
+            .with_session_conn(op, &self.instance, self.epoch, |conn| {
+                f(conn, &self.instance)
+            })
             .map_err(|e| WaError::Database(Box::new(e)))
     }
 
@@ -123,7 +131,7 @@ impl WaStore {
         f: impl FnOnce(&Connection, &str) -> rusqlite::Result<R>,
     ) -> WaResult<R> {
         self.store
-            .with_conn(op, |conn| {
+            .with_session_conn(op, &self.instance, self.epoch, |conn| {
                 let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
                 let out = f(&tx, &self.instance)?;
                 tx.commit()?;
@@ -2246,7 +2254,21 @@ mod tests {
             assert_eq!(rows(&store, table, "a"), 0, "{table} kept rows of a");
         }
         assert!(!store.session_exists("a").expect("exists"));
-        assert_empty(&a).await;
+        // A client still winding down after the logout (its disconnect
+        // flushes device state) cannot write the keys back.
+        let err = a
+            .store_prekey(9, b"late", false)
+            .await
+            .expect_err("a handle from before the logout");
+        let source = std::error::Error::source(&err).expect("source").to_string();
+        assert!(source.contains("has ended"), "{source}");
+        assert_eq!(rows(&store, "wa_prekeys", "a"), 0);
+        assert!(!store.session_exists("a").expect("exists"));
+        // The next session's handle starts empty and works.
+        let next = WaStore::new(Arc::clone(&store), "a");
+        assert_empty(&next).await;
+        fill(&next, 4).await;
+        assert_filled(&next, 4).await;
         assert_eq!(
             store.instance("a").expect("read").expect("a").status,
             logged_out(5)
@@ -2272,7 +2294,7 @@ mod tests {
             .ensure_instance("orphan", "whatsapp", 6)
             .expect("ensure");
         store.end_session("orphan", &logged_out(7)).expect("end");
-        assert_empty(&s).await;
+        assert_empty(&WaStore::new(Arc::clone(&store), "orphan")).await;
     }
 
     #[tokio::test]
