@@ -177,12 +177,18 @@ impl Default for ScriptConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WhatsappConfig {
     pub url: String,
+    /// Ping a server that has been quiet this long.
+    pub ping_interval_ms: u64,
+    /// A ping unanswered this long means the socket is dead.
+    pub ping_timeout_ms: u64,
 }
 
 impl Default for WhatsappConfig {
     fn default() -> Self {
         WhatsappConfig {
             url: DEFAULT_WHATSAPP_URL.to_string(),
+            ping_interval_ms: 25_000,
+            ping_timeout_ms: 10_000,
         }
     }
 }
@@ -566,6 +572,8 @@ struct RawScript {
 #[serde(deny_unknown_fields)]
 struct RawWhatsapp {
     url: Option<Spanned<String>>,
+    ping_interval_ms: Option<Spanned<u64>>,
+    ping_timeout_ms: Option<Spanned<u64>>,
 }
 
 #[derive(Deserialize)]
@@ -697,18 +705,24 @@ fn parse_file(text: &str, origin: &Path) -> Result<Layered, ConfigError> {
         }
     }
 
-    if let Some(w) = &raw.whatsapp
-        && let Some(v) = &w.url
-    {
-        let url = v.get_ref();
-        if !has_scheme_and_rest(url, &["ws://", "wss://"]) {
-            return Err(ctx.err(
-                v,
-                "whatsapp.url",
-                format!("must be a ws:// or wss:// URL, got {url:?}"),
-            ));
+    if let Some(w) = &raw.whatsapp {
+        if let Some(v) = &w.url {
+            let url = v.get_ref();
+            if !has_scheme_and_rest(url, &["ws://", "wss://"]) {
+                return Err(ctx.err(
+                    v,
+                    "whatsapp.url",
+                    format!("must be a ws:// or wss:// URL, got {url:?}"),
+                ));
+            }
+            l.config.whatsapp.url = url.clone();
         }
-        l.config.whatsapp.url = url.clone();
+        if let Some(v) = &w.ping_interval_ms {
+            l.config.whatsapp.ping_interval_ms = ctx.positive(v, "whatsapp.ping_interval_ms")?;
+        }
+        if let Some(v) = &w.ping_timeout_ms {
+            l.config.whatsapp.ping_timeout_ms = ctx.positive(v, "whatsapp.ping_timeout_ms")?;
+        }
     }
 
     if let Some(a) = &raw.api {
@@ -1314,6 +1328,8 @@ command_prefix = "/"
 
 [whatsapp]
 url = "ws://127.0.0.1:9000/ws"
+ping_interval_ms = 5000
+ping_timeout_ms = 2000
 
 [api]
 listen = "0.0.0.0:9090"
@@ -1435,6 +1451,8 @@ format = "json"
             }
         );
         assert_eq!(c.whatsapp.url, "ws://127.0.0.1:9000/ws");
+        assert_eq!(c.whatsapp.ping_interval_ms, 5000);
+        assert_eq!(c.whatsapp.ping_timeout_ms, 2000);
         assert_eq!(
             c.api,
             Some(ApiConfig {
@@ -1979,6 +1997,10 @@ format = "json"
             (
                 "[[instance]]\nname = \"a\"\nchannel = \"telegram\"\n",
                 "moonwire.toml:3: instance[0].channel: must be \"whatsapp\" or \"console\"",
+            ),
+            (
+                "[whatsapp]\nping_timeout_ms = 0\n",
+                "moonwire.toml:2: whatsapp.ping_timeout_ms: must be at least 1",
             ),
             (
                 "[[instance]]\nname = \"a\"\nphone = \"12345\"\n",

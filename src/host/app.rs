@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use super::scripts::ScriptHooks;
 use super::{EventBus, Host, HostError, HostSettings, InstanceHandle};
@@ -46,8 +47,8 @@ pub struct App {
     pub scripts: Arc<ScriptHooks>,
     console_out: Arc<ConsoleOut>,
     sims: Mutex<BTreeMap<String, Arc<ConsoleSim>>>,
-    whatsapp_url: String,
-    whatsapp_version: Option<(u32, u32, u32)>,
+    /// What each WhatsApp instance starts from (its phone is its own).
+    whatsapp: WhatsappOptions,
 }
 
 impl App {
@@ -68,15 +69,22 @@ impl App {
             scripts,
             console_out,
             sims: Default::default(),
-            whatsapp_url: crate::channel::whatsapp::transport::DEFAULT_URL.to_string(),
-            whatsapp_version: None,
+            whatsapp: WhatsappOptions::new(crate::channel::whatsapp::transport::DEFAULT_URL),
         })
     }
 
     /// Where WhatsApp instances connect (`[whatsapp] url`; tests point it at
     /// a local server).
     pub fn with_whatsapp_url(mut self, url: impl Into<String>) -> App {
-        self.whatsapp_url = url.into();
+        self.whatsapp.url = url.into();
+        self
+    }
+
+    /// How soon a silent server is taken for dead (`[whatsapp]
+    /// ping_interval_ms`, `ping_timeout_ms`).
+    pub fn with_whatsapp_ping(mut self, interval: Duration, timeout: Duration) -> App {
+        self.whatsapp.ping_interval = interval;
+        self.whatsapp.ping_timeout = timeout;
         self
     }
 
@@ -84,7 +92,7 @@ impl App {
     /// fetching it over HTTP per attempt. For tests against the offline mock
     /// server; `moonwire` itself never sets it.
     pub fn with_whatsapp_version(mut self, version: (u32, u32, u32)) -> App {
-        self.whatsapp_version = Some(version);
+        self.whatsapp.version = Some(version);
         self
     }
 
@@ -136,9 +144,8 @@ impl App {
                 handle
             }
             ChannelKind::Whatsapp => {
-                let mut options = WhatsappOptions::new(self.whatsapp_url.clone());
+                let mut options = self.whatsapp.clone();
                 options.phone = phone;
-                options.version = self.whatsapp_version;
                 let store = self.store.clone();
                 self.host.add_instance(name, channel.as_str(), |events| {
                     Box::new(WhatsappChannel::new(store, name, options, events))

@@ -47,6 +47,12 @@ pub struct WhatsappOptions {
     /// HTTP before each attempt. Tests only (the mock server is offline);
     /// normal builds leave it `None`.
     pub version: Option<(u32, u32, u32)>,
+    /// After this long without hearing from the server, ping it; with no
+    /// answer within `ping_timeout` the socket is taken for dead and the
+    /// attempt ends as `connection_lost`. The library's own check takes
+    /// 35–50 s and cannot be tuned; this one can.
+    pub ping_interval: Duration,
+    pub ping_timeout: Duration,
 }
 
 impl WhatsappOptions {
@@ -57,6 +63,8 @@ impl WhatsappOptions {
             connect_timeout: Duration::from_secs(20),
             http_timeout: Duration::from_secs(30),
             version: None,
+            ping_interval: Duration::from_secs(25),
+            ping_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -76,6 +84,8 @@ struct AttemptState {
     stream_code: Mutex<Option<u16>>,
     /// Pairing by phone code: the QR refs the server also sends are noise.
     pair_by_code: bool,
+    /// The server ended the stream cleanly (`<xmlstreamend/>`).
+    stream_end: AtomicBool,
 }
 
 impl AttemptState {
@@ -88,6 +98,11 @@ impl AttemptState {
     fn ended(&self, fallback: EventKind) -> EventKind {
         match self.stream_code() {
             Some(code) => closed(Some(code), None, format!("stream error {code}")),
+            None if self.stream_end.load(Ordering::SeqCst) => closed(
+                Some(428),
+                Some(ReasonKind::ConnectionClosed),
+                "the server ended the stream",
+            ),
             None => fallback,
         }
     }
@@ -118,6 +133,9 @@ impl EventHandler for Forwarder {
         match &*event {
             Event::RawNode(node) => {
                 let n = node.get();
+                if n.tag.as_ref() == "xmlstreamend" {
+                    st.stream_end.store(true, Ordering::SeqCst);
+                }
                 if n.tag.as_ref() == "stream:error" && n.get_optional_child("conflict").is_none() {
                     let code = n
                         .get_attr("code")
@@ -441,7 +459,14 @@ async fn attempt(
     // Raw stanzas carry the stream-error codes the library does not turn
     // into events (429, 503, 515 on an established session).
     let _raw = client.acquire_raw_node_forwarding();
+    let dog = tokio::spawn(watchdog(
+        st.clone(),
+        client.clone(),
+        options.ping_interval,
+        options.ping_timeout,
+    ));
     bot.run().await;
+    dog.abort();
     // After pairing the server closes with 515 and the library says nothing.
     // A stream error the library took as "expected" (515 on an established
     // session) ends run() without an event; its code says what it was.
@@ -467,6 +492,58 @@ async fn attempt(
     st.emit(st.ended(fallback));
 }
 
+/// Pings a quiet server and ends the attempt when it does not answer, so a
+/// socket that died without a FIN is noticed in `ping_interval +
+/// ping_timeout` rather than whenever the library's own check fires.
+async fn watchdog(
+    st: Arc<AttemptState>,
+    client: Arc<Client>,
+    interval: Duration,
+    timeout: Duration,
+) {
+    let interval_ms = u64::try_from(interval.as_millis()).unwrap_or(u64::MAX);
+    loop {
+        tokio::time::sleep(interval).await;
+        if st.closed.load(Ordering::SeqCst) {
+            return;
+        }
+        if !st.connected.load(Ordering::SeqCst) {
+            continue;
+        }
+        let quiet_ms = wacore::protocol::keepalive::now_ms()
+            .saturating_sub(client.stats().last_data_received_ms);
+        if quiet_ms < interval_ms {
+            continue;
+        }
+        match client
+            .execute(wacore::iq::keepalive::KeepaliveSpec::with_timeout(timeout))
+            .await
+        {
+            Ok(()) => {}
+            Err(whatsapp_rust::IqError::Timeout) => {
+                tracing::warn!(
+                    quiet_ms,
+                    "no answer to a ping in {} ms: taking the socket for dead",
+                    timeout.as_millis()
+                );
+                st.emit(closed(
+                    Some(408),
+                    Some(ReasonKind::ConnectionLost),
+                    format!(
+                        "the server did not answer a ping within {} ms",
+                        timeout.as_millis()
+                    ),
+                ));
+                client.disconnect().await;
+                return;
+            }
+            // Not connected any more and the like: the library reports that
+            // close itself.
+            Err(e) => tracing::debug!("ping failed: {e}"),
+        }
+    }
+}
+
 impl Channel for WhatsappChannel {
     fn connect(&mut self, conn: u64) {
         self.close();
@@ -480,6 +557,7 @@ impl Channel for WhatsappChannel {
             recent: self.recent.clone(),
             stream_code: Mutex::new(None),
             pair_by_code: self.options.phone.is_some(),
+            stream_end: AtomicBool::new(false),
         });
         self.current = Some(st.clone());
         tokio::spawn(attempt(
