@@ -3,147 +3,11 @@
 
 mod support;
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use moonwire::channel::console::ConsoleOut;
-use moonwire::config::ChannelKind;
-use moonwire::host::app::App;
-use moonwire::host::instance::InstanceHandle;
-use moonwire::host::{EventBus, HostEvent, HostSettings};
-use moonwire::lifecycle::{ReasonKind, Settings, State, StatusRow};
-use moonwire::script::EngineConfig;
-use moonwire::store::Store;
+use moonwire::lifecycle::{ReasonKind, State};
+use support::rig::{Rig, WAIT, pairing_code};
 use support::{MockConfig, MockServer};
-use tokio::sync::Notify;
-
-/// Any version: the mock does not check it, and pinning it skips the HTTP
-/// fetch the client would otherwise make before each attempt.
-const VERSION: (u32, u32, u32) = (2, 3000, 1_000_000_000);
-
-const WAIT: Duration = Duration::from_secs(5);
-
-/// Every state the instance went through, in order (a watch would miss the
-/// short ones: with a 10 ms base, `reconnecting` lasts a few ms).
-#[derive(Default)]
-struct States {
-    seen: Mutex<Vec<State>>,
-    /// The status row written with each state in `seen`, at the same index.
-    rows: Mutex<Vec<StatusRow>>,
-    changed: Notify,
-}
-
-impl States {
-    /// Waits for a state after index `from` that `pred` accepts; returns its
-    /// index and the state.
-    async fn wait_for(
-        &self,
-        from: usize,
-        what: &str,
-        pred: impl Fn(&State) -> bool,
-    ) -> (usize, State) {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            let changed = self.changed.notified();
-            {
-                let seen = self.seen.lock().unwrap();
-                if let Some(i) = (from..seen.len()).find(|&i| pred(&seen[i])) {
-                    return (i, seen[i].clone());
-                }
-                if tokio::time::Instant::now() >= deadline {
-                    panic!("timed out waiting for {what}; states: {:#?}", *seen);
-                }
-            }
-            let _ = tokio::time::timeout(Duration::from_millis(50), changed).await;
-        }
-    }
-}
-
-struct Rig {
-    app: App,
-    handle: InstanceHandle,
-    states: Arc<States>,
-    dir: tempfile::TempDir,
-}
-
-impl Rig {
-    fn start(server: &MockServer) -> Rig {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(dir.path().join("scripts")).unwrap();
-        let store = Arc::new(Store::open(&dir.path().join("moonwire.db")).unwrap());
-        let bus = EventBus::default();
-        let states = Arc::new(States::default());
-        {
-            let states = states.clone();
-            bus.observe(move |ev| {
-                if let HostEvent::State {
-                    transition, row, ..
-                } = ev
-                {
-                    // Row first: whoever sees the state may look its row up.
-                    states.rows.lock().unwrap().push(row.clone());
-                    states.seen.lock().unwrap().push(transition.state.clone());
-                    states.changed.notify_waiters();
-                }
-            });
-        }
-        let settings = HostSettings {
-            reconnect: Settings {
-                base_ms: 10,
-                cap_ms: 50,
-                ..Settings::default()
-            },
-            ..HostSettings::default()
-        };
-        let engine = EngineConfig {
-            dir: dir.path().join("scripts"),
-            ..EngineConfig::default()
-        };
-        let app = App::new(
-            store,
-            bus,
-            settings,
-            engine,
-            Arc::new(ConsoleOut::logging()),
-        )
-        .unwrap()
-        .with_whatsapp_url(server.url())
-        .with_whatsapp_version(VERSION);
-        let handle = app.start_instance("wa", ChannelKind::Whatsapp).unwrap();
-        handle.connect();
-        Rig {
-            app,
-            handle,
-            states,
-            dir,
-        }
-    }
-
-    async fn stop(self) {
-        self.handle.stop();
-        self.app.shutdown().await;
-    }
-}
-
-/// The whatsapp-rust device row in the instance's key store, as JSON.
-fn stored_device(rig: &Rig) -> serde_json::Value {
-    let db = rusqlite::Connection::open(rig.dir.path().join("moonwire.db")).unwrap();
-    let bytes: Vec<u8> = db
-        .query_row(
-            "SELECT value FROM wa_kv WHERE instance = 'wa' AND ns = 'device' AND key = ''",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
-    serde_json::from_slice(&bytes).unwrap()
-}
-
-fn pairing_code(s: &State) -> Option<&str> {
-    match s {
-        State::Pairing { code, .. } => Some(code),
-        _ => None,
-    }
-}
 
 fn reconnecting_for(s: &State, kind: ReasonKind) -> bool {
     matches!(s, State::Reconnecting { reason, .. } if reason.kind == kind)
@@ -318,7 +182,7 @@ async fn scanning_the_qr_pairs_and_the_515_restarts_as_the_paired_device() {
         .wait_for(0, "pairing", |s| pairing_code(s).is_some())
         .await;
     let code = pairing_code(&state).unwrap().to_string();
-    let before = stored_device(&rig);
+    let before = rig.stored_device().unwrap();
     assert!(
         before["pn"].is_null() && before["account"].is_null(),
         "{before}"
@@ -355,7 +219,7 @@ async fn scanning_the_qr_pairs_and_the_515_restarts_as_the_paired_device() {
     assert!(rig.app.store.session_exists("wa").unwrap());
     // The key store holds the registered device: the phone's JID and LID and
     // the signed account identity.
-    let device = stored_device(&rig);
+    let device = rig.stored_device().unwrap();
     assert_eq!(device["pn"]["user"], "15551234567", "{device}");
     assert_eq!(device["pn"]["device"], 1, "{device}");
     assert_eq!(device["lid"]["user"], "100000000000001", "{device}");

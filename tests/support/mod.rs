@@ -25,6 +25,7 @@
 
 pub mod noise;
 pub mod phone;
+pub mod rig;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -141,6 +142,8 @@ struct Shared {
     flap_after: Mutex<Option<Duration>>,
     logins: AtomicUsize,
     ik_handshakes: AtomicUsize,
+    /// Drop the TCP connection on receiving an unlink IQ, unanswered.
+    drop_on_unlink: AtomicBool,
     /// Connections that got `<success>` and are still up.
     open_logins: AtomicUsize,
     next_id: AtomicU64,
@@ -303,6 +306,12 @@ impl MockServer {
     /// this long after its `<success>`.
     pub fn flap(&self, after: Option<Duration>) {
         *self.shared.flap_after.lock().unwrap() = after;
+    }
+
+    /// While set, a `remove-companion-device` IQ (a logout's unlink) gets
+    /// no answer: the server drops the TCP connection instead.
+    pub fn drop_on_unlink(&self, drop: bool) {
+        self.shared.drop_on_unlink.store(drop, Ordering::SeqCst);
     }
 
     /// Logins answered with `<success>`.
@@ -576,6 +585,10 @@ impl Connection {
                             if self.shared.silent.load(Ordering::SeqCst) {
                                 continue;
                             }
+                            if is_unlink(&node) && self.shared.drop_on_unlink.load(Ordering::SeqCst) {
+                                drop(ws);
+                                return Ok(());
+                            }
                             if is_pair_sign(&node) {
                                 // Pairing done: the real server restarts the
                                 // stream so the client logs in as the device.
@@ -747,6 +760,11 @@ fn success_node() -> Node {
         .attr("location", "mock")
         .attr("lid", PAIRED_LID.parse::<Jid>().expect("lid"))
         .build()
+}
+
+/// A logout's `<iq xmlns="md"><remove-companion-device/></iq>`.
+fn is_unlink(node: &Node) -> bool {
+    node.tag == "iq" && node.get_optional_child("remove-companion-device").is_some()
 }
 
 /// The companion's answer to `<pair-success>`.

@@ -1,0 +1,263 @@
+//! The real host (library API) with one WhatsApp instance pointed at a
+//! [`MockServer`](super::MockServer), recording every state it goes through
+//! and, through a Lua script, every lifecycle hook it calls.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use moonwire::channel::console::ConsoleOut;
+use moonwire::config::ChannelKind;
+use moonwire::host::app::App;
+use moonwire::host::instance::InstanceHandle;
+use moonwire::host::{EventBus, HostEvent, HostSettings};
+use moonwire::lifecycle::{Settings, State, StatusRow};
+use moonwire::script::EngineConfig;
+use moonwire::store::Store;
+use tokio::sync::Notify;
+
+use super::MockServer;
+
+/// Any version: the mock does not check it, and pinning it skips the HTTP
+/// fetch the client would otherwise make before each attempt.
+pub const VERSION: (u32, u32, u32) = (2, 3000, 1_000_000_000);
+
+pub const WAIT: Duration = Duration::from_secs(5);
+
+/// The instance every rig runs.
+pub const INSTANCE: &str = "wa";
+
+/// Records each lifecycle hook call as `name:kind` in the script store.
+pub const HOOKS_LUA: &str = r#"
+local function record(name, info)
+  local calls = bot.store.get("calls") or {}
+  calls[#calls + 1] = name .. ":" .. ((info and info.kind) or "")
+  bot.store.set("calls", calls)
+end
+function on_open(info) record("on_open") end
+function on_close(info) record("on_close", info) end
+function on_logout(info) record("on_logout", info) end
+"#;
+
+/// Every state the instance went through, in order (a watch would miss the
+/// short ones: with a 10 ms base, `reconnecting` lasts a few ms).
+#[derive(Default)]
+pub struct States {
+    pub seen: Mutex<Vec<State>>,
+    /// The status row written with each state in `seen`, at the same index.
+    pub rows: Mutex<Vec<StatusRow>>,
+    changed: Notify,
+}
+
+impl States {
+    /// Waits for a state after index `from` that `pred` accepts; returns its
+    /// index and the state.
+    pub async fn wait_for(
+        &self,
+        from: usize,
+        what: &str,
+        pred: impl Fn(&State) -> bool,
+    ) -> (usize, State) {
+        self.wait_for_within(WAIT, from, what, pred)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// As `wait_for`, with its own deadline, answering an error instead of
+    /// panicking.
+    pub async fn wait_for_within(
+        &self,
+        within: Duration,
+        from: usize,
+        what: &str,
+        pred: impl Fn(&State) -> bool,
+    ) -> Result<(usize, State), String> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let changed = self.changed.notified();
+            {
+                let seen = self.seen.lock().unwrap();
+                if let Some(i) = (from..seen.len()).find(|&i| pred(&seen[i])) {
+                    return Ok((i, seen[i].clone()));
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    let names: Vec<_> = seen[from.min(seen.len())..]
+                        .iter()
+                        .map(|s| s.name().as_str())
+                        .collect();
+                    return Err(format!(
+                        "timed out waiting for {what}; states since: {names:?}"
+                    ));
+                }
+            }
+            let _ = tokio::time::timeout(Duration::from_millis(50), changed).await;
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.seen.lock().unwrap().len()
+    }
+
+    pub fn row(&self, i: usize) -> StatusRow {
+        self.rows.lock().unwrap()[i].clone()
+    }
+
+    pub fn since(&self, from: usize) -> Vec<State> {
+        let seen = self.seen.lock().unwrap();
+        seen[from.min(seen.len())..].to_vec()
+    }
+}
+
+pub struct Rig {
+    pub app: App,
+    pub handle: InstanceHandle,
+    pub states: Arc<States>,
+    pub dir: PathBuf,
+    /// Keeps a rig-owned data dir alive.
+    _tmp: Option<tempfile::TempDir>,
+}
+
+/// Fast reconnects, so every case takes milliseconds of backoff.
+pub fn fast_settings() -> HostSettings {
+    HostSettings {
+        reconnect: Settings {
+            base_ms: 10,
+            cap_ms: 50,
+            ..Settings::default()
+        },
+        ..HostSettings::default()
+    }
+}
+
+impl Rig {
+    /// A fresh data dir, fast reconnects, connected at once.
+    pub fn start(server: &MockServer) -> Rig {
+        Rig::start_with(server, fast_settings())
+    }
+
+    pub fn start_with(server: &MockServer, settings: HostSettings) -> Rig {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut rig = Rig::start_in(server, tmp.path(), settings);
+        rig._tmp = Some(tmp);
+        rig
+    }
+
+    /// A host over `dir` (kept by the caller, so a second host can start
+    /// over the same database after the first stopped).
+    pub fn start_in(server: &MockServer, dir: &Path, settings: HostSettings) -> Rig {
+        let scripts = dir.join("scripts");
+        std::fs::create_dir_all(&scripts).unwrap();
+        std::fs::write(scripts.join("hooks.lua"), HOOKS_LUA).unwrap();
+        let store = Arc::new(Store::open(&dir.join("moonwire.db")).unwrap());
+        let bus = EventBus::default();
+        let states = Arc::new(States::default());
+        {
+            let states = states.clone();
+            bus.observe(move |ev| {
+                if let HostEvent::State {
+                    transition, row, ..
+                } = ev
+                {
+                    // Row first: whoever sees the state may look its row up.
+                    states.rows.lock().unwrap().push(row.clone());
+                    states.seen.lock().unwrap().push(transition.state.clone());
+                    states.changed.notify_waiters();
+                }
+            });
+        }
+        let engine = EngineConfig {
+            dir: scripts,
+            ..EngineConfig::default()
+        };
+        let app = App::new(
+            store,
+            bus,
+            settings,
+            engine,
+            Arc::new(ConsoleOut::logging()),
+        )
+        .unwrap()
+        .with_whatsapp_url(server.url())
+        .with_whatsapp_version(VERSION)
+        .with_whatsapp_ping(Duration::from_millis(300), Duration::from_millis(300));
+        let handle = app.start_instance(INSTANCE, ChannelKind::Whatsapp).unwrap();
+        handle.connect();
+        Rig {
+            app,
+            handle,
+            states,
+            dir: dir.to_path_buf(),
+            _tmp: None,
+        }
+    }
+
+    pub async fn stop(self) {
+        self.handle.stop();
+        self.app.shutdown().await;
+    }
+
+    /// The hook calls recorded so far, as `name:kind`.
+    pub fn hook_calls(&self) -> Vec<String> {
+        match self.app.store.kv_get(INSTANCE, "hooks", "calls") {
+            Ok(Some(serde_json::Value::Array(v))) => v
+                .into_iter()
+                .filter_map(|c| c.as_str().map(str::to_string))
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Waits (up to `within`) for hook calls beyond the first `from`.
+    pub async fn hook_calls_after(&self, from: usize, within: Duration) -> Vec<String> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let calls = self.hook_calls();
+            if calls.len() > from || tokio::time::Instant::now() >= deadline {
+                return calls
+                    .get(from..)
+                    .map(<[String]>::to_vec)
+                    .unwrap_or_default();
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The whatsapp-rust device row in the instance's key store, as JSON.
+    pub fn stored_device(&self) -> Option<serde_json::Value> {
+        let db = rusqlite::Connection::open(self.dir.join("moonwire.db")).unwrap();
+        let bytes: Vec<u8> = db
+            .query_row(
+                "SELECT value FROM wa_kv WHERE instance = ?1 AND ns = 'device' AND key = ''",
+                [INSTANCE],
+                |r| r.get(0),
+            )
+            .ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    /// Waits for the first QR code and has the mock's phone scan it; answers
+    /// once the instance is open as the paired device, with the index of
+    /// that `open`.
+    pub async fn pair(&self, server: &MockServer) -> usize {
+        let (_, state) = self
+            .states
+            .wait_for(0, "pairing", |s| pairing_code(s).is_some())
+            .await;
+        let code = pairing_code(&state).unwrap().to_string();
+        assert_eq!(server.scan(&code), 1, "no connection took the scan");
+        let (i, _) = self
+            .states
+            .wait_for(0, "open after the scan", |s| {
+                matches!(s, State::Open { .. })
+            })
+            .await;
+        i
+    }
+}
+
+pub fn pairing_code(s: &State) -> Option<&str> {
+    match s {
+        State::Pairing { code, .. } => Some(code),
+        _ => None,
+    }
+}
