@@ -113,11 +113,6 @@ enum Command {
     StreamEnd,
     DropTcp,
     Send(Node),
-    /// Sent only on the connection whose client static key is `noise`.
-    SendTo {
-        noise: [u8; 32],
-        node: Node,
-    },
 }
 
 #[derive(Default)]
@@ -142,6 +137,9 @@ struct Shared {
     flap_after: Mutex<Option<Duration>>,
     logins: AtomicUsize,
     ik_handshakes: AtomicUsize,
+    /// Each established connection's client static key and a way to send
+    /// to that connection alone.
+    direct: Mutex<Vec<([u8; 32], tokio::sync::mpsc::UnboundedSender<Node>)>>,
     /// Drop the TCP connection on receiving an unlink IQ, unanswered.
     drop_on_unlink: AtomicBool,
     /// Connections that got `<success>` and are still up.
@@ -200,7 +198,8 @@ impl MockServer {
         let shared = Arc::new(Shared::default());
         let server_static = Keys::generate();
         let cert = noise::cert_chain(&server_static.public);
-        let (commands, _) = broadcast::channel(16);
+        // Roomy: a connection that lags behind loses commands.
+        let (commands, _) = broadcast::channel(1024);
         let config_for_server = config.clone();
         let accept = {
             let shared = shared.clone();
@@ -350,9 +349,8 @@ impl MockServer {
 
     /// Plays the phone scanning `qr_code` (as the client showed it): sends
     /// `<pair-success>` for [`PAIRED_JID`] to the connection whose Noise
-    /// static key the code carries. Answers how many open connections were
-    /// offered it (each sends it only if that key is its client's). When
-    /// the client answers with
+    /// static key the code carries. Answers how many open connections got it
+    /// (0 when that client is gone). When the client answers with
     /// `<pair-device-sign>`, the server closes with a 515.
     pub fn scan(&self, qr_code: &str) -> usize {
         let qr = phone::Qr::parse(qr_code).expect("a companion QR code");
@@ -386,12 +384,13 @@ impl MockServer {
             .attr("xmlns", "md")
             .children([NodeBuilder::new("pair-success").children(children).build()])
             .build();
-        self.commands
-            .send(Command::SendTo {
-                noise: qr.noise,
-                node,
-            })
-            .unwrap_or(0)
+        let mut direct = self.shared.direct.lock().unwrap();
+        direct.retain(|(_, tx)| !tx.is_closed());
+        direct
+            .iter()
+            .filter(|(key, _)| *key == qr.noise)
+            .filter(|(_, tx)| tx.send(node.clone()).is_ok())
+            .count()
     }
 
     /// The `<pair-device-sign>` answers received (the whole `iq`).
@@ -565,6 +564,12 @@ impl Connection {
                 .map(|d| tokio::time::Instant::now() + d);
         }
         let _open = (!pairing).then(|| OpenLogin::new(self.shared.clone()));
+        let (direct_tx, mut direct) = tokio::sync::mpsc::unbounded_channel();
+        self.shared
+            .direct
+            .lock()
+            .unwrap()
+            .push((session.client_static, direct_tx));
         let mut rotate = tokio::time::interval_at(
             tokio::time::Instant::now() + self.config.ref_interval,
             self.config.ref_interval,
@@ -627,14 +632,14 @@ impl Connection {
                         return close_after(&mut ws, &mut session, &end).await;
                     }
                     Ok(Command::Send(node)) => send(&mut ws, &mut session, &node).await?,
-                    Ok(Command::SendTo { noise, node }) => {
-                        if noise == session.client_static {
-                            send(&mut ws, &mut session, &node).await?;
-                        }
-                    }
                     Err(broadcast::error::RecvError::Lagged(_)) => {}
                     Err(broadcast::error::RecvError::Closed) => return Ok(()),
                 },
+                Some(node) = direct.recv() => {
+                    if !silent {
+                        send(&mut ws, &mut session, &node).await?;
+                    }
+                }
                 _ = rotate.tick(), if pairing && !silent => {
                     self.send_refs(&mut ws, &mut session).await?
                 }

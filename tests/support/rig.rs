@@ -179,7 +179,9 @@ impl Rig {
         .unwrap()
         .with_whatsapp_url(server.url())
         .with_whatsapp_version(VERSION)
-        .with_whatsapp_ping(Duration::from_millis(300), Duration::from_millis(300));
+        // Quick to notice a silent server, yet slow enough to answer that a
+        // busy test machine does not look like one.
+        .with_whatsapp_ping(Duration::from_millis(300), Duration::from_secs(1));
         let handle = app.start_instance(INSTANCE, ChannelKind::Whatsapp).unwrap();
         handle.connect();
         Rig {
