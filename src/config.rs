@@ -181,6 +181,9 @@ pub struct WhatsappConfig {
     pub ping_interval_ms: u64,
     /// A ping unanswered this long means the socket is dead.
     pub ping_timeout_ms: u64,
+    /// The web client version to announce; `None`: ask WhatsApp's site for
+    /// the current one before each attempt.
+    pub version: Option<(u32, u32, u32)>,
 }
 
 impl Default for WhatsappConfig {
@@ -189,6 +192,7 @@ impl Default for WhatsappConfig {
             url: DEFAULT_WHATSAPP_URL.to_string(),
             ping_interval_ms: 25_000,
             ping_timeout_ms: 10_000,
+            version: None,
         }
     }
 }
@@ -574,6 +578,7 @@ struct RawWhatsapp {
     url: Option<Spanned<String>>,
     ping_interval_ms: Option<Spanned<u64>>,
     ping_timeout_ms: Option<Spanned<u64>>,
+    version: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -722,6 +727,10 @@ fn parse_file(text: &str, origin: &Path) -> Result<Layered, ConfigError> {
         }
         if let Some(v) = &w.ping_timeout_ms {
             l.config.whatsapp.ping_timeout_ms = ctx.positive(v, "whatsapp.ping_timeout_ms")?;
+        }
+        if let Some(v) = &w.version {
+            l.config.whatsapp.version =
+                Some(parse_version(v.get_ref()).map_err(|m| ctx.err(v, "whatsapp.version", m))?);
         }
     }
 
@@ -1242,6 +1251,16 @@ fn check_command_prefix(prefix: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// `"2.3000.1027934701"` → `(2, 3000, 1027934701)`.
+fn parse_version(s: &str) -> Result<(u32, u32, u32), String> {
+    let bad = || format!("must be three numbers like \"2.3000.1027934701\", got {s:?}");
+    let mut parts = s.split('.').map(|p| p.parse::<u32>().map_err(|_| bad()));
+    match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some(a), Some(b), Some(c), None) => Ok((a?, b?, c?)),
+        _ => Err(bad()),
+    }
+}
+
 fn has_scheme_and_rest(url: &str, schemes: &[&str]) -> bool {
     schemes.iter().any(|s| {
         url.get(..s.len())
@@ -1330,6 +1349,7 @@ command_prefix = "/"
 url = "ws://127.0.0.1:9000/ws"
 ping_interval_ms = 5000
 ping_timeout_ms = 2000
+version = "2.3000.1027934701"
 
 [api]
 listen = "0.0.0.0:9090"
@@ -1453,6 +1473,7 @@ format = "json"
         assert_eq!(c.whatsapp.url, "ws://127.0.0.1:9000/ws");
         assert_eq!(c.whatsapp.ping_interval_ms, 5000);
         assert_eq!(c.whatsapp.ping_timeout_ms, 2000);
+        assert_eq!(c.whatsapp.version, Some((2, 3000, 1027934701)));
         assert_eq!(
             c.api,
             Some(ApiConfig {
@@ -1997,6 +2018,14 @@ format = "json"
             (
                 "[[instance]]\nname = \"a\"\nchannel = \"telegram\"\n",
                 "moonwire.toml:3: instance[0].channel: must be \"whatsapp\" or \"console\"",
+            ),
+            (
+                "[whatsapp]\nversion = \"2.3000\"\n",
+                "moonwire.toml:2: whatsapp.version: must be three numbers like \"2.3000.1027934701\", got \"2.3000\"",
+            ),
+            (
+                "[whatsapp]\nversion = \"2.x.1\"\n",
+                "moonwire.toml:2: whatsapp.version: must be three numbers like \"2.3000.1027934701\", got \"2.x.1\"",
             ),
             (
                 "[whatsapp]\nping_timeout_ms = 0\n",

@@ -1,6 +1,7 @@
 //! The real host and whatsapp-rust client against the mock WhatsApp server in
 //! `tests/support` (real WebSocket, real Noise handshake, real binary nodes).
 
+mod common;
 mod support;
 
 use std::time::Duration;
@@ -256,4 +257,110 @@ async fn scanning_the_qr_pairs_and_the_515_restarts_as_the_paired_device() {
         })
         .await;
     rig.stop().await;
+}
+
+/// The `moonwire run` binary, configured from its file, over two process
+/// lifetimes: pairs through the API's QR, then after SIGTERM and a fresh
+/// start logs back in through Noise IK with no QR at all.
+#[tokio::test]
+async fn the_binary_pairs_and_after_a_restart_logs_back_in_through_ik() {
+    let server = MockServer::start().await;
+    let sb = common::Sandbox::new();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let (v1, v2, v3) = support::rig::VERSION;
+    std::fs::write(
+        sb.path().join("moonwire.toml"),
+        format!(
+            "[whatsapp]\nurl = \"{}\"\nversion = \"{v1}.{v2}.{v3}\"\n\n[api]\nlisten = \"127.0.0.1:{port}\"\nkey = \"k\"\n",
+            server.url()
+        ),
+    )
+    .unwrap();
+    let http = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}/v1/instances/default");
+    let get = |path: &str| {
+        let req = http.get(format!("{base}{path}")).bearer_auth("k");
+        async move {
+            match req.send().await {
+                Ok(r) if r.status().is_success() => r.json::<serde_json::Value>().await.ok(),
+                _ => None,
+            }
+        }
+    };
+    let spawn = || {
+        sb.cmd()
+            .arg("run")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let stop = |child: std::process::Child| async move {
+        let pid = child.id().to_string();
+        let killed = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+        let out = tokio::task::spawn_blocking(move || child.wait_with_output())
+            .await
+            .unwrap()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{err}");
+        err
+    };
+
+    // First run: pair through the API's QR.
+    let child = spawn();
+    let mut code = None;
+    for _ in 0..200 {
+        if let Some(v) = get("/qr").await {
+            code = v["code"].as_str().map(str::to_string);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let code = code.expect("a QR from the API");
+    assert_eq!(server.scan(&code), 1);
+    let mut state = serde_json::Value::Null;
+    for _ in 0..200 {
+        state = get("").await.unwrap_or_default();
+        if state["state"] == "open" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(state["state"], "open", "{state}");
+    stop(child).await;
+    let (ik, qrs, logins) = (
+        server.ik_handshakes(),
+        server.qr_codes_sent().len(),
+        server.logins(),
+    );
+
+    // Second run: the stored keys and cached server key log it in.
+    let child = spawn();
+    for _ in 0..200 {
+        state = get("").await.unwrap_or_default();
+        if state["state"] == "open" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(state["state"], "open", "{state}");
+    assert_eq!(state["jid"], "15551234567@s.whatsapp.net", "{state}");
+    assert_eq!(server.ik_handshakes(), ik + 1);
+    assert_eq!(server.qr_codes_sent().len(), qrs, "no new QR");
+    assert_eq!(server.logins(), logins + 1);
+    stop(child).await;
+    let out = sb.cmd().args(["status", "--json"]).output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v[0]["connection_status"], "close", "{v}");
+    assert_eq!(v[0]["last_reason_kind"], "stopped", "{v}");
 }

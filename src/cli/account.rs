@@ -55,11 +55,7 @@ fn start(
         super::engine_config(config),
         Arc::new(ConsoleOut::logging()),
     )?
-    .with_whatsapp_url(&config.whatsapp.url)
-    .with_whatsapp_ping(
-        std::time::Duration::from_millis(config.whatsapp.ping_interval_ms),
-        std::time::Duration::from_millis(config.whatsapp.ping_timeout_ms),
-    );
+    .with_whatsapp_config(&config.whatsapp);
     let handle = app.start_instance_with(&inst.name, inst.channel, phone.or(inst.phone.clone()))?;
     Ok((app, handle))
 }

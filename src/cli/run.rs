@@ -38,11 +38,7 @@ async fn run_async(config: &Config) -> anyhow::Result<ExitCode> {
             super::engine_config(config),
             Arc::new(ConsoleOut::logging()),
         )?
-        .with_whatsapp_url(&config.whatsapp.url)
-        .with_whatsapp_ping(
-            std::time::Duration::from_millis(config.whatsapp.ping_interval_ms),
-            std::time::Duration::from_millis(config.whatsapp.ping_timeout_ms),
-        ),
+        .with_whatsapp_config(&config.whatsapp),
     );
     // People pair from the terminal: show each code as it comes.
     super::show_codes(&bus);

@@ -80,6 +80,16 @@ impl App {
         self
     }
 
+    /// Everything under `[whatsapp]`.
+    pub fn with_whatsapp_config(self, c: &crate::config::WhatsappConfig) -> App {
+        self.with_whatsapp_url(&c.url)
+            .with_whatsapp_ping(
+                Duration::from_millis(c.ping_interval_ms),
+                Duration::from_millis(c.ping_timeout_ms),
+            )
+            .with_whatsapp_version_opt(c.version)
+    }
+
     /// How soon a silent server is taken for dead (`[whatsapp]
     /// ping_interval_ms`, `ping_timeout_ms`).
     pub fn with_whatsapp_ping(mut self, interval: Duration, timeout: Duration) -> App {
@@ -89,10 +99,15 @@ impl App {
     }
 
     /// Pins the web app version WhatsApp clients announce instead of
-    /// fetching it over HTTP per attempt. For tests against the offline mock
-    /// server; `moonwire` itself never sets it.
-    pub fn with_whatsapp_version(mut self, version: (u32, u32, u32)) -> App {
-        self.whatsapp.version = Some(version);
+    /// fetching it over HTTP per attempt (`[whatsapp] version`; tests against
+    /// the offline mock server need it).
+    pub fn with_whatsapp_version(self, version: (u32, u32, u32)) -> App {
+        self.with_whatsapp_version_opt(Some(version))
+    }
+
+    /// As `with_whatsapp_version`; `None` keeps fetching it.
+    pub fn with_whatsapp_version_opt(mut self, version: Option<(u32, u32, u32)>) -> App {
+        self.whatsapp.version = version;
         self
     }
 

@@ -44,8 +44,8 @@ pub struct WhatsappOptions {
     pub connect_timeout: Duration,
     pub http_timeout: Duration,
     /// Use this web app version instead of fetching the current one over
-    /// HTTP before each attempt. Tests only (the mock server is offline);
-    /// normal builds leave it `None`.
+    /// HTTP before each attempt (`[whatsapp] version`; the offline mock
+    /// server in tests needs it).
     pub version: Option<(u32, u32, u32)>,
     /// After this long without hearing from the server, ping it; with no
     /// answer within `ping_timeout` the socket is taken for dead and the
