@@ -364,3 +364,71 @@ async fn the_binary_pairs_and_after_a_restart_logs_back_in_through_ik() {
     assert_eq!(v[0]["connection_status"], "close", "{v}");
     assert_eq!(v[0]["last_reason_kind"], "stopped", "{v}");
 }
+
+#[tokio::test]
+async fn a_contacts_signal_messages_reach_on_message() {
+    let server = MockServer::start().await;
+    let rig = Rig::start(&server);
+    rig.pair(&server).await;
+    server
+        .wait_until(WAIT, "the pre-key upload", |s| s.has_bundle())
+        .await;
+    let mut alice = support::contact::Contact::new("15550001111");
+    server
+        .message_from(&mut alice, "Alice", "hello there")
+        .await
+        .unwrap();
+    server
+        .message_from(&mut alice, "Alice", "and again")
+        .await
+        .unwrap();
+    let want = [
+        "15550001111@s.whatsapp.net|hello there|Alice",
+        "15550001111@s.whatsapp.net|and again|Alice",
+    ];
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while rig.messages().len() < want.len() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(rig.messages(), want, "errors: {:?}", server.errors());
+    rig.stop().await;
+}
+
+#[tokio::test]
+async fn a_script_reply_reaches_the_contact_encrypted_on_the_same_session() {
+    let server = MockServer::start().await;
+    let rig = Rig::start(&server);
+    rig.pair(&server).await;
+    server
+        .wait_until(WAIT, "the pre-key upload", |s| s.has_bundle())
+        .await;
+    let mut alice = support::contact::Contact::new("15550001111");
+    server
+        .message_from(&mut alice, "Alice", "echo hi back")
+        .await
+        .unwrap();
+    server
+        .wait_until(WAIT, "the reply", |s| {
+            s.received().iter().any(|n| {
+                n.tag == "message"
+                    && support::attr(n, "to").as_deref() == Some("15550001111@s.whatsapp.net")
+            })
+        })
+        .await;
+    server.deliver_to(&mut alice).await.unwrap();
+    assert_eq!(alice.inbox.len(), 1, "{:?}", alice.inbox);
+    let reply = &alice.inbox[0];
+    // m:reply quotes the message it answers.
+    let ext = reply
+        .extended_text_message
+        .as_option()
+        .expect("a quoting reply is an extended text");
+    assert_eq!(ext.text.as_deref(), Some("hi back"));
+    let quoted = ext
+        .context_info
+        .as_option()
+        .and_then(|c| c.quoted_message.as_option())
+        .and_then(|q| q.conversation.clone());
+    assert_eq!(quoted.as_deref(), Some("echo hi back"));
+    rig.stop().await;
+}

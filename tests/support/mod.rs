@@ -23,6 +23,7 @@
 
 #![allow(dead_code)] // each test binary uses its own part of this
 
+pub mod contact;
 pub mod noise;
 pub mod phone;
 pub mod rig;
@@ -140,6 +141,9 @@ struct Shared {
     /// Each established connection's client static key and a way to send
     /// to that connection alone.
     direct: Mutex<Vec<([u8; 32], tokio::sync::mpsc::UnboundedSender<Node>)>>,
+    /// The companion's pre-keys from its latest upload, minus those handed
+    /// out since.
+    bundle: Mutex<Option<contact::Bundle>>,
     /// Drop the TCP connection on receiving an unlink IQ, unanswered.
     drop_on_unlink: AtomicBool,
     /// Connections that got `<success>` and are still up.
@@ -335,6 +339,107 @@ impl MockServer {
             .into_iter()
             .filter(|n| n.tag == "iq" && n.get_optional_child("remove-companion-device").is_some())
             .collect()
+    }
+
+    /// Whether the companion's pre-key upload has arrived (a contact can
+    /// write to it only then).
+    pub fn has_bundle(&self) -> bool {
+        self.shared.bundle.lock().unwrap().is_some()
+    }
+
+    /// `contact` writes `text` to the paired companion: a real Signal
+    /// message (`pkmsg` first, from the pre-keys the companion uploaded at
+    /// login, then `msg`) in a `<message>` stanza on every logged-in
+    /// connection. Answers the message id.
+    pub async fn message_from(
+        &self,
+        contact: &mut contact::Contact,
+        push_name: &str,
+        text: &str,
+    ) -> anyhow::Result<String> {
+        let mut bundle = self
+            .shared
+            .bundle
+            .lock()
+            .unwrap()
+            .clone()
+            .ok_or_else(|| anyhow!("the companion has not uploaded pre-keys yet"))?;
+        let companion = PAIRED_JID.parse::<Jid>().map_err(|e| anyhow!("{e}"))?;
+        let device = whatsapp_rust::wacore::libsignal::protocol::ProtocolAddress::new(
+            &companion.user,
+            u32::from(companion.device).into(),
+        );
+        let message = whatsapp_rust::waproto::whatsapp::Message {
+            conversation: Some(text.to_string()),
+            ..Default::default()
+        };
+        let (kind, ciphertext) = contact.encrypt(&device, &mut bundle, &message).await?;
+        *self.shared.bundle.lock().unwrap() = Some(bundle);
+        let id = format!(
+            "3EB0{:016X}",
+            self.shared.next_id.fetch_add(1, Ordering::SeqCst)
+        );
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let node = NodeBuilder::new("message")
+            .attr(
+                "from",
+                format!("{}@s.whatsapp.net", contact.user)
+                    .parse::<Jid>()
+                    .map_err(|e| anyhow!("{e}"))?,
+            )
+            .attr("id", id.clone())
+            .attr("t", now.to_string())
+            .attr("type", "text")
+            .attr("notify", push_name.to_string())
+            .children([NodeBuilder::new("enc")
+                .attr("v", "2")
+                .attr("type", kind)
+                .bytes(ciphertext)
+                .build()])
+            .build();
+        if self.send(node) == 0 {
+            bail!("no connection to deliver the message on");
+        }
+        Ok(id)
+    }
+
+    /// Delivers to `contact` what the companion sent it so far (the `<enc>`
+    /// addressed to the contact's device 0 in each `<message>`), decrypted
+    /// into `contact.inbox`.
+    pub async fn deliver_to(&self, contact: &mut contact::Contact) -> anyhow::Result<()> {
+        let companion = PAIRED_JID.parse::<Jid>().map_err(|e| anyhow!("{e}"))?;
+        let from = whatsapp_rust::wacore::libsignal::protocol::ProtocolAddress::new(
+            &companion.user,
+            u32::from(companion.device).into(),
+        );
+        let to = format!("{}@s.whatsapp.net", contact.user);
+        for node in self.received() {
+            if node.tag != "message" || attr(&node, "to").as_deref() != Some(to.as_str()) {
+                continue;
+            }
+            let id = attr(&node, "id").unwrap_or_default();
+            // Several recipients' devices: `<participants><to jid>`; one:
+            // a bare `<enc>`.
+            let enc = node
+                .get_optional_child("participants")
+                .and_then(|p| {
+                    p.get_children_by_tag("to")
+                        .find(|t| attr(t, "jid").as_deref() == Some(to.as_str()))
+                        .and_then(|t| t.get_optional_child("enc"))
+                })
+                .or_else(|| node.get_optional_child("enc"));
+            let Some(enc) = enc else { continue };
+            let kind = attr(enc, "type").unwrap_or_default();
+            let Some(whatsapp_rust::wacore_binary::node::NodeContent::Bytes(ct)) = &enc.content
+            else {
+                bail!("message {id}: <enc> without bytes");
+            };
+            contact.receive(&from, &id, &kind, ct).await?;
+        }
+        Ok(())
     }
 
     /// Drops every open connection's TCP socket without a close frame.
@@ -543,6 +648,14 @@ impl Connection {
             .push(session.client_static);
         self.shared.touch();
 
+        // Reachable on its own before anything is sent: a client may show
+        // the first QR (and a test scan it) as soon as the refs arrive.
+        let (direct_tx, mut direct) = tokio::sync::mpsc::unbounded_channel();
+        self.shared
+            .direct
+            .lock()
+            .unwrap()
+            .push((session.client_static, direct_tx));
         // A registration payload (no username) means an unpaired device;
         // one with a username is a paired device logging in.
         let pairing = session.payload.username.is_none();
@@ -564,12 +677,6 @@ impl Connection {
                 .map(|d| tokio::time::Instant::now() + d);
         }
         let _open = (!pairing).then(|| OpenLogin::new(self.shared.clone()));
-        let (direct_tx, mut direct) = tokio::sync::mpsc::unbounded_channel();
-        self.shared
-            .direct
-            .lock()
-            .unwrap()
-            .push((session.client_static, direct_tx));
         let mut rotate = tokio::time::interval_at(
             tokio::time::Instant::now() + self.config.ref_interval,
             self.config.ref_interval,
@@ -589,6 +696,12 @@ impl Connection {
                             self.shared.touch();
                             if self.shared.silent.load(Ordering::SeqCst) {
                                 continue;
+                            }
+                            if is_prekey_upload(&node) {
+                                match contact::Bundle::from_upload(&node) {
+                                    Ok(b) => *self.shared.bundle.lock().unwrap() = Some(b),
+                                    Err(e) => self.shared.errors.lock().unwrap().push(format!("{e:#}")),
+                                }
                             }
                             if is_unlink(&node) && self.shared.drop_on_unlink.load(Ordering::SeqCst) {
                                 drop(ws);
@@ -767,6 +880,14 @@ fn success_node() -> Node {
         .build()
 }
 
+/// The login's `<iq xmlns="encrypt" type="set">` with the pre-key list.
+fn is_prekey_upload(node: &Node) -> bool {
+    node.tag == "iq"
+        && attr(node, "xmlns").as_deref() == Some("encrypt")
+        && attr(node, "type").as_deref() == Some("set")
+        && node.get_optional_child("identity").is_some()
+}
+
 /// A logout's `<iq xmlns="md"><remove-companion-device/></iq>`.
 fn is_unlink(node: &Node) -> bool {
     node.tag == "iq" && node.get_optional_child("remove-companion-device").is_some()
@@ -792,6 +913,19 @@ fn result_to(id: String) -> NodeBuilder {
 /// marker follows), and an empty result otherwise so no waiter hangs;
 /// results (acks of our IQs) and other stanzas get nothing.
 fn replies(node: &Node) -> Vec<Node> {
+    // The server acks what the client sends it.
+    if node.tag == "message" || node.tag == "receipt" {
+        let Some(id) = attr(node, "id") else {
+            return Vec::new();
+        };
+        let mut ack = NodeBuilder::new("ack")
+            .attr("class", node.tag.to_string())
+            .attr("id", id);
+        if let Some(to) = attr(node, "to") {
+            ack = ack.attr("from", to);
+        }
+        return vec![ack.build()];
+    }
     if node.tag != "iq" {
         return Vec::new();
     }

@@ -37,6 +37,14 @@ end
 function on_open(info) record("on_open") end
 function on_close(info) record("on_close", info) end
 function on_logout(info) record("on_logout", info) end
+function on_message(m)
+  local seen = bot.store.get("messages") or {}
+  seen[#seen + 1] = m.sender .. "|" .. (m.text or "") .. "|" .. (m.push_name or "")
+  bot.store.set("messages", seen)
+  if m.text and m.text:sub(1, 5) == "echo " then
+    m:reply(m.text:sub(6))
+  end
+end
 "#;
 
 /// Every state the instance went through, in order (a watch would miss the
@@ -200,7 +208,16 @@ impl Rig {
 
     /// The hook calls recorded so far, as `name:kind`.
     pub fn hook_calls(&self) -> Vec<String> {
-        match self.app.store.kv_get(INSTANCE, "hooks", "calls") {
+        self.recorded("calls")
+    }
+
+    /// The messages `on_message` saw, as `sender|text|push_name`.
+    pub fn messages(&self) -> Vec<String> {
+        self.recorded("messages")
+    }
+
+    fn recorded(&self, key: &str) -> Vec<String> {
+        match self.app.store.kv_get(INSTANCE, "hooks", key) {
             Ok(Some(serde_json::Value::Array(v))) => v
                 .into_iter()
                 .filter_map(|c| c.as_str().map(str::to_string))
