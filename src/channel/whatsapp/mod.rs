@@ -86,6 +86,9 @@ struct AttemptState {
     pair_by_code: bool,
     /// The server ended the stream cleanly (`<xmlstreamend/>`).
     stream_end: AtomicBool,
+    /// The library reported the socket gone; that report emits the close
+    /// (after a flush), not the end of `run()`.
+    disconnect_seen: AtomicBool,
 }
 
 impl AttemptState {
@@ -148,12 +151,20 @@ impl EventHandler for Forwarder {
                 return;
             }
             Event::Disconnected(d) => {
-                let fallback = closed(
-                    None,
-                    Some(ReasonKind::ConnectionLost),
-                    format!("disconnected: {:?}", d.reason),
-                );
-                st.emit(st.ended(fallback));
+                st.disconnect_seen.store(true, Ordering::SeqCst);
+                let kind = st.ended(disconnected(&d.reason));
+                let st = st.clone();
+                match tokio::runtime::Handle::try_current() {
+                    Ok(rt) => {
+                        rt.spawn(async move {
+                            if let Some(c) = client {
+                                flush(&c).await;
+                            }
+                            st.emit(kind);
+                        });
+                    }
+                    Err(_) => st.emit(kind),
+                }
                 return;
             }
             Event::PairingQrCode(_) if st.pair_by_code => return,
@@ -195,6 +206,28 @@ fn closed(code: Option<u16>, kind: Option<ReasonKind>, message: impl Into<String
         kind,
         message: Some(message.into()),
         retry_after_ms: None,
+    }
+}
+
+/// A socket that ended with no stream error. A WebSocket close frame is the
+/// server ending the connection on purpose (connection_closed, 428; its
+/// `<xmlstreamend/>`, when it sent one, is handled off the read loop and may
+/// be seen only after the close); EOF or an I/O error is a lost connection
+/// (connection_lost).
+fn disconnected(reason: &wacore::net::DisconnectReason) -> EventKind {
+    match reason {
+        wacore::net::DisconnectReason::ServerClose { .. } => closed(
+            Some(428),
+            Some(ReasonKind::ConnectionClosed),
+            format!("the server closed the connection: {reason}"),
+        ),
+        // No code: a bare 408 while pairing would read as the QR codes
+        // running out.
+        _ => closed(
+            None,
+            Some(ReasonKind::ConnectionLost),
+            format!("disconnected: {reason}"),
+        ),
     }
 }
 
@@ -276,11 +309,7 @@ pub fn map_event(event: &Event, own: Option<&OwnIds>) -> Vec<EventKind> {
         // Only unknown or code-less stream errors arrive as this event, and
         // the library keeps the socket for them; the close (if any) follows.
         Event::StreamError(_) => Vec::new(),
-        Event::Disconnected(d) => vec![closed(
-            None,
-            Some(ReasonKind::ConnectionLost),
-            format!("disconnected: {:?}", d.reason),
-        )],
+        Event::Disconnected(d) => vec![disconnected(&d.reason)],
         Event::SelfPushNameUpdated(p) => vec![EventKind::AccountId {
             jid: own.jid,
             push_name: Some(p.new_name.clone()),
@@ -467,6 +496,10 @@ async fn attempt(
     ));
     bot.run().await;
     dog.abort();
+    if st.disconnect_seen.load(Ordering::SeqCst) {
+        return; // that report emits the close
+    }
+    flush(&client).await;
     // After pairing the server closes with 515 and the library says nothing.
     // A stream error the library took as "expected" (515 on an established
     // session) ends run() without an event; its code says what it was.
@@ -490,6 +523,16 @@ async fn attempt(
         )
     };
     st.emit(st.ended(fallback));
+}
+
+/// Writes what the client still holds in memory (the device it just
+/// registered, keys) to the store. A close is reported only after this, so
+/// the next attempt's fresh client reads what this one learnt: without it, a
+/// 515 right after pairing could start a client that still looks unpaired.
+async fn flush(client: &Client) {
+    if let Err(e) = client.persistence_manager().flush().await {
+        tracing::warn!(error = %e, "flushing the key store after the connection ended");
+    }
 }
 
 /// Pings a quiet server and ends the attempt when it does not answer, so a
@@ -527,7 +570,7 @@ async fn watchdog(
                     timeout.as_millis()
                 );
                 st.emit(closed(
-                    Some(408),
+                    None,
                     Some(ReasonKind::ConnectionLost),
                     format!(
                         "the server did not answer a ping within {} ms",
@@ -558,6 +601,7 @@ impl Channel for WhatsappChannel {
             stream_code: Mutex::new(None),
             pair_by_code: self.options.phone.is_some(),
             stream_end: AtomicBool::new(false),
+            disconnect_seen: AtomicBool::new(false),
         });
         self.current = Some(st.clone());
         tokio::spawn(attempt(
@@ -824,6 +868,25 @@ mod tests {
                         .build(),
                 ),
                 (None, Some(ReasonKind::ConnectionLost), None),
+            ),
+            (
+                Event::Disconnected(
+                    Disconnected::builder()
+                        .reason(DisconnectReason::ReadError("reset".into()))
+                        .build(),
+                ),
+                (None, Some(ReasonKind::ConnectionLost), None),
+            ),
+            (
+                Event::Disconnected(
+                    Disconnected::builder()
+                        .reason(DisconnectReason::ServerClose {
+                            code: Some(1000),
+                            reason: String::new(),
+                        })
+                        .build(),
+                ),
+                (Some(428), Some(ReasonKind::ConnectionClosed), None),
             ),
         ];
         for (ev, want) in cases {
