@@ -279,6 +279,10 @@ fn cases() -> Vec<Case> {
                 backoff("bad_session/500", from, "on_close:bad_session"),
             ),
             (
+                Fault::Failure(Failure::reason(500)),
+                backoff("bad_session/500", from, "on_close:bad_session"),
+            ),
+            (
                 Fault::StreamError(503),
                 backoff(
                     "service_unavailable/503",

@@ -81,6 +81,31 @@ async fn a_refused_dial_is_a_transport_error_and_reconnects() {
 }
 
 #[tokio::test]
+async fn a_server_that_accepts_one_more_connection_then_refuses() {
+    let server = MockServer::start().await;
+    server.accept_next(Some(1));
+    let rig = Rig::start(&server);
+    let (i, _) = rig
+        .states
+        .wait_for(0, "pairing", |s| pairing_code(s).is_some())
+        .await;
+    assert_eq!(server.drop_tcp(), 1);
+    // The reconnect is refused: a transport error, not a lost connection.
+    rig.states
+        .wait_for(i + 1, "reconnecting/transport_error", |s| {
+            reconnecting_for(s, ReasonKind::TransportError)
+        })
+        .await;
+    assert_eq!(server.connections(), 1);
+    assert!(server.refused() >= 1);
+    server.accept_next(None);
+    rig.states
+        .wait_for(i + 1, "pairing again", |s| pairing_code(s).is_some())
+        .await;
+    rig.stop().await;
+}
+
+#[tokio::test]
 async fn a_dropped_tcp_connection_while_pairing_reconnects_and_pairs_again() {
     let server = MockServer::start().await;
     let rig = Rig::start(&server);
