@@ -457,3 +457,36 @@ async fn a_script_reply_reaches_the_contact_encrypted_on_the_same_session() {
     assert_eq!(quoted.as_deref(), Some("echo hi back"));
     rig.stop().await;
 }
+
+/// A personal phone (no business name) gives its companion no push name:
+/// the client then holds `Connected` back until the phone's app-state key
+/// share arrives and the critical collections are synced.
+#[tokio::test]
+async fn pairing_with_a_personal_phone_syncs_app_state_before_open() {
+    let server = MockServer::start_with(MockConfig {
+        business_name: None,
+        ..MockConfig::default()
+    })
+    .await;
+    let rig = Rig::start(&server);
+    rig.pair(&server).await;
+    let syncs: Vec<_> = server
+        .received()
+        .into_iter()
+        .filter(|n| support::attr(n, "xmlns").as_deref() == Some("w:sync:app:state"))
+        .collect();
+    let asked: Vec<String> = syncs
+        .iter()
+        .flat_map(|n| {
+            n.get_optional_child("sync")
+                .map(|s| {
+                    s.get_children_by_tag("collection")
+                        .filter_map(|c| support::attr(c, "name"))
+                        .collect::<Vec<_>>()
+                })
+                .unwrap_or_default()
+        })
+        .collect();
+    assert!(asked.iter().any(|c| c == "critical_block"), "{asked:?}");
+    rig.stop().await;
+}

@@ -1,25 +1,32 @@
 //! A mock WhatsApp server for end-to-end tests: a real WebSocket on
-//! 127.0.0.1, a real Noise XX handshake (as responder, with a fresh static
+//! 127.0.0.1, the real Noise handshakes (as responder, with a fresh static
 //! key per server and a cert chain around it) and real binary nodes, built
 //! from wacore's own pieces.
 //!
-//! What it does so far (the first milestone):
-//! - runs the handshake for a fresh (unregistered) client and decodes its
-//!   `ClientPayload`;
+//! What it does:
+//! - runs the handshake (XX for a fresh client, IK for one that cached the
+//!   server's key) and decodes its `ClientPayload`;
 //! - a registering client gets `<iq xmlns="md"><pair-device><ref/>…` so
 //!   whatsapp-rust emits `PairingQrCode`, and a new ref on every
 //!   `ref_interval` (each new `pair-device` IQ replaces the client's own
 //!   rotation task, so the client shows the new ref at once);
-//! - answers pings and any other `get`/`set` IQ with an empty result;
+//! - answers pings and any other `get`/`set` IQ (an empty result unless the
+//!   client needs a shape), acks messages and receipts;
 //! - records every stanza it receives;
-//! - closes on command (stream error, TCP drop) and refuses connections;
 //! - plays the phone scanning a QR code ([`MockServer::scan`]): sends a
 //!   `<pair-success>` the client verifies (see `phone.rs`), and once the
 //!   client answers with `<pair-device-sign>`, ends the stream with
-//!   `<stream:error code="515"/>` like the real server.
+//!   `<stream:error code="515"/>` like the real server;
+//! - logs a paired device in (Noise IK or XX, `<success>`, answers to the
+//!   login IQs, the offline marker) until the client says `Connected`;
+//! - injects faults on command (stream errors, `<failure>`, stream end, TCP
+//!   drops, silence, refused or rationed connections, flapping);
+//! - carries Signal messages both ways for simulated contacts
+//!   (`contact.rs`).
 //!
-//! Not yet: `<success>` and the login IQs, Noise IK (a client with a cached
-//! server static, i.e. every attempt after pairing), edge-routing pre-intros.
+//! Not done: edge-routing pre-intros (`ED`; the mock never hands out
+//! routing info, so clients never send one), app-state patches (every
+//! collection is empty), groups.
 
 #![allow(dead_code)] // each test binary uses its own part of this
 
@@ -61,10 +68,10 @@ pub struct MockConfig {
     /// How often a pairing client is sent a fresh ref.
     pub ref_interval: Duration,
     /// The business name `<pair-success>` carries (`<biz name>`), which the
-    /// client takes as its push name. With none, the client treats its
-    /// first login as a fresh pairing and waits (10 s, hard-coded) for an
-    /// app-state key share from the phone before it says `Connected`; a
-    /// business primary lets it connect at once, so tests use one.
+    /// client takes as its push name, so it says `Connected` right after
+    /// login. With none (a personal phone) the client first waits for the
+    /// phone's app-state key share (which the mock sends, encrypted, once the
+    /// companion uploaded its pre-keys) and syncs the critical collections.
     pub business_name: Option<String>,
 }
 
@@ -141,6 +148,11 @@ struct Shared {
     /// Each established connection's client static key and a way to send
     /// to that connection alone.
     direct: Mutex<Vec<([u8; 32], tokio::sync::mpsc::UnboundedSender<Node>)>>,
+    /// The primary phone as a Signal party (it writes to its companion).
+    /// (Made at its first message.)
+    phone: tokio::sync::Mutex<Option<contact::Contact>>,
+    /// The phone sent its app-state key share.
+    key_shared: AtomicBool,
     /// The companion's pre-keys from its latest upload, minus those handed
     /// out since.
     bundle: Mutex<Option<contact::Bundle>>,
@@ -357,49 +369,11 @@ impl MockServer {
         push_name: &str,
         text: &str,
     ) -> anyhow::Result<String> {
-        let mut bundle = self
-            .shared
-            .bundle
-            .lock()
-            .unwrap()
-            .clone()
-            .ok_or_else(|| anyhow!("the companion has not uploaded pre-keys yet"))?;
-        let companion = PAIRED_JID.parse::<Jid>().map_err(|e| anyhow!("{e}"))?;
-        let device = whatsapp_rust::wacore::libsignal::protocol::ProtocolAddress::new(
-            &companion.user,
-            u32::from(companion.device).into(),
-        );
         let message = whatsapp_rust::waproto::whatsapp::Message {
             conversation: Some(text.to_string()),
             ..Default::default()
         };
-        let (kind, ciphertext) = contact.encrypt(&device, &mut bundle, &message).await?;
-        *self.shared.bundle.lock().unwrap() = Some(bundle);
-        let id = format!(
-            "3EB0{:016X}",
-            self.shared.next_id.fetch_add(1, Ordering::SeqCst)
-        );
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        let node = NodeBuilder::new("message")
-            .attr(
-                "from",
-                format!("{}@s.whatsapp.net", contact.user)
-                    .parse::<Jid>()
-                    .map_err(|e| anyhow!("{e}"))?,
-            )
-            .attr("id", id.clone())
-            .attr("t", now.to_string())
-            .attr("type", "text")
-            .attr("notify", push_name.to_string())
-            .children([NodeBuilder::new("enc")
-                .attr("v", "2")
-                .attr("type", kind)
-                .bytes(ciphertext)
-                .build()])
-            .build();
+        let (id, node) = sealed_message(&self.shared, contact, push_name, &message).await?;
         if self.send(node) == 0 {
             bail!("no connection to deliver the message on");
         }
@@ -702,6 +676,24 @@ impl Connection {
                                     Ok(b) => *self.shared.bundle.lock().unwrap() = Some(b),
                                     Err(e) => self.shared.errors.lock().unwrap().push(format!("{e:#}")),
                                 }
+                                // A personal phone shares the app-state key
+                                // with its new companion once it can.
+                                if self.config.business_name.is_none()
+                                    && !self.shared.key_shared.swap(true, Ordering::SeqCst)
+                                {
+                                    let mut phone = self.shared.phone.lock().await;
+                                    let phone = phone.get_or_insert_with(|| {
+                                        contact::Contact::new(PAIRED_JID.split(':').next().unwrap_or_default())
+                                    });
+                                    let (_, share) = sealed_message(
+                                        &self.shared,
+                                        phone,
+                                        "",
+                                        &app_state_key_share(),
+                                    )
+                                    .await?;
+                                    send(&mut ws, &mut session, &share).await?;
+                                }
                             }
                             if is_unlink(&node) && self.shared.drop_on_unlink.load(Ordering::SeqCst) {
                                 drop(ws);
@@ -847,6 +839,89 @@ async fn close_after(ws: &mut Ws, session: &mut Session, node: &Node) -> anyhow:
     Ok(())
 }
 
+/// `message` from `contact` to the companion, encrypted from the pre-keys
+/// it uploaded, as a `<message>` stanza; with its id.
+async fn sealed_message(
+    shared: &Shared,
+    contact: &mut contact::Contact,
+    push_name: &str,
+    message: &whatsapp_rust::waproto::whatsapp::Message,
+) -> anyhow::Result<(String, Node)> {
+    let mut bundle = shared
+        .bundle
+        .lock()
+        .unwrap()
+        .clone()
+        .ok_or_else(|| anyhow!("the companion has not uploaded pre-keys yet"))?;
+    let companion = PAIRED_JID.parse::<Jid>().map_err(|e| anyhow!("{e}"))?;
+    let device = whatsapp_rust::wacore::libsignal::protocol::ProtocolAddress::new(
+        &companion.user,
+        u32::from(companion.device).into(),
+    );
+    let (kind, ciphertext) = contact.encrypt(&device, &mut bundle, message).await?;
+    *shared.bundle.lock().unwrap() = Some(bundle);
+    let id = format!("3EB0{:016X}", shared.next_id.fetch_add(1, Ordering::SeqCst));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let node = NodeBuilder::new("message")
+        .attr(
+            "from",
+            format!("{}@s.whatsapp.net", contact.user)
+                .parse::<Jid>()
+                .map_err(|e| anyhow!("{e}"))?,
+        )
+        .attr("id", id.clone())
+        .attr("t", now.to_string())
+        .attr("type", "text")
+        .attr("notify", push_name.to_string())
+        .children([NodeBuilder::new("enc")
+            .attr("v", "2")
+            .attr("type", kind)
+            .bytes(ciphertext)
+            .build()])
+        .build();
+    Ok((id, node))
+}
+
+/// What a personal (non-business) phone sends its new companion: the
+/// app-state sync key, as a protocol message from the primary device. The
+/// client waits for it before its first full app-state sync.
+fn app_state_key_share() -> whatsapp_rust::waproto::whatsapp::Message {
+    use whatsapp_rust::buffa::MessageField;
+    use whatsapp_rust::waproto::whatsapp::message::{
+        AppStateSyncKey, AppStateSyncKeyData, AppStateSyncKeyFingerprint, AppStateSyncKeyId,
+        AppStateSyncKeyShare, ProtocolMessage, protocol_message,
+    };
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+    let key = AppStateSyncKey {
+        key_id: MessageField::some(AppStateSyncKeyId {
+            key_id: Some(vec![0, 0, 0, 1, 0, 0]),
+        }),
+        key_data: MessageField::some(AppStateSyncKeyData {
+            key_data: Some(vec![7; 32]),
+            fingerprint: MessageField::some(AppStateSyncKeyFingerprint {
+                raw_id: Some(1),
+                current_index: Some(0),
+                device_indexes: vec![0, 1],
+            }),
+            timestamp: Some(now_ms),
+        }),
+    };
+    whatsapp_rust::waproto::whatsapp::Message {
+        protocol_message: MessageField::some(ProtocolMessage {
+            r#type: Some(protocol_message::Type::APP_STATE_SYNC_KEY_SHARE),
+            app_state_sync_key_share: MessageField::some(AppStateSyncKeyShare { keys: vec![key] }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
 /// Counts a logged-in connection while it is up.
 struct OpenLogin(Arc<Shared>);
 
@@ -947,6 +1022,24 @@ fn replies(node: &Node) -> Vec<Node> {
                 .children([NodeBuilder::new("count").attr("value", "0").build()])
                 .build(),
         ],
+        // App-state sync: every collection asked for is clean and up to date
+        // (the mock keeps no app state).
+        "w:sync:app:state" => {
+            let collections = node
+                .get_optional_child("sync")
+                .map(|sync| {
+                    sync.get_children_by_tag("collection")
+                        .filter_map(|c| attr(c, "name"))
+                        .map(|name| NodeBuilder::new("collection").attr("name", name).build())
+                        .collect::<Vec<_>>()
+                })
+                .unwrap_or_default();
+            vec![
+                result_to(id)
+                    .children([NodeBuilder::new("sync").children(collections).build()])
+                    .build(),
+            ]
+        }
         // Leaving passive mode: the server then delivers what queued up
         // while the device was offline, ending with the offline marker.
         "passive" if child("active") => vec![
