@@ -531,8 +531,29 @@ async fn attempt(
 /// 515 right after pairing could start a client that still looks unpaired.
 async fn flush(client: &Client) {
     if let Err(e) = client.persistence_manager().flush().await {
-        tracing::warn!(error = %e, "flushing the key store after the connection ended");
+        if session_ended(&e) {
+            // A logout deleted the keys first; nothing may be written back.
+            tracing::debug!(error = %e, "not flushing a logged-out session");
+        } else {
+            tracing::warn!(error = %e, "flushing the key store after the connection ended");
+        }
     }
+}
+
+/// Whether `e` (or what caused it) is the store refusing a client whose
+/// session a logout ended.
+fn session_ended(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if matches!(
+            err.downcast_ref::<crate::store::StoreError>(),
+            Some(crate::store::StoreError::SessionEnded { .. })
+        ) {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
 }
 
 /// Pings a quiet server and ends the attempt when it does not answer, so a
@@ -723,6 +744,20 @@ mod tests {
             } => (code, kind, retry_after_ms),
             other => panic!("not a close: {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_store_refusing_an_ended_session_is_recognised_through_the_wrappers() {
+        let ended = crate::store::StoreError::SessionEnded {
+            op: "save",
+            instance: "a".into(),
+        };
+        let wrapped = wacore::store::error::StoreError::Database(Box::new(ended));
+        assert!(session_ended(&wrapped));
+        let other = wacore::store::error::StoreError::Database(Box::new(
+            crate::store::StoreError::NoSuchInstance("a".into()),
+        ));
+        assert!(!session_ended(&other));
     }
 
     #[test]
