@@ -2,6 +2,9 @@
 //! its own Lua engine running the default script, opens them all, and prints
 //! the resident-set growth per instance. `BENCH_INSTANCES` sets N (default 200).
 
+mod common;
+
+use common::rss_kb;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -11,19 +14,6 @@ use moonwire::host::app::App;
 use moonwire::host::{EventBus, HostSettings};
 use moonwire::lifecycle::State;
 use moonwire::script::EngineConfig;
-use moonwire::store::Store;
-
-fn rss_kb() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
-}
 
 fn main() {
     let n: usize = std::env::var("BENCH_INSTANCES")
@@ -35,15 +25,7 @@ fn main() {
         .build()
         .expect("runtime");
     rt.block_on(async {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let scripts = dir.path().join("scripts");
-        std::fs::create_dir_all(&scripts).expect("scripts dir");
-        std::fs::copy(
-            concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/default.lua"),
-            scripts.join("default.lua"),
-        )
-        .expect("default script");
-        let store = Arc::new(Store::open(&dir.path().join("moonwire.db")).expect("store"));
+        let (_dir, scripts, store) = common::data_dir_with_default_script();
         let app = App::new(
             store,
             EventBus::default(),

@@ -10,6 +10,9 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
+mod common;
+
+use common::rss_kb;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -20,21 +23,8 @@ use moonwire::host::app::App;
 use moonwire::host::{EventBus, HostEvent, HostSettings};
 use moonwire::lifecycle::StateName;
 use moonwire::script::EngineConfig;
-use moonwire::store::Store;
 use support::MockServer;
 use support::rig::VERSION;
-
-fn rss_kb() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
-}
 
 fn env_num(key: &str, default: u64) -> u64 {
     std::env::var(key)
@@ -52,15 +42,7 @@ fn main() {
         .expect("runtime");
     rt.block_on(async {
         let server = MockServer::start().await;
-        let dir = tempfile::tempdir().expect("tempdir");
-        let scripts = dir.path().join("scripts");
-        std::fs::create_dir_all(&scripts).expect("scripts dir");
-        std::fs::copy(
-            concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/default.lua"),
-            scripts.join("default.lua"),
-        )
-        .expect("default script");
-        let store = Arc::new(Store::open(&dir.path().join("moonwire.db")).expect("store"));
+        let (_dir, scripts, store) = common::data_dir_with_default_script();
         let bus = EventBus::default();
         // The latest QR and state per instance.
         let qrs: Arc<Mutex<HashMap<String, String>>> = Default::default();

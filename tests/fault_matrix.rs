@@ -680,14 +680,21 @@ async fn after_logout(
     )
 }
 
-async fn logout_while_open() -> Result<String, String> {
+/// Pairs, lets `prepare` set the server up, logs out while open and
+/// reports what the logout left.
+async fn logout_when_open(prepare: impl FnOnce(&MockServer)) -> Result<String, String> {
     let server = MockServer::start().await;
     let rig = Rig::start_with(&server, logout_settings());
     rig.pair(&server).await;
+    prepare(&server);
     let row = rig.handle.logout(LogoutBy::User).await;
     let got = after_logout(&rig, &server, &row, true).await;
     rig.stop().await;
     Ok(got)
+}
+
+async fn logout_while_open() -> Result<String, String> {
+    logout_when_open(|_| {}).await
 }
 
 async fn logout_twice() -> Result<String, String> {
@@ -715,14 +722,7 @@ async fn logout_twice() -> Result<String, String> {
 }
 
 async fn logout_silent_server() -> Result<String, String> {
-    let server = MockServer::start().await;
-    let rig = Rig::start_with(&server, logout_settings());
-    rig.pair(&server).await;
-    server.go_silent(true);
-    let row = rig.handle.logout(LogoutBy::User).await;
-    let got = after_logout(&rig, &server, &row, true).await;
-    rig.stop().await;
-    Ok(got)
+    logout_when_open(|server| server.go_silent(true)).await
 }
 
 async fn logout_while_connecting() -> Result<String, String> {
@@ -749,14 +749,7 @@ async fn logout_while_connecting() -> Result<String, String> {
 }
 
 async fn logout_socket_killed() -> Result<String, String> {
-    let server = MockServer::start().await;
-    let rig = Rig::start_with(&server, logout_settings());
-    rig.pair(&server).await;
-    server.drop_on_unlink(true);
-    let row = rig.handle.logout(LogoutBy::User).await;
-    let got = after_logout(&rig, &server, &row, true).await;
-    rig.stop().await;
-    Ok(got)
+    logout_when_open(|server| server.drop_on_unlink(true)).await
 }
 
 async fn flapping() -> Result<String, String> {

@@ -353,14 +353,18 @@ async fn the_binary_pairs_and_after_a_restart_logs_back_in_through_ik() {
     }
     let code = code.expect("a QR from the API");
     assert_eq!(server.scan(&code), 1);
-    let mut state = serde_json::Value::Null;
-    for _ in 0..200 {
-        state = get("").await.unwrap_or_default();
-        if state["state"] == "open" {
-            break;
+    let open = || async {
+        let mut state = serde_json::Value::Null;
+        for _ in 0..200 {
+            state = get("").await.unwrap_or_default();
+            if state["state"] == "open" {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
         }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+        state
+    };
+    let state = open().await;
     assert_eq!(state["state"], "open", "{state}");
     stop(child).await;
     let (ik, qrs, logins) = (
@@ -371,13 +375,7 @@ async fn the_binary_pairs_and_after_a_restart_logs_back_in_through_ik() {
 
     // Second run: the stored keys and cached server key log it in.
     let child = spawn();
-    for _ in 0..200 {
-        state = get("").await.unwrap_or_default();
-        if state["state"] == "open" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    let state = open().await;
     assert_eq!(state["state"], "open", "{state}");
     assert_eq!(state["jid"], "15551234567@s.whatsapp.net", "{state}");
     assert_eq!(server.ik_handshakes(), ik + 1);
@@ -390,15 +388,21 @@ async fn the_binary_pairs_and_after_a_restart_logs_back_in_through_ik() {
     assert_eq!(v[0]["last_reason_kind"], "stopped", "{v}");
 }
 
-#[tokio::test]
-async fn a_contacts_signal_messages_reach_on_message() {
+/// An open instance whose pre-keys reached the server, and a contact who
+/// can write to it.
+async fn paired_with_a_contact() -> (MockServer, Rig, support::contact::Contact) {
     let server = MockServer::start().await;
     let rig = Rig::start(&server);
     rig.pair(&server).await;
     server
         .wait_until(WAIT, "the pre-key upload", |s| s.has_bundle())
         .await;
-    let mut alice = support::contact::Contact::new("15550001111");
+    (server, rig, support::contact::Contact::new("15550001111"))
+}
+
+#[tokio::test]
+async fn a_contacts_signal_messages_reach_on_message() {
+    let (server, rig, mut alice) = paired_with_a_contact().await;
     server
         .message_from(&mut alice, "Alice", "hello there")
         .await
@@ -421,13 +425,7 @@ async fn a_contacts_signal_messages_reach_on_message() {
 
 #[tokio::test]
 async fn a_script_reply_reaches_the_contact_encrypted_on_the_same_session() {
-    let server = MockServer::start().await;
-    let rig = Rig::start(&server);
-    rig.pair(&server).await;
-    server
-        .wait_until(WAIT, "the pre-key upload", |s| s.has_bundle())
-        .await;
-    let mut alice = support::contact::Contact::new("15550001111");
+    let (server, rig, mut alice) = paired_with_a_contact().await;
     server
         .message_from(&mut alice, "Alice", "echo hi back")
         .await

@@ -347,10 +347,7 @@ impl MockServer {
 
     /// The `remove-companion-device` IQs received (a logout's unlink).
     pub fn unlinks(&self) -> Vec<Node> {
-        self.received()
-            .into_iter()
-            .filter(|n| n.tag == "iq" && n.get_optional_child("remove-companion-device").is_some())
-            .collect()
+        self.received().into_iter().filter(is_unlink).collect()
     }
 
     /// Whether the companion's pre-key upload has arrived (a contact can
@@ -384,11 +381,7 @@ impl MockServer {
     /// addressed to the contact's device 0 in each `<message>`), decrypted
     /// into `contact.inbox`.
     pub async fn deliver_to(&self, contact: &mut contact::Contact) -> anyhow::Result<()> {
-        let companion = PAIRED_JID.parse::<Jid>().map_err(|e| anyhow!("{e}"))?;
-        let from = whatsapp_rust::wacore::libsignal::protocol::ProtocolAddress::new(
-            &companion.user,
-            u32::from(companion.device).into(),
-        );
+        let from = companion_address()?;
         let to = format!("{}@s.whatsapp.net", contact.user);
         for node in self.received() {
             if node.tag != "message" || attr(&node, "to").as_deref() != Some(to.as_str()) {
@@ -839,6 +832,18 @@ async fn close_after(ws: &mut Ws, session: &mut Session, node: &Node) -> anyhow:
     Ok(())
 }
 
+/// The paired companion as a Signal address (how contacts name it).
+fn companion_address() -> anyhow::Result<whatsapp_rust::wacore::libsignal::protocol::ProtocolAddress>
+{
+    let companion = PAIRED_JID.parse::<Jid>().map_err(|e| anyhow!("{e}"))?;
+    Ok(
+        whatsapp_rust::wacore::libsignal::protocol::ProtocolAddress::new(
+            &companion.user,
+            u32::from(companion.device).into(),
+        ),
+    )
+}
+
 /// `message` from `contact` to the companion, encrypted from the pre-keys
 /// it uploaded, as a `<message>` stanza; with its id.
 async fn sealed_message(
@@ -853,11 +858,7 @@ async fn sealed_message(
         .unwrap()
         .clone()
         .ok_or_else(|| anyhow!("the companion has not uploaded pre-keys yet"))?;
-    let companion = PAIRED_JID.parse::<Jid>().map_err(|e| anyhow!("{e}"))?;
-    let device = whatsapp_rust::wacore::libsignal::protocol::ProtocolAddress::new(
-        &companion.user,
-        u32::from(companion.device).into(),
-    );
+    let device = companion_address()?;
     let (kind, ciphertext) = contact.encrypt(&device, &mut bundle, message).await?;
     *shared.bundle.lock().unwrap() = Some(bundle);
     let id = format!("3EB0{:016X}", shared.next_id.fetch_add(1, Ordering::SeqCst));
