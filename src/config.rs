@@ -181,6 +181,8 @@ pub struct WhatsappConfig {
     pub ping_interval_ms: u64,
     /// A ping unanswered this long means the socket is dead.
     pub ping_timeout_ms: u64,
+    /// An attempt with no login and no pairing code this long is given up.
+    pub login_timeout_ms: u64,
     /// The web client version to announce; `None`: ask WhatsApp's site for
     /// the current one before each attempt.
     pub version: Option<(u32, u32, u32)>,
@@ -192,6 +194,7 @@ impl Default for WhatsappConfig {
             url: DEFAULT_WHATSAPP_URL.to_string(),
             ping_interval_ms: 25_000,
             ping_timeout_ms: 10_000,
+            login_timeout_ms: 30_000,
             version: None,
         }
     }
@@ -578,6 +581,7 @@ struct RawWhatsapp {
     url: Option<Spanned<String>>,
     ping_interval_ms: Option<Spanned<u64>>,
     ping_timeout_ms: Option<Spanned<u64>>,
+    login_timeout_ms: Option<Spanned<u64>>,
     version: Option<Spanned<String>>,
 }
 
@@ -727,6 +731,9 @@ fn parse_file(text: &str, origin: &Path) -> Result<Layered, ConfigError> {
         }
         if let Some(v) = &w.ping_timeout_ms {
             l.config.whatsapp.ping_timeout_ms = ctx.positive(v, "whatsapp.ping_timeout_ms")?;
+        }
+        if let Some(v) = &w.login_timeout_ms {
+            l.config.whatsapp.login_timeout_ms = ctx.positive(v, "whatsapp.login_timeout_ms")?;
         }
         if let Some(v) = &w.version {
             l.config.whatsapp.version =
@@ -1349,6 +1356,7 @@ command_prefix = "/"
 url = "ws://127.0.0.1:9000/ws"
 ping_interval_ms = 5000
 ping_timeout_ms = 2000
+login_timeout_ms = 7000
 version = "2.3000.1027934701"
 
 [api]
@@ -1473,6 +1481,7 @@ format = "json"
         assert_eq!(c.whatsapp.url, "ws://127.0.0.1:9000/ws");
         assert_eq!(c.whatsapp.ping_interval_ms, 5000);
         assert_eq!(c.whatsapp.ping_timeout_ms, 2000);
+        assert_eq!(c.whatsapp.login_timeout_ms, 7000);
         assert_eq!(c.whatsapp.version, Some((2, 3000, 1027934701)));
         assert_eq!(
             c.api,

@@ -392,6 +392,11 @@ fn cases() -> Vec<Case> {
         }
     }
     cases.push(case(
+        "connecting × login never answered",
+        "reconnecting connection_lost/408 backoff row=connecting then=open",
+        login_never_answered(),
+    ));
+    cases.push(case(
         "pairing × dial refused",
         "reconnecting transport_error backoff then=pairing",
         dial_refused_while_pairing(),
@@ -556,6 +561,53 @@ async fn fault_case(from: From, fault: Fault) -> Result<String, String> {
         "{} {reason} {timing} row={} hooks=[{hooks}] then={then} keys={keys}",
         state_word(&next),
         row.connection_status.as_str(),
+    );
+    rig.stop().await;
+    Ok(got)
+}
+
+/// The server takes the handshake, then says nothing: no `<success>`, no
+/// pairing refs. The attempt must not sit in `connecting`.
+async fn login_never_answered() -> Result<String, String> {
+    let server = MockServer::start().await;
+    let rig = Rig::start(&server);
+    let open = rig.pair(&server).await;
+    server.go_silent(true);
+    server.drop_tcp();
+    let (c, _) = rig
+        .states
+        .wait_for_within(WAIT, open + 1, "connecting", |s| {
+            matches!(s, State::Connecting { .. })
+        })
+        .await?;
+    // The first reconnect is the drop's; the one after it is the silence's.
+    let (i, next) = rig
+        .states
+        .wait_for_within(WAIT, c + 1, "the attempt given up", |s| {
+            !matches!(s, State::Connecting { .. })
+        })
+        .await?;
+    server.go_silent(false);
+    let row = rig.states.row(i);
+    let (_, back) = rig
+        .states
+        .wait_for_within(WAIT, i + 1, "open again", |s| {
+            matches!(s, State::Open { .. })
+        })
+        .await?;
+    let got = format!(
+        "{} {}/{} {} row={} then={}",
+        state_word(&next),
+        row.last_reason_kind.map(|k| k.as_str()).unwrap_or("-"),
+        row.last_reason_code
+            .map(|c| c.to_string())
+            .unwrap_or("-".into()),
+        match next {
+            State::Reconnecting { .. } => "backoff",
+            _ => "-",
+        },
+        row.connection_status.as_str(),
+        state_word(&back),
     );
     rig.stop().await;
     Ok(got)

@@ -88,6 +88,14 @@ impl App {
                 Duration::from_millis(c.ping_timeout_ms),
             )
             .with_whatsapp_version_opt(c.version)
+            .with_whatsapp_login_timeout(Duration::from_millis(c.login_timeout_ms))
+    }
+
+    /// How long an attempt may go without a login or a pairing code
+    /// (`[whatsapp] login_timeout_ms`).
+    pub fn with_whatsapp_login_timeout(mut self, timeout: Duration) -> App {
+        self.whatsapp.login_timeout = timeout;
+        self
     }
 
     /// How soon a silent server is taken for dead (`[whatsapp]

@@ -189,7 +189,8 @@ impl Rig {
         .with_whatsapp_version(VERSION)
         // Quick to notice a silent server, yet slow enough to answer that a
         // busy test machine does not look like one.
-        .with_whatsapp_ping(Duration::from_millis(300), Duration::from_secs(1));
+        .with_whatsapp_ping(Duration::from_millis(300), Duration::from_secs(1))
+        .with_whatsapp_login_timeout(Duration::from_secs(1));
         let handle = app.start_instance(INSTANCE, ChannelKind::Whatsapp).unwrap();
         handle.connect();
         Rig {

@@ -53,6 +53,11 @@ pub struct WhatsappOptions {
     /// 35–50 s and cannot be tuned; this one can.
     pub ping_interval: Duration,
     pub ping_timeout: Duration,
+    /// An attempt that neither logs in nor shows a pairing code this long
+    /// after it started ends as `connection_lost`: a server that takes the
+    /// handshake and then says nothing must not leave the instance in
+    /// `connecting` (the library waits for `<success>` without a limit).
+    pub login_timeout: Duration,
 }
 
 impl WhatsappOptions {
@@ -65,6 +70,7 @@ impl WhatsappOptions {
             version: None,
             ping_interval: Duration::from_secs(25),
             ping_timeout: Duration::from_secs(10),
+            login_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -89,6 +95,20 @@ struct AttemptState {
     /// The library reported the socket gone; that report emits the close
     /// (after a flush), not the end of `run()`.
     disconnect_seen: AtomicBool,
+    /// A pairing code was shown: the server is talking to us.
+    pairing: AtomicBool,
+    /// Woken on every step the login watchdog waits for.
+    progress: tokio::sync::Notify,
+}
+
+impl AttemptState {
+    /// Whether the server has done its part of the login: logged this
+    /// device in, or (unpaired) shown a code or completed a pairing.
+    fn got_answer(&self) -> bool {
+        self.connected.load(Ordering::SeqCst)
+            || self.pairing.load(Ordering::SeqCst)
+            || self.pair_success.load(Ordering::SeqCst)
+    }
 }
 
 impl AttemptState {
@@ -167,9 +187,23 @@ impl EventHandler for Forwarder {
                 }
                 return;
             }
-            Event::PairingQrCode(_) if st.pair_by_code => return,
-            Event::Connected(_) => st.connected.store(true, Ordering::SeqCst),
-            Event::PairSuccess(_) => st.pair_success.store(true, Ordering::SeqCst),
+            Event::PairingQrCode(_) if st.pair_by_code => {
+                st.pairing.store(true, Ordering::SeqCst);
+                st.progress.notify_waiters();
+                return;
+            }
+            Event::PairingQrCode(_) | Event::PairingCode(_) => {
+                st.pairing.store(true, Ordering::SeqCst);
+                st.progress.notify_waiters();
+            }
+            Event::Connected(_) => {
+                st.connected.store(true, Ordering::SeqCst);
+                st.progress.notify_waiters();
+            }
+            Event::PairSuccess(_) => {
+                st.pair_success.store(true, Ordering::SeqCst);
+                st.progress.notify_waiters();
+            }
             Event::Messages(batch) => {
                 if let Some(client) = &client {
                     let mut recent = st.recent.lock().unwrap_or_else(|e| e.into_inner());
@@ -488,12 +522,7 @@ async fn attempt(
     // Raw stanzas carry the stream-error codes the library does not turn
     // into events (429, 503, 515 on an established session).
     let _raw = client.acquire_raw_node_forwarding();
-    let dog = tokio::spawn(watchdog(
-        st.clone(),
-        client.clone(),
-        options.ping_interval,
-        options.ping_timeout,
-    ));
+    let dog = tokio::spawn(watchdog(st.clone(), client.clone(), options.clone()));
     bot.run().await;
     dog.abort();
     if st.disconnect_seen.load(Ordering::SeqCst) {
@@ -556,15 +585,41 @@ fn session_ended(e: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
-/// Pings a quiet server and ends the attempt when it does not answer, so a
-/// socket that died without a FIN is noticed in `ping_interval +
-/// ping_timeout` rather than whenever the library's own check fires.
-async fn watchdog(
-    st: Arc<AttemptState>,
-    client: Arc<Client>,
-    interval: Duration,
-    timeout: Duration,
-) {
+/// Ends an attempt the server never answers (`login_timeout`), then pings a
+/// quiet server and ends the attempt when it does not answer, so a socket
+/// that died without a FIN is noticed in `ping_interval + ping_timeout`
+/// rather than whenever the library's own check fires.
+async fn watchdog(st: Arc<AttemptState>, client: Arc<Client>, options: WhatsappOptions) {
+    let (interval, timeout) = (options.ping_interval, options.ping_timeout);
+    let answered = tokio::time::timeout(options.login_timeout, async {
+        loop {
+            let progress = st.progress.notified();
+            if st.got_answer() {
+                return;
+            }
+            progress.await;
+        }
+    })
+    .await;
+    if answered.is_err() {
+        if st.closed.load(Ordering::SeqCst) {
+            return;
+        }
+        tracing::warn!(
+            "no login and no pairing code {} ms after connecting: giving up on this attempt",
+            options.login_timeout.as_millis()
+        );
+        st.emit(closed(
+            None,
+            Some(ReasonKind::ConnectionLost),
+            format!(
+                "the server neither logged this device in nor offered pairing within {} ms",
+                options.login_timeout.as_millis()
+            ),
+        ));
+        client.disconnect().await;
+        return;
+    }
     let interval_ms = u64::try_from(interval.as_millis()).unwrap_or(u64::MAX);
     loop {
         tokio::time::sleep(interval).await;
@@ -623,6 +678,8 @@ impl Channel for WhatsappChannel {
             pair_by_code: self.options.phone.is_some(),
             stream_end: AtomicBool::new(false),
             disconnect_seen: AtomicBool::new(false),
+            pairing: AtomicBool::new(false),
+            progress: tokio::sync::Notify::new(),
         });
         self.current = Some(st.clone());
         tokio::spawn(attempt(
