@@ -360,13 +360,11 @@ fn cases() -> Vec<Case> {
             ),
         ];
         let mut rows = rows;
+        rows.push((
+            Fault::Silence,
+            backoff("connection_lost/408", from, "on_close:connection_lost"),
+        ));
         if let From::Open = from {
-            // Only an established session is pinged, and only it has
-            // something to lose to a dead socket.
-            rows.push((
-                Fault::Silence,
-                backoff("connection_lost/408", from, "on_close:connection_lost"),
-            ));
             rows.push((
                 Fault::DropThenRefuse,
                 Expect {

@@ -626,7 +626,9 @@ async fn watchdog(st: Arc<AttemptState>, client: Arc<Client>, options: WhatsappO
         if st.closed.load(Ordering::SeqCst) {
             return;
         }
-        if !st.connected.load(Ordering::SeqCst) {
+        // A pairing connection is pinged too: a QR on a dead socket can
+        // never be scanned.
+        if !st.connected.load(Ordering::SeqCst) && !st.pairing.load(Ordering::SeqCst) {
             continue;
         }
         let quiet_ms = wacore::protocol::keepalive::now_ms()
