@@ -99,6 +99,8 @@ struct AttemptState {
     pairing: AtomicBool,
     /// Woken on every step the login watchdog waits for.
     progress: tokio::sync::Notify,
+    /// This attempt's view of the key store.
+    backend: Arc<WaStore>,
 }
 
 impl AttemptState {
@@ -178,7 +180,7 @@ impl EventHandler for Forwarder {
                     Ok(rt) => {
                         rt.spawn(async move {
                             if let Some(c) = client {
-                                flush(&c).await;
+                                settle(&st, &c).await;
                             }
                             st.emit(kind);
                         });
@@ -462,13 +464,8 @@ impl WhatsappChannel {
 
 /// One attempt: a fresh client over the same key store, `run()` once, and
 /// if the library said nothing about why it ended, say it here.
-async fn attempt(
-    st: Arc<AttemptState>,
-    store: Arc<Store>,
-    instance: String,
-    options: WhatsappOptions,
-) {
-    let backend = Arc::new(WaStore::new(store, instance));
+async fn attempt(st: Arc<AttemptState>, options: WhatsappOptions) {
+    let backend = st.backend.clone();
     let http = match ReqwestHttpClient::new(options.http_timeout) {
         Ok(h) => h,
         Err(e) => {
@@ -528,7 +525,7 @@ async fn attempt(
     if st.disconnect_seen.load(Ordering::SeqCst) {
         return; // that report emits the close
     }
-    flush(&client).await;
+    settle(&st, &client).await;
     // After pairing the server closes with 515 and the library says nothing.
     // A stream error the library took as "expected" (515 on an established
     // session) ends run() without an event; its code says what it was.
@@ -554,10 +551,44 @@ async fn attempt(
     st.emit(st.ended(fallback));
 }
 
-/// Writes what the client still holds in memory (the device it just
-/// registered, keys) to the store. A close is reported only after this, so
-/// the next attempt's fresh client reads what this one learnt: without it, a
-/// 515 right after pairing could start a client that still looks unpaired.
+/// How long a close after pairing may wait for the registered device to be
+/// on disk.
+const REGISTRATION_WAIT: Duration = Duration::from_secs(5);
+
+/// Makes what this attempt's client learnt durable before its close is
+/// reported, so the next attempt's fresh client starts from it. After a
+/// pairing that means the registered device: the library's background
+/// saver may be mid-write when a flush finds nothing dirty, so wait until the
+/// stored device carries the phone number (bounded; logged if it never
+/// does).
+async fn settle(st: &AttemptState, client: &Client) {
+    flush(client).await;
+    if !st.pair_success.load(Ordering::SeqCst) {
+        return;
+    }
+    let deadline = tokio::time::Instant::now() + REGISTRATION_WAIT;
+    loop {
+        match wacore::store::traits::DeviceStore::load(&*st.backend).await {
+            Ok(Some(d)) if d.pn.is_some() => return,
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the device registered by pairing");
+                return;
+            }
+        }
+        if tokio::time::Instant::now() >= deadline {
+            tracing::warn!(
+                "the paired device was not saved within {REGISTRATION_WAIT:?}; the next attempt may ask to pair again"
+            );
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        flush(client).await;
+    }
+}
+
+/// Writes what the client still holds in memory (the device, keys) to the
+/// store.
 async fn flush(client: &Client) {
     if let Err(e) = client.persistence_manager().flush().await {
         if session_ended(&e) {
@@ -682,14 +713,10 @@ impl Channel for WhatsappChannel {
             disconnect_seen: AtomicBool::new(false),
             pairing: AtomicBool::new(false),
             progress: tokio::sync::Notify::new(),
+            backend: Arc::new(WaStore::new(self.store.clone(), self.instance.clone())),
         });
         self.current = Some(st.clone());
-        tokio::spawn(attempt(
-            st,
-            self.store.clone(),
-            self.instance.clone(),
-            self.options.clone(),
-        ));
+        tokio::spawn(attempt(st, self.options.clone()));
     }
 
     fn close(&mut self) {
