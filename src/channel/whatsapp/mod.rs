@@ -104,6 +104,12 @@ struct AttemptState {
 }
 
 impl AttemptState {
+    /// Sets one of the login-progress flags and wakes the login watchdog.
+    fn progressed(&self, flag: &AtomicBool) {
+        flag.store(true, Ordering::SeqCst);
+        self.progress.notify_waiters();
+    }
+
     /// Whether the server has done its part of the login: logged this
     /// device in, or (unpaired) shown a code or completed a pairing.
     fn got_answer(&self) -> bool {
@@ -189,23 +195,14 @@ impl EventHandler for Forwarder {
                 }
                 return;
             }
-            Event::PairingQrCode(_) if st.pair_by_code => {
-                st.pairing.store(true, Ordering::SeqCst);
-                st.progress.notify_waiters();
-                return;
-            }
             Event::PairingQrCode(_) | Event::PairingCode(_) => {
-                st.pairing.store(true, Ordering::SeqCst);
-                st.progress.notify_waiters();
+                st.progressed(&st.pairing);
+                if st.pair_by_code && matches!(&*event, Event::PairingQrCode(_)) {
+                    return;
+                }
             }
-            Event::Connected(_) => {
-                st.connected.store(true, Ordering::SeqCst);
-                st.progress.notify_waiters();
-            }
-            Event::PairSuccess(_) => {
-                st.pair_success.store(true, Ordering::SeqCst);
-                st.progress.notify_waiters();
-            }
+            Event::Connected(_) => st.progressed(&st.connected),
+            Event::PairSuccess(_) => st.progressed(&st.pair_success),
             Event::Messages(batch) => {
                 if let Some(client) = &client {
                     let mut recent = st.recent.lock().unwrap_or_else(|e| e.into_inner());
@@ -633,22 +630,17 @@ async fn watchdog(st: Arc<AttemptState>, client: Arc<Client>, options: WhatsappO
     })
     .await;
     if answered.is_err() {
-        if st.closed.load(Ordering::SeqCst) {
-            return;
+        if !st.closed.load(Ordering::SeqCst) {
+            give_up(
+                &st,
+                &client,
+                format!(
+                    "the server neither logged this device in nor offered pairing within {} ms",
+                    options.login_timeout.as_millis()
+                ),
+            )
+            .await;
         }
-        tracing::warn!(
-            "no login and no pairing code {} ms after connecting: giving up on this attempt",
-            options.login_timeout.as_millis()
-        );
-        st.emit(closed(
-            None,
-            Some(ReasonKind::ConnectionLost),
-            format!(
-                "the server neither logged this device in nor offered pairing within {} ms",
-                options.login_timeout.as_millis()
-            ),
-        ));
-        client.disconnect().await;
         return;
     }
     let interval_ms = u64::try_from(interval.as_millis()).unwrap_or(u64::MAX);
@@ -673,20 +665,11 @@ async fn watchdog(st: Arc<AttemptState>, client: Arc<Client>, options: WhatsappO
         {
             Ok(()) => {}
             Err(whatsapp_rust::IqError::Timeout) => {
-                tracing::warn!(
-                    quiet_ms,
-                    "no answer to a ping in {} ms: taking the socket for dead",
+                let why = format!(
+                    "the server did not answer a ping within {} ms (quiet for {quiet_ms} ms)",
                     timeout.as_millis()
                 );
-                st.emit(closed(
-                    None,
-                    Some(ReasonKind::ConnectionLost),
-                    format!(
-                        "the server did not answer a ping within {} ms",
-                        timeout.as_millis()
-                    ),
-                ));
-                client.disconnect().await;
+                give_up(&st, &client, why).await;
                 return;
             }
             // Not connected any more and the like: the library reports that
@@ -694,6 +677,14 @@ async fn watchdog(st: Arc<AttemptState>, client: Arc<Client>, options: WhatsappO
             Err(e) => tracing::debug!("ping failed: {e}"),
         }
     }
+}
+
+/// The watchdog's verdict: the attempt ends as `connection_lost` and its
+/// client is shut.
+async fn give_up(st: &AttemptState, client: &Arc<Client>, why: String) {
+    tracing::warn!("giving up on this attempt: {why}");
+    st.emit(closed(None, Some(ReasonKind::ConnectionLost), why));
+    client.disconnect().await;
 }
 
 impl Channel for WhatsappChannel {
