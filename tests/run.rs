@@ -48,18 +48,7 @@ async fn run_serves_the_api_and_stops_cleanly_on_sigterm() {
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     assert_eq!(state, "open");
-    let pid = child.id().to_string();
-    assert!(
-        std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
-        .await
-        .unwrap()
-        .unwrap();
+    let out = common::terminate(child).await;
     assert!(
         out.status.success(),
         "{}",
@@ -103,18 +92,7 @@ async fn without_a_server_run_retries_with_backoff_and_says_why() {
     assert_eq!(seen[0]["name"], "default", "{seen}");
     assert_eq!(seen[0]["connection_status"], "connecting", "{seen}");
     assert_eq!(seen[0]["last_reason_kind"], "transport_error", "{seen}");
-    let pid = child.id().to_string();
-    assert!(
-        std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
-        .await
-        .unwrap()
-        .unwrap();
+    let out = common::terminate(child).await;
     assert!(out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("reconnecting kind=transport_error"), "{err}");

@@ -326,19 +326,12 @@ async fn the_binary_pairs_and_after_a_restart_logs_back_in_through_ik() {
             .unwrap()
     };
     let stop = |child: std::process::Child| async move {
-        let pid = child.id().to_string();
-        let killed = std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap();
-        assert!(killed.success());
-        let out = tokio::task::spawn_blocking(move || child.wait_with_output())
-            .await
-            .unwrap()
-            .unwrap();
-        let err = String::from_utf8_lossy(&out.stderr).into_owned();
-        assert!(out.status.success(), "{err}");
-        err
+        let out = common::terminate(child).await;
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     };
 
     // First run: pair through the API's QR.

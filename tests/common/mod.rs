@@ -25,6 +25,21 @@ pub fn command(dir: &Path) -> Command {
     c
 }
 
+/// Sends SIGTERM to `child` and waits (off the async runtime) for it to
+/// exit; answers what it wrote.
+pub async fn terminate(child: Child) -> std::process::Output {
+    let pid = child.id().to_string();
+    let sent = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("run kill");
+    assert!(sent.success(), "kill -TERM {pid}");
+    tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .expect("the waiting task")
+        .expect("wait for the child")
+}
+
 /// Runs `moonwire console` with `input` piped in.
 pub fn run_console(mut c: Command, input: &str) -> Output {
     c.arg("console")
