@@ -43,21 +43,16 @@ fn office_hours_answers_once_when_forced_closed() {
         "office-hours",
         "!closed\nhello, anyone there?\nhello??\n!hours\n!open\nhi while open\n!hours\n!auto\n",
     );
-    assert_eq!(
-        out.bot_lines(),
-        [
-            "bot> Forced closed until !auto.",
-            "bot> We're closed, back at 9:00 (Mon–Fri 9:00–17:00).",
-            // "hello??": one answer per chat per day.
-            "bot> Hours: Mon–Fri 9:00–17:00. Now closed (forced, !auto to undo).",
-            "bot> Forced open until !auto.",
-            // "hi while open": silent.
-            "bot> Hours: Mon–Fri 9:00–17:00. Now open (forced, !auto to undo).",
-            "bot> Following the hours again: Mon–Fri 9:00–17:00.",
-        ],
-        "{}",
-        out.stderr
-    );
+    out.assert_bot_lines(&[
+        "bot> Forced closed until !auto.",
+        "bot> We're closed, back at 9:00 (Mon–Fri 9:00–17:00).",
+        // "hello??": one answer per chat per day.
+        "bot> Hours: Mon–Fri 9:00–17:00. Now closed (forced, !auto to undo).",
+        "bot> Forced open until !auto.",
+        // "hi while open": silent.
+        "bot> Hours: Mon–Fri 9:00–17:00. Now open (forced, !auto to undo).",
+        "bot> Following the hours again: Mon–Fri 9:00–17:00.",
+    ]);
 }
 
 #[test]
@@ -70,48 +65,33 @@ fn office_hours_can_be_changed_and_checks_its_arguments() {
          !closed\nhello\n!hours 0 24\n!hours\n",
     );
     let usage = "bot> Usage: !hours FROM TO, whole hours, e.g. !hours 9 17";
-    assert_eq!(
-        out.bot_lines(),
-        [
-            "bot> Forced open until !auto.",
-            "bot> Hours set: Mon–Fri 8:00–18:00.",
-            "bot> Hours: Mon–Fri 8:00–18:00. Now open (forced, !auto to undo).",
-            usage,
-            usage,
-            usage,
-            usage,
-            "bot> Forced closed until !auto.",
-            "bot> We're closed, back at 8:00 (Mon–Fri 8:00–18:00).",
-            "bot> Hours set: Mon–Fri 0:00–24:00.",
-            "bot> Hours: Mon–Fri 0:00–24:00. Now closed (forced, !auto to undo).",
-        ],
-        "{}",
-        out.stderr
-    );
+    out.assert_bot_lines(&[
+        "bot> Forced open until !auto.",
+        "bot> Hours set: Mon–Fri 8:00–18:00.",
+        "bot> Hours: Mon–Fri 8:00–18:00. Now open (forced, !auto to undo).",
+        usage,
+        usage,
+        usage,
+        usage,
+        "bot> Forced closed until !auto.",
+        "bot> We're closed, back at 8:00 (Mon–Fri 8:00–18:00).",
+        "bot> Hours set: Mon–Fri 0:00–24:00.",
+        "bot> Hours: Mon–Fri 0:00–24:00. Now closed (forced, !auto to undo).",
+    ]);
 }
 
 #[test]
 fn office_hours_remembers_its_settings_and_answers_across_a_restart() {
     let sb = Sandbox::new();
     let out = run(&sb, "office-hours", "!hours 10 16\n!closed\nhello\n");
-    assert_eq!(
-        out.bot_lines(),
-        [
-            "bot> Hours set: Mon–Fri 10:00–16:00.",
-            "bot> Forced closed until !auto.",
-            "bot> We're closed, back at 10:00 (Mon–Fri 10:00–16:00).",
-        ],
-        "{}",
-        out.stderr
-    );
+    out.assert_bot_lines(&[
+        "bot> Hours set: Mon–Fri 10:00–16:00.",
+        "bot> Forced closed until !auto.",
+        "bot> We're closed, back at 10:00 (Mon–Fri 10:00–16:00).",
+    ]);
     // Still forced closed, and this chat was already answered today.
     let out = run(&sb, "office-hours", "hello again\n!hours\n");
-    assert_eq!(
-        out.bot_lines(),
-        ["bot> Hours: Mon–Fri 10:00–16:00. Now closed (forced, !auto to undo)."],
-        "{}",
-        out.stderr
-    );
+    out.assert_bot_lines(&["bot> Hours: Mon–Fri 10:00–16:00. Now closed (forced, !auto to undo)."]);
 }
 
 // reminders
@@ -127,32 +107,27 @@ fn reminders_fire_list_and_forget() {
          !forget x\n!remind 5 x\n!remind 5s\n!remind\n!reminders\n",
     );
     let usage = "bot> Usage: !remind 10m buy milk (units: s, m, h)";
-    assert_eq!(
-        out.bot_lines(),
-        [
-            "bot> No reminders. Try !remind 10m buy milk",
-            "bot> Okay, reminder #1 in 10m: buy milk",
-            "bot> Okay, reminder #2 in 1s: tea",
-            "bot> ⏰ tea",
-            "bot> #1 in 10m: buy milk",
-            "bot> Okay, reminder #3 in 2h: coffee",
-            "bot> Okay, reminder #4 in 1h 30m: lunch",
-            // One multi-line message, soonest first.
-            "bot> #1 in 10m: buy milk",
-            "bot> #4 in 1h 30m: lunch",
-            "bot> #3 in 2h: coffee",
-            "bot> Forgot #1: buy milk",
-            "bot> No reminder #1 here, see !reminders",
-            "bot> Usage: !forget N (the number from !reminders)",
-            usage,
-            usage,
-            usage,
-            "bot> #4 in 1h 30m: lunch",
-            "bot> #3 in 2h: coffee",
-        ],
-        "{}",
-        out.stderr
-    );
+    out.assert_bot_lines(&[
+        "bot> No reminders. Try !remind 10m buy milk",
+        "bot> Okay, reminder #1 in 10m: buy milk",
+        "bot> Okay, reminder #2 in 1s: tea",
+        "bot> ⏰ tea",
+        "bot> #1 in 10m: buy milk",
+        "bot> Okay, reminder #3 in 2h: coffee",
+        "bot> Okay, reminder #4 in 1h 30m: lunch",
+        // One multi-line message, soonest first.
+        "bot> #1 in 10m: buy milk",
+        "bot> #4 in 1h 30m: lunch",
+        "bot> #3 in 2h: coffee",
+        "bot> Forgot #1: buy milk",
+        "bot> No reminder #1 here, see !reminders",
+        "bot> Usage: !forget N (the number from !reminders)",
+        usage,
+        usage,
+        usage,
+        "bot> #4 in 1h 30m: lunch",
+        "bot> #3 in 2h: coffee",
+    ]);
 }
 
 #[test]
@@ -163,62 +138,37 @@ fn a_forgotten_reminder_does_not_fire() {
         "reminders",
         "!remind 1s tea\n!forget 1\n/sleep 1500\n!reminders\n",
     );
-    assert_eq!(
-        out.bot_lines(),
-        [
-            "bot> Okay, reminder #1 in 1s: tea",
-            "bot> Forgot #1: tea",
-            "bot> No reminders. Try !remind 10m buy milk",
-        ],
-        "{}",
-        out.stderr
-    );
+    out.assert_bot_lines(&[
+        "bot> Okay, reminder #1 in 1s: tea",
+        "bot> Forgot #1: tea",
+        "bot> No reminders. Try !remind 10m buy milk",
+    ]);
 }
 
 #[test]
 fn reminders_survive_a_restart() {
     let sb = Sandbox::new();
     let out = run(&sb, "reminders", "!remind 1s tea\n");
-    assert_eq!(
-        out.bot_lines(),
-        ["bot> Okay, reminder #1 in 1s: tea"],
-        "{}",
-        out.stderr
-    );
+    out.assert_bot_lines(&["bot> Okay, reminder #1 in 1s: tea"]);
     // on_load schedules it again from bot.store; ids carry on.
     let out = run(&sb, "reminders", "/sleep 1500\n!reminders\n!remind 1h x\n");
-    assert_eq!(
-        out.bot_lines(),
-        [
-            "bot> ⏰ tea",
-            "bot> No reminders. Try !remind 10m buy milk",
-            "bot> Okay, reminder #2 in 1h: x",
-        ],
-        "{}",
-        out.stderr
-    );
+    out.assert_bot_lines(&[
+        "bot> ⏰ tea",
+        "bot> No reminders. Try !remind 10m buy milk",
+        "bot> Okay, reminder #2 in 1h: x",
+    ]);
 }
 
 #[test]
 fn a_reminder_due_while_down_fires_right_after_start() {
     let sb = Sandbox::new();
     let out = run(&sb, "reminders", "!remind 1s tea\n");
-    assert_eq!(
-        out.bot_lines(),
-        ["bot> Okay, reminder #1 in 1s: tea"],
-        "{}",
-        out.stderr
-    );
+    out.assert_bot_lines(&["bot> Okay, reminder #1 in 1s: tea"]);
     std::thread::sleep(Duration::from_millis(2100));
     // Overdue at load, before the connection is open: sent once it opens,
     // not RETRY_MS (5 s) later.
     let out = run(&sb, "reminders", "/sleep 300\n!reminders\n");
-    assert_eq!(
-        out.bot_lines(),
-        ["bot> ⏰ tea", "bot> No reminders. Try !remind 10m buy milk"],
-        "{}",
-        out.stderr
-    );
+    out.assert_bot_lines(&["bot> ⏰ tea", "bot> No reminders. Try !remind 10m buy milk"]);
 }
 
 #[test]
@@ -255,22 +205,17 @@ fn moderation_strikes_warns_and_pardons() {
         "this is spam\n!watch\nthis is SPAM\nfree money here\n!strikes\ntotal scam\n\
          see https://example.com/deal\n!pardon\n!strikes\n",
     );
-    assert_eq!(
-        out.bot_lines(),
-        [
-            // "this is spam": not watched yet.
-            "bot> Moderating this chat as if it were a group.",
-            "bot> ⚠️ Please keep it civil (strike 1 of 3).",
-            "bot> ⚠️ Please keep it civil (strike 2 of 3).",
-            "bot> You have 2 strikes.",
-            "bot> ⚠️ That's strike 3. An admin will have a look.",
-            "bot> ⚠️ Please don't post links here (example.com).",
-            "bot> Your strikes are cleared.",
-            "bot> You have no strikes.",
-        ],
-        "{}",
-        out.stderr
-    );
+    out.assert_bot_lines(&[
+        // "this is spam": not watched yet.
+        "bot> Moderating this chat as if it were a group.",
+        "bot> ⚠️ Please keep it civil (strike 1 of 3).",
+        "bot> ⚠️ Please keep it civil (strike 2 of 3).",
+        "bot> You have 2 strikes.",
+        "bot> ⚠️ That's strike 3. An admin will have a look.",
+        "bot> ⚠️ Please don't post links here (example.com).",
+        "bot> Your strikes are cleared.",
+        "bot> You have no strikes.",
+    ]);
 }
 
 #[test]
@@ -283,49 +228,34 @@ fn moderation_patterns_links_and_unwatch() {
          !strikes\n!pardon friend@console\n!strikes\n!unwatch\nspam\nhttps://a.example\n\
          !strikes\n",
     );
-    assert_eq!(
-        out.bot_lines(),
-        [
-            "bot> Moderating this chat as if it were a group.",
-            // "spammer spamalot": not the word "spam".
-            "bot> ⚠️ Please keep it civil (strike 1 of 3).",
-            "bot> You have 1 strike.",
-            // A banned word and a link: both answers.
-            "bot> ⚠️ Please keep it civil (strike 2 of 3).",
-            "bot> ⚠️ Please don't post links here (evil.example).",
-            "bot> You have 2 strikes.",
-            "bot> Strikes cleared for friend@console.",
-            "bot> You have 2 strikes.",
-            "bot> No longer moderating this chat.",
-            // Unwatched: neither the word nor the link is answered.
-            "bot> You have 2 strikes.",
-        ],
-        "{}",
-        out.stderr
-    );
+    out.assert_bot_lines(&[
+        "bot> Moderating this chat as if it were a group.",
+        // "spammer spamalot": not the word "spam".
+        "bot> ⚠️ Please keep it civil (strike 1 of 3).",
+        "bot> You have 1 strike.",
+        // A banned word and a link: both answers.
+        "bot> ⚠️ Please keep it civil (strike 2 of 3).",
+        "bot> ⚠️ Please don't post links here (evil.example).",
+        "bot> You have 2 strikes.",
+        "bot> Strikes cleared for friend@console.",
+        "bot> You have 2 strikes.",
+        "bot> No longer moderating this chat.",
+        // Unwatched: neither the word nor the link is answered.
+        "bot> You have 2 strikes.",
+    ]);
 }
 
 #[test]
 fn moderation_strikes_and_watch_survive_a_restart() {
     let sb = Sandbox::new();
     let out = run(&sb, "moderation", "!watch\nspam\n");
-    assert_eq!(
-        out.bot_lines(),
-        [
-            "bot> Moderating this chat as if it were a group.",
-            "bot> ⚠️ Please keep it civil (strike 1 of 3).",
-        ],
-        "{}",
-        out.stderr
-    );
+    out.assert_bot_lines(&[
+        "bot> Moderating this chat as if it were a group.",
+        "bot> ⚠️ Please keep it civil (strike 1 of 3).",
+    ]);
     let out = run(&sb, "moderation", "!strikes\nscams\n");
-    assert_eq!(
-        out.bot_lines(),
-        [
-            "bot> You have 1 strike.",
-            "bot> ⚠️ Please keep it civil (strike 2 of 3).",
-        ],
-        "{}",
-        out.stderr
-    );
+    out.assert_bot_lines(&[
+        "bot> You have 1 strike.",
+        "bot> ⚠️ Please keep it civil (strike 2 of 3).",
+    ]);
 }

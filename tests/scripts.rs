@@ -32,18 +32,13 @@ end
     );
     let out = sb.console("fields\nreact\nids\n");
     assert_eq!(out.stdout[..2], OPEN);
-    assert_eq!(
-        out.bot_lines(),
-        [
-            "bot> you@console|you@console|fields|text|false|false|you|integer",
-            "bot reacted 👍",
-            "bot> one",
-            "bot> [friend@console] two",
-            "bot> true",
-        ],
-        "{}",
-        out.stderr
-    );
+    out.assert_bot_lines(&[
+        "bot> you@console|you@console|fields|text|false|false|you|integer",
+        "bot reacted 👍",
+        "bot> one",
+        "bot> [friend@console] two",
+        "bot> true",
+    ]);
 }
 
 #[test]
@@ -66,15 +61,10 @@ function on_unload() bot.log.warn("UNLOADED") end
 "#,
     );
     let out = sb.console("/drop 440\n/logout\n/connect\n/connect\n");
-    assert_eq!(
-        out.bot_lines(),
-        [
-            "bot> open console me@console moonwire true open",
-            "bot> open console me@console moonwire true open",
-        ],
-        "{}",
-        out.stderr
-    );
+    out.assert_bot_lines(&[
+        "bot> open console me@console moonwire true open",
+        "bot> open console me@console moonwire true open",
+    ]);
     let e = &out.stderr;
     assert!(
         e.contains("CLOSE 440 replaced console: dropped with 440 1 false nil"),
@@ -201,19 +191,14 @@ bot.hear("hello", function(m, whole) m:reply("heard " .. whole) end)
 "#,
     );
     let out = sb.console("!echo a  b c\n!echo\n!state\n!list\n!nope\nweather in Lisbon on Friday\nwell hello there\n");
-    assert_eq!(
-        out.bot_lines(),
-        [
-            "bot> 3:a,b,c:a  b c",
-            "bot> 0::",
-            "bot> open console",
-            "bot> echo=repeat after me list=nil state=nil",
-            "bot> Lisbon/Friday",
-            "bot> heard hello",
-        ],
-        "{}",
-        out.stderr
-    );
+    out.assert_bot_lines(&[
+        "bot> 3:a,b,c:a  b c",
+        "bot> 0::",
+        "bot> open console",
+        "bot> echo=repeat after me list=nil state=nil",
+        "bot> Lisbon/Friday",
+        "bot> heard hello",
+    ]);
 }
 
 #[test]
@@ -229,7 +214,7 @@ fn the_command_prefix_is_configurable() {
         "bot.command('ping', function(m) m:reply('pong') end)\n",
     );
     let out = sb.console("!ping\n.ping\n");
-    assert_eq!(out.bot_lines(), ["bot> pong"], "{}", out.stderr);
+    out.assert_bot_lines(&["bot> pong"]);
 }
 
 #[test]
@@ -252,7 +237,7 @@ bot.command("bad", function(m) bot.store.set("f", function() end) end)
         r#"bot.command("peek", function(m, args) m:reply(tostring(bot.store.get(args[1]))) end)"#,
     );
     let out = sb.console("!set k 42\n!get k\n!peek k\n!bad\n");
-    assert_eq!(out.bot_lines(), ["bot> ok", "bot> 42 3 x", "bot> nil"]);
+    out.assert_bot_lines(&["bot> ok", "bot> 42 3 x", "bot> nil"]);
     assert!(
         out.stderr
             .contains("a.lua:8: bot.store.set(\"f\"): only nil"),
@@ -260,7 +245,7 @@ bot.command("bad", function(m) bot.store.set("f", function() end) end)
         out.stderr
     );
     let out = sb.console("!get k\n!del k\n!get k\n");
-    assert_eq!(out.bot_lines(), ["bot> 42 3 x", "bot> deleted", "bot> nil"]);
+    out.assert_bot_lines(&["bot> 42 3 x", "bot> deleted", "bot> nil"]);
 }
 
 #[test]
@@ -286,19 +271,14 @@ end)
 "#,
     );
     let out = sb.console("!later\n/sleep 200\n!tick\n/sleep 300\n!never\n/sleep 100\n");
-    assert_eq!(
-        out.bot_lines(),
-        [
-            "bot> scheduled",
-            "bot> later",
-            "bot> tick 1",
-            "bot> tick 2",
-            "bot> tick 3",
-            "bot> true false"
-        ],
-        "{}",
-        out.stderr
-    );
+    out.assert_bot_lines(&[
+        "bot> scheduled",
+        "bot> later",
+        "bot> tick 1",
+        "bot> tick 2",
+        "bot> tick 3",
+        "bot> true false",
+    ]);
 }
 
 #[test]
@@ -385,19 +365,14 @@ bot.command("ping", function(m) m:reply("pong") end)
         "!loop\n!ping\n!pcallloop\n!ping\n!co\n!ping\n!bomb\n!ping\n!err\n!ping\n/drop 408\n",
     );
     assert_eq!(out.code, Some(0));
-    assert_eq!(
-        out.bot_lines(),
-        [
-            "bot> pong",
-            "bot> pong",
-            "bot> co returned",
-            "bot> pong",
-            "bot> pong",
-            "bot> pong"
-        ],
-        "{}",
-        out.stderr
-    );
+    out.assert_bot_lines(&[
+        "bot> pong",
+        "bot> pong",
+        "bot> co returned",
+        "bot> pong",
+        "bot> pong",
+        "bot> pong",
+    ]);
     let e = &out.stderr;
     assert!(
         e.contains("bad.lua:3: script exceeded its time budget of 200 ms"),
@@ -442,12 +417,7 @@ function on_unload() error("unload failed") end
     );
     sb.script("c_noload.lua", "function on_load() error('nope') end\nfunction on_message(m) m:reply('should not run') end\n");
     let out = sb.console("hi\n/drop 408\n/sleep 100\n/logout\n/connect\nhi\n");
-    assert_eq!(
-        out.bot_lines(),
-        ["bot> still here", "bot> still here"],
-        "{}",
-        out.stderr
-    );
+    out.assert_bot_lines(&["bot> still here", "bot> still here"]);
     for (line, what) in [
         (2, "open failed"),
         (3, "message failed"),
@@ -505,14 +475,9 @@ bot.command("escape", function(m) require("../../etc/passwd") end)
 "#,
     );
     let out = sb.console("!probe\n!escape\n");
-    assert_eq!(
-        out.bot_lines(),
-        [
+    out.assert_bot_lines(&[
             "bot> io=nil debug=nil load=nil loadfile=nil dofile=nil package=nil collectgarbage=nil os.execute=nil os.time=function dump=nil twice=42 same=true strmeta=false"
-        ],
-        "{}",
-        out.stderr
-    );
+    ]);
     assert!(
         out.stderr
             .contains("s.lua:16: require \"../../etc/passwd\": not a module name"),
@@ -734,16 +699,11 @@ end
         "function on_message(m) m:reply('to ' .. m.chat) end\n",
     );
     let out = sb.console("hello\n!gc\n");
-    assert_eq!(
-        out.bot_lines(),
-        [
-            "bot> to you@console",
-            "bot> to you@console",
-            "bot> gc false __gc metamethods are not allowed in moonwire scripts"
-        ],
-        "{}",
-        out.stderr
-    );
+    out.assert_bot_lines(&[
+        "bot> to you@console",
+        "bot> to you@console",
+        "bot> gc false __gc metamethods are not allowed in moonwire scripts",
+    ]);
     assert!(
         out.stderr.contains("META false false nil"),
         "{}",

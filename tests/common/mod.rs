@@ -153,6 +153,12 @@ pub struct Output {
 }
 
 impl Output {
+    /// Asserts what the bot said, showing stderr when it differs.
+    #[track_caller]
+    pub fn assert_bot_lines(&self, want: &[&str]) {
+        assert_eq!(self.bot_lines(), want, "{}", self.stderr);
+    }
+
     /// stdout without the usual opening state lines.
     pub fn bot_lines(&self) -> Vec<&str> {
         self.stdout
