@@ -23,11 +23,7 @@ async fn a_fresh_instance_shows_the_servers_qr_and_its_rotation() {
     .await;
     let rig = Rig::start(&server);
 
-    let (i, first) = rig
-        .states
-        .wait_for(0, "pairing", |s| pairing_code(s).is_some())
-        .await;
-    let code = pairing_code(&first).unwrap().to_string();
+    let (i, code) = rig.first_qr().await;
     let refs = server.qr_codes_sent();
     assert_eq!(code.split(',').next(), Some(refs[0].as_str()), "{code}");
     // The QR also carries the Noise static key the client used with us.
@@ -85,10 +81,7 @@ async fn a_server_that_accepts_one_more_connection_then_refuses() {
     let server = MockServer::start().await;
     server.accept_next(Some(1));
     let rig = Rig::start(&server);
-    let (i, _) = rig
-        .states
-        .wait_for(0, "pairing", |s| pairing_code(s).is_some())
-        .await;
+    let (i, _) = rig.first_qr().await;
     assert_eq!(server.drop_tcp(), 1);
     // The reconnect is refused: a transport error, not a lost connection.
     rig.states
@@ -109,10 +102,7 @@ async fn a_server_that_accepts_one_more_connection_then_refuses() {
 async fn a_dropped_tcp_connection_while_pairing_reconnects_and_pairs_again() {
     let server = MockServer::start().await;
     let rig = Rig::start(&server);
-    let (i, _) = rig
-        .states
-        .wait_for(0, "pairing", |s| pairing_code(s).is_some())
-        .await;
+    let (i, _) = rig.first_qr().await;
     assert_eq!(server.drop_tcp(), 1);
     let (j, _) = rig
         .states
@@ -132,10 +122,7 @@ async fn a_dropped_tcp_connection_while_pairing_reconnects_and_pairs_again() {
 async fn stream_error_while_pairing(code: u16) -> (Rig, MockServer, usize, State) {
     let server = MockServer::start().await;
     let rig = Rig::start(&server);
-    let (i, _) = rig
-        .states
-        .wait_for(0, "pairing", |s| pairing_code(s).is_some())
-        .await;
+    let (i, _) = rig.first_qr().await;
     assert_eq!(server.close_with_stream_error(code), 1);
     let (j, next) = rig
         .states
@@ -203,11 +190,7 @@ async fn a_515_while_pairing_reconnects_and_pairs_again() {
 async fn scanning_the_qr_pairs_and_the_515_restarts_as_the_paired_device() {
     let server = MockServer::start().await;
     let rig = Rig::start(&server);
-    let (i, state) = rig
-        .states
-        .wait_for(0, "pairing", |s| pairing_code(s).is_some())
-        .await;
-    let code = pairing_code(&state).unwrap().to_string();
+    let (i, code) = rig.first_qr().await;
     let before = rig.stored_device().unwrap();
     assert!(
         before["pn"].is_null() && before["account"].is_null(),

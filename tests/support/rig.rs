@@ -255,15 +255,20 @@ impl Rig {
         serde_json::from_slice(&bytes).ok()
     }
 
+    /// Waits for the first QR code; answers its state's index and the code.
+    pub async fn first_qr(&self) -> (usize, String) {
+        let (i, state) = self
+            .states
+            .wait_for(0, "pairing", |s| pairing_code(s).is_some())
+            .await;
+        (i, pairing_code(&state).unwrap_or_default().to_string())
+    }
+
     /// Waits for the first QR code and has the mock's phone scan it; answers
     /// once the instance is open as the paired device, with the index of
     /// that `open`.
     pub async fn pair(&self, server: &MockServer) -> usize {
-        let (_, state) = self
-            .states
-            .wait_for(0, "pairing", |s| pairing_code(s).is_some())
-            .await;
-        let code = pairing_code(&state).unwrap().to_string();
+        let (_, code) = self.first_qr().await;
         assert_eq!(server.scan(&code), 1, "no connection took the scan");
         let (i, _) = self
             .states
