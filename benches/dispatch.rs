@@ -12,7 +12,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use moonwire::channel::{Incoming, OutBody, Outgoing};
-use moonwire::script::{Actions, Engine, EngineConfig, ScriptError};
+use moonwire::script::{Actions, Engine, EngineConfig, Pool, ScriptError};
 
 const SCRIPT: &str = r#"function on_message(m) m:reply("pong") end"#;
 const WARMUP: usize = 500;
@@ -48,7 +48,7 @@ impl Actions for Counting {
     fn store_delete(&self, _: &str, _: &str) -> Result<(), String> {
         Ok(())
     }
-    fn report(&self, error: &ScriptError) {
+    fn report(&self, error: &ScriptError, _generation: u64) {
         eprintln!("script error: {error} ({})", error.context);
     }
 }
@@ -277,7 +277,8 @@ fn main() {
             dir: dir.path().to_path_buf(),
             ..EngineConfig::default()
         };
-        let engine = Engine::spawn(config, actions, None).expect("spawn the engine");
+        let pool = Pool::new(1).expect("start the engine pool");
+        let engine = pool.spawn(config, actions, 1).expect("spawn the engine");
         engine.settle().blocking_recv().expect("the engine settles");
         let status = engine.status();
         assert!(

@@ -635,23 +635,10 @@ async fn delete_instance(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// A JID as given, or a phone number turned into one.
+/// A JID as given, or a phone number turned into one (the parser scripts
+/// use too).
 fn recipient(to: &str) -> Option<String> {
-    let to = to.trim();
-    if let Some((user, server)) = to.split_once('@') {
-        let user_ok = !user.is_empty()
-            && user
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':'));
-        let server_ok = !server.is_empty()
-            && server
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '-'));
-        return (user_ok && server_ok).then(|| to.to_string());
-    }
-    let digits = to.strip_prefix('+').unwrap_or(to);
-    ((6..=15).contains(&digits.len()) && digits.chars().all(|c| c.is_ascii_digit()))
-        .then(|| format!("{digits}@s.whatsapp.net"))
+    crate::channel::recipient(to).ok()
 }
 
 #[utoipa::path(post, path = "/v1/instances/{name}/messages", params(("name" = String, Path),

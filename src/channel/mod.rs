@@ -114,6 +114,39 @@ pub fn new_message_id() -> String {
     format!("3EB0{:016X}", rand::random::<u64>())
 }
 
+/// A recipient that is neither a JID nor a phone number.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+#[error("recipient {0:?} is neither a JID (user@server) nor a phone number")]
+pub struct BadRecipient(pub String);
+
+/// The one recipient parser (the API, `bot.send` and `m:reply` share it):
+/// a JID as given, or a phone number (6 to 15 digits, `+` allowed) turned
+/// into a user JID.
+pub fn recipient(to: &str) -> Result<String, BadRecipient> {
+    let t = to.trim();
+    if let Some((user, server)) = t.split_once('@') {
+        let user_ok = !user.is_empty()
+            && user
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':'));
+        let server_ok = !server.is_empty()
+            && server
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '-'));
+        return if user_ok && server_ok {
+            Ok(t.to_string())
+        } else {
+            Err(BadRecipient(to.to_string()))
+        };
+    }
+    let digits = t.strip_prefix('+').unwrap_or(t);
+    if (6..=15).contains(&digits.len()) && digits.chars().all(|c| c.is_ascii_digit()) {
+        Ok(format!("{digits}@s.whatsapp.net"))
+    } else {
+        Err(BadRecipient(to.to_string()))
+    }
+}
+
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
 pub enum ChannelError {
     #[error("not connected")]

@@ -40,31 +40,51 @@ impl Actions for DryRun {
         s.remove(&(script.to_string(), key.to_string()));
         Ok(())
     }
-    fn report(&self, _: &ScriptError) {}
+    fn report(&self, _: &ScriptError, _: u64) {}
 }
 
 pub fn run(config: &Config, paths: Vec<PathBuf>) -> anyhow::Result<ExitCode> {
     let paths = if paths.is_empty() {
-        vec![config.scripts.clone()]
+        // Every folder the configuration runs: the shared one and each
+        // instance's own.
+        let mut p = vec![config.scripts.clone()];
+        for i in &config.instances {
+            if let Some(d) = &i.scripts
+                && !p.contains(d)
+            {
+                p.push(d.clone());
+            }
+        }
+        p
     } else {
         paths
     };
-    let errors = check_paths(
+    let report = check_paths(
         &paths,
         &super::engine_config(config),
         Arc::new(DryRun::default()),
     );
-    for e in &errors {
+    for e in &report.errors {
         println!("{e}");
     }
-    if errors.is_empty() {
+    for w in &report.warnings {
+        match w.line {
+            Some(line) => println!("{}:{line}: warning: {}", w.file, w.message),
+            None => println!("{}: warning: {}", w.file, w.message),
+        }
+    }
+    if report.errors.is_empty() {
         eprintln!(
-            "no problems in {}",
+            "no problems in {}{}",
             paths
                 .iter()
                 .map(|p| p.display().to_string())
                 .collect::<Vec<_>>()
-                .join(", ")
+                .join(", "),
+            match report.warnings.len() {
+                0 => String::new(),
+                n => format!(" ({n} warning{})", if n == 1 { "" } else { "s" }),
+            }
         );
         Ok(ExitCode::SUCCESS)
     } else {

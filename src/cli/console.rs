@@ -104,7 +104,7 @@ async fn run_async(config: &Config) -> anyhow::Result<ExitCode> {
     let sim = app
         .console_sim(INSTANCE)
         .context("the console instance has no simulated server")?;
-    let _watcher = super::watch_scripts(&app.scripts);
+    app.scripts.watch();
     let host = &app.host;
     handle.connect();
     settle(host).await;

@@ -14,10 +14,8 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use moonwire::config::{Config, LogFormat, Overrides};
 use moonwire::host::HostSettings;
-use moonwire::host::scripts::ScriptHooks;
 use moonwire::lifecycle::Settings;
 use moonwire::script::EngineConfig;
-use std::sync::Arc;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -147,37 +145,17 @@ pub fn host_settings(config: &Config) -> HostSettings {
 }
 
 pub fn engine_config(config: &Config) -> EngineConfig {
+    let s = &config.script;
     EngineConfig {
         dir: config.scripts.clone(),
-        hook_timeout: std::time::Duration::from_millis(config.script.hook_timeout_ms),
-        memory_limit: (config.script.memory_limit_mb as usize).saturating_mul(1024 * 1024),
-        command_prefix: config.script.command_prefix.clone(),
+        handler_deadline: std::time::Duration::from_millis(s.handler_deadline_ms),
+        memory_limit: (s.memory_limit_mb as usize).saturating_mul(1024 * 1024),
+        command_prefix: s.command_prefix.clone(),
+        max_waiting: s.max_waiting as usize,
+        workers: s.workers.unwrap_or(0) as usize,
+        ..EngineConfig::default()
     }
-}
-
-/// Reloads the scripts when their folder changes; `None` when there is no
-/// folder to watch (it is logged).
-pub fn watch_scripts(hooks: &Arc<ScriptHooks>) -> Option<moonwire::script::watch::Watcher> {
-    let dir = hooks.config().dir.clone();
-    if !dir.is_dir() {
-        tracing::info!(dir = %dir.display(), "no scripts folder; running without scripts");
-        return None;
-    }
-    let rt = tokio::runtime::Handle::current();
-    let h = hooks.clone();
-    let debounce = std::time::Duration::from_millis(200);
-    match moonwire::script::watch::watch(&dir, debounce, move || {
-        let h = h.clone();
-        rt.spawn(async move {
-            h.reload().await;
-        });
-    }) {
-        Ok(w) => Some(w),
-        Err(e) => {
-            tracing::warn!(dir = %dir.display(), error = %e, "cannot watch the scripts folder; reload needs a restart");
-            None
-        }
-    }
+    .with_hook_timeout(std::time::Duration::from_millis(s.hook_timeout_ms))
 }
 
 /// The async runtime the long-running commands use.

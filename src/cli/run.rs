@@ -45,11 +45,11 @@ async fn run_async(config: &Config) -> anyhow::Result<ExitCode> {
     let mut handles = Vec::new();
     for inst in &config.instances {
         let h = app
-            .start_instance_with(&inst.name, inst.channel, inst.phone.clone())
+            .start_configured(inst)
             .with_context(|| format!("instance {:?}", inst.name))?;
         handles.push(h);
     }
-    let _watcher = super::watch_scripts(&app.scripts);
+    app.scripts.watch();
 
     let webhooks = (!config.webhooks.is_empty()).then(|| {
         let w = Arc::new(Webhooks::start(&config.webhooks, WebhookOptions::default()));

@@ -23,6 +23,7 @@ struct RawInstance {
     name: Option<Spanned<String>>,
     channel: Option<Spanned<String>>,
     phone: Option<Spanned<String>>,
+    scripts: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -40,6 +41,9 @@ struct RawScript {
     hook_timeout_ms: Option<Spanned<u64>>,
     memory_limit_mb: Option<Spanned<u64>>,
     command_prefix: Option<Spanned<String>>,
+    handler_deadline_ms: Option<Spanned<u64>>,
+    workers: Option<Spanned<u64>>,
+    max_waiting: Option<Spanned<u64>>,
 }
 
 #[derive(Deserialize)]
@@ -137,7 +141,7 @@ pub(super) fn parse_file(text: &str, origin: &Path) -> Result<Layered, ConfigErr
     }
 
     if let Some(list) = &raw.instance {
-        l.config.instances = parse_instances(&ctx, list)?;
+        l.config.instances = parse_instances(&ctx, list, base_dir)?;
     }
 
     if let Some(r) = &raw.reconnect {
@@ -178,6 +182,23 @@ pub(super) fn parse_file(text: &str, origin: &Path) -> Result<Layered, ConfigErr
             check_command_prefix(v.get_ref())
                 .map_err(|m| ctx.err(v, "script.command_prefix", m))?;
             c.command_prefix = v.get_ref().clone();
+        }
+        if let Some(v) = &s.handler_deadline_ms {
+            c.handler_deadline_ms = ctx.positive(v, "script.handler_deadline_ms")?;
+        }
+        if let Some(v) = &s.workers {
+            let n = *v.get_ref();
+            if n == 0 || n > MAX_WORKERS {
+                return Err(ctx.err(
+                    v,
+                    "script.workers",
+                    format!("must be between 1 and {MAX_WORKERS}, got {n}"),
+                ));
+            }
+            c.workers = Some(n);
+        }
+        if let Some(v) = &s.max_waiting {
+            c.max_waiting = ctx.positive(v, "script.max_waiting")?;
         }
     }
 
@@ -279,6 +300,7 @@ fn file_path<'a>(
 fn parse_instances(
     ctx: &FileCtx<'_>,
     list: &Spanned<Vec<RawInstance>>,
+    base_dir: &Path,
 ) -> Result<Vec<InstanceConfig>, ConfigError> {
     if list.get_ref().is_empty() {
         return Err(ctx.err(
@@ -336,10 +358,18 @@ fn parse_instances(
             }
             None => None,
         };
+        let scripts = match &raw.scripts {
+            Some(v) => Some(resolve(
+                base_dir,
+                Path::new(file_path(ctx, v, &key("scripts"))?),
+            )),
+            None => None,
+        };
         out.push(InstanceConfig {
             name: name.clone(),
             channel,
             phone,
+            scripts,
         });
     }
     Ok(out)

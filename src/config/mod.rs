@@ -55,6 +55,7 @@ const DEFAULT_API_LISTEN: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::ne
     8080,
 ));
 const MAX_MEMORY_LIMIT_MB: u64 = 4096;
+const MAX_WORKERS: u64 = 256;
 
 /// The fully resolved configuration.
 ///
@@ -133,6 +134,8 @@ pub struct InstanceConfig {
     pub channel: ChannelKind,
     /// Digits only, country code first; pairs with a code instead of a QR.
     pub phone: Option<String>,
+    /// This instance's own scripts folder (default: the shared one).
+    pub scripts: Option<PathBuf>,
 }
 
 impl Default for InstanceConfig {
@@ -141,6 +144,7 @@ impl Default for InstanceConfig {
             name: "default".to_string(),
             channel: ChannelKind::Whatsapp,
             phone: None,
+            scripts: None,
         }
     }
 }
@@ -171,6 +175,12 @@ pub struct ScriptConfig {
     pub hook_timeout_ms: u64,
     pub memory_limit_mb: u64,
     pub command_prefix: String,
+    /// A handler's whole life, waits included.
+    pub handler_deadline_ms: u64,
+    /// Engine worker threads; `None`: one per core.
+    pub workers: Option<u64>,
+    /// Handlers waiting at once per instance.
+    pub max_waiting: u64,
 }
 
 impl Default for ScriptConfig {
@@ -179,6 +189,9 @@ impl Default for ScriptConfig {
             hook_timeout_ms: 1000,
             memory_limit_mb: 64,
             command_prefix: "!".to_string(),
+            handler_deadline_ms: 60_000,
+            workers: None,
+            max_waiting: 256,
         }
     }
 }

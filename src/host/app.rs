@@ -60,7 +60,9 @@ impl App {
         engine: EngineConfig,
         console_out: Arc<ConsoleOut>,
     ) -> Result<App, AppError> {
-        let scripts = Arc::new(ScriptHooks::new(engine, store.clone(), bus.clone()));
+        let scripts = Arc::new(
+            ScriptHooks::new(engine, store.clone(), bus.clone()).map_err(AppError::Engine)?,
+        );
         let host = Host::new(store.clone(), scripts.clone(), bus.clone(), settings)?;
         Ok(App {
             store,
@@ -129,6 +131,20 @@ impl App {
         self.start_instance_with(name, channel, None)
     }
 
+    /// Starts an instance as an `[[instance]]` entry describes it: its
+    /// phone, its own scripts folder.
+    pub fn start_configured(
+        &self,
+        inst: &crate::config::InstanceConfig,
+    ) -> Result<InstanceHandle, AppError> {
+        self.start_inner(
+            &inst.name,
+            inst.channel,
+            inst.phone.clone(),
+            inst.scripts.as_deref(),
+        )
+    }
+
     /// As `start_instance`; `phone` makes a WhatsApp instance pair with a
     /// code for that number instead of a QR.
     pub fn start_instance_with(
@@ -136,6 +152,16 @@ impl App {
         name: &str,
         channel: ChannelKind,
         phone: Option<String>,
+    ) -> Result<InstanceHandle, AppError> {
+        self.start_inner(name, channel, phone, None)
+    }
+
+    fn start_inner(
+        &self,
+        name: &str,
+        channel: ChannelKind,
+        phone: Option<String>,
+        scripts: Option<&std::path::Path>,
     ) -> Result<InstanceHandle, AppError> {
         let handle = match channel {
             ChannelKind::Console => {
@@ -175,7 +201,9 @@ impl App {
                 })?
             }
         };
-        self.scripts.attach(&handle).map_err(AppError::Engine)?;
+        self.scripts
+            .attach(&handle, scripts)
+            .map_err(AppError::Engine)?;
         Ok(handle)
     }
 

@@ -1,10 +1,29 @@
-//! The Lua side: a sandboxed mlua engine per instance, the `bot` API, limits,
-//! and hot reload (DESIGN §3). The engine runs on its own thread so a slow
-//! script never holds up the network; the host talks to it through jobs.
+//! The Lua side: sandboxed mlua states, the `bot` API, limits, and hot
+//! reload.
+//!
+//! Execution model: a fixed pool of worker threads (`pool`), each driving
+//! the Lua states of many instances on a single-threaded tokio executor.
+//! Every hook, command, hear and timer call runs in a coroutine of its own
+//! (`handler`): a call that waits (`bot.sleep`, ...) suspends only that
+//! coroutine while the worker runs other handlers. Each run between waits
+//! has a CPU budget (`budget`), enforced in Lua code by a count hook and in
+//! the library functions moonwire reimplements (`strlib`, `lpattern`,
+//! `prelude.lua`); each handler's whole life has a deadline.
 
 mod api;
+mod budget;
+mod check;
+mod convert;
 mod engine;
+mod errors;
+mod generation;
+mod handler;
+mod lpattern;
+mod pool;
+mod prelude;
+mod runner;
 mod sandbox;
+mod strlib;
 pub mod watch;
 
 use std::fmt;
@@ -13,7 +32,9 @@ use std::time::Duration;
 
 use crate::channel::Outgoing;
 
-pub use engine::{Engine, LoadReport, check_paths};
+pub use check::{CheckReport, check_paths};
+pub use engine::{Engine, LoadReport};
+pub use pool::Pool;
 
 /// One problem in one script, located as precisely as Lua allows.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,8 +55,16 @@ impl fmt::Display for ScriptError {
     }
 }
 
+impl ScriptError {
+    /// Whether it came from loading the folder (the same for every instance
+    /// that shares it) rather than from running a handler.
+    pub fn is_load_error(&self) -> bool {
+        matches!(self.context.as_str(), "load" | "reload" | "on_load")
+    }
+}
+
 /// What scripts may do to the world. The host implements it on a live
-/// instance; `moonwire check` on a dry run. Calls run on the engine thread
+/// instance; `moonwire check` on a dry run. Calls run on an engine worker
 /// and must return promptly.
 pub trait Actions: Send + Sync + 'static {
     fn instance(&self) -> &str;
@@ -48,7 +77,9 @@ pub trait Actions: Send + Sync + 'static {
     fn store_set(&self, script: &str, key: &str, value: &serde_json::Value) -> Result<(), String>;
     fn store_delete(&self, script: &str, key: &str) -> Result<(), String>;
     /// A script failed: tell the operator (stderr, journal, events).
-    fn report(&self, error: &ScriptError);
+    /// `generation` is the folder generation of a load error (so instances
+    /// sharing a folder can report it once), 0 otherwise.
+    fn report(&self, error: &ScriptError, generation: u64);
     /// A hook (or command, timer) finished; for metrics.
     fn hook_done(&self, _hook: &str, _elapsed: Duration, _ok: bool) {}
     /// A reload finished; for metrics.
@@ -58,10 +89,20 @@ pub trait Actions: Send + Sync + 'static {
 /// Engine settings, from `[script]` and `scripts`.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
+    /// The scripts folder (an instance may have its own).
     pub dir: PathBuf,
+    /// CPU time of one run between waits.
     pub hook_timeout: Duration,
+    /// A handler's whole life, waits included.
+    pub handler_deadline: Duration,
+    /// How long `on_close` may take to decide, waits included.
+    pub decision_deadline: Duration,
     pub memory_limit: usize,
     pub command_prefix: String,
+    /// Handlers waiting at once per instance; more work queues.
+    pub max_waiting: usize,
+    /// Engine worker threads (0: one per core).
+    pub workers: usize,
 }
 
 impl Default for EngineConfig {
@@ -69,8 +110,21 @@ impl Default for EngineConfig {
         EngineConfig {
             dir: PathBuf::from("./scripts"),
             hook_timeout: Duration::from_millis(1000),
+            handler_deadline: Duration::from_secs(60),
+            decision_deadline: Duration::from_secs(5),
             memory_limit: 64 * 1024 * 1024,
             command_prefix: "!".into(),
+            max_waiting: 256,
+            workers: 0,
         }
+    }
+}
+
+impl EngineConfig {
+    /// The decision deadline the host should use for an `on_close` budget.
+    pub fn with_hook_timeout(mut self, t: Duration) -> EngineConfig {
+        self.hook_timeout = t;
+        self.decision_deadline = t * 5;
+        self
     }
 }

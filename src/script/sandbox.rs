@@ -1,66 +1,15 @@
-//! The per-script environment and the time budget.
+//! A Lua state with only what scripts may use, and each script's globals.
 //!
-//! The budget is a raw Lua count hook rather than mlua's `set_hook`: mlua
-//! keeps one hooked thread, so a loop inside a coroutine would escape it.
-//! Lua copies a thread's hook into every coroutine it creates, so a raw hook
-//! set once on the main thread covers them all.
+//! Each script's global table is small: its own names, `bot`, `print`,
+//! `require`, and its own copy-on-write views of the libraries; everything
+//! else is read through to one shared base per state that scripts cannot
+//! reach (its metatable is hidden). Writing `string.trim = f` lands in the
+//! script's own view, as a copy would, without copying every library per
+//! script (it matters with thousands of instances).
 
-use std::cell::Cell;
-use std::time::Instant;
+use mlua::{Lua, Table, Value};
 
-use mlua::{Lua, Table, Value, ffi};
-
-const COUNT: i32 = 1000;
-
-thread_local! {
-    /// When the running hook must stop; None while no hook runs.
-    static DEADLINE: Cell<Option<Instant>> = const { Cell::new(None) };
-    static BUDGET_MS: Cell<u64> = const { Cell::new(0) };
-}
-
-unsafe extern "C-unwind" fn budget_hook(l: *mut ffi::lua_State, _ar: *mut ffi::lua_Debug) {
-    let over = DEADLINE.with(|d| d.get().is_some_and(|at| Instant::now() >= at));
-    if over {
-        let ms = BUDGET_MS.with(|b| b.get());
-        // SAFETY: `l` is the running thread handed to the hook by Lua. Every
-        // Rust value is dropped before lua_error unwinds this frame. Checking
-        // every instruction from here on means a `pcall` around the loop
-        // cannot swallow the stop for long.
-        unsafe {
-            ffi::lua_sethook(l, Some(budget_hook), ffi::LUA_MASKCOUNT, 1);
-            // Level 0 inside a hook is the Lua function that was running.
-            ffi::luaL_where(l, 0);
-            {
-                let msg = format!("script exceeded its time budget of {ms} ms");
-                ffi::lua_pushlstring(l, msg.as_ptr().cast(), msg.len());
-            }
-            ffi::lua_concat(l, 2);
-            ffi::lua_error(l);
-        }
-    }
-}
-
-/// Installs the budget hook on the state's main thread.
-pub fn install_budget(lua: &Lua) -> mlua::Result<()> {
-    // SAFETY: exec_raw runs the closure on the main state inside a protected
-    // call; lua_sethook cannot fail.
-    unsafe {
-        lua.exec_raw::<()>((), |state| {
-            ffi::lua_sethook(state, Some(budget_hook), ffi::LUA_MASKCOUNT, COUNT);
-        })
-    }
-}
-
-/// Runs `f` with a deadline `budget` from now.
-pub fn with_budget<R>(lua: &Lua, budget: std::time::Duration, f: impl FnOnce() -> R) -> R {
-    // A previous overrun may have left the count at 1: re-arm.
-    let _ = install_budget(lua);
-    BUDGET_MS.with(|b| b.set(budget.as_millis() as u64));
-    DEADLINE.with(|d| d.set(Some(Instant::now() + budget)));
-    let r = f();
-    DEADLINE.with(|d| d.set(None));
-    r
-}
+use super::{budget, prelude, strlib};
 
 const BASE: &[&str] = &[
     "assert",
@@ -83,9 +32,16 @@ const BASE: &[&str] = &[
     "_VERSION",
 ];
 
-const LIBS: &[&str] = &["string", "table", "math", "utf8", "coroutine"];
+const LIBS: &[&str] = &["string", "table", "math", "utf8", "coroutine", "os"];
 
-/// Creates the state with only the libraries the sandbox hands out.
+/// What every script's environment reads through to.
+struct Base {
+    base_meta: Table,
+    lib_metas: Vec<(&'static str, Table)>,
+}
+
+/// Creates the state with only the libraries the sandbox hands out, the
+/// prelude's replacements installed and the budget hook on the main thread.
 pub fn new_state(memory_limit: usize) -> mlua::Result<Lua> {
     let libs = mlua::StdLib::STRING
         | mlua::StdLib::TABLE
@@ -95,60 +51,159 @@ pub fn new_state(memory_limit: usize) -> mlua::Result<Lua> {
         | mlua::StdLib::OS;
     let lua = Lua::new_with(libs, mlua::LuaOptions::default())?;
     lua.set_memory_limit(memory_limit)?;
-    // Strings share one metatable; keep scripts from reaching (and changing)
-    // the shared string library through it.
-    // `("").dump` reaches the real string table through that metatable:
-    // remove bytecode dumping at the source.
-    // Finalizers run with hooks off (Lua 5.4 disables them inside `__gc`), so
-    // a `__gc` loop would escape the time budget: refuse such metatables.
-    // A metatable only becomes a finalizer when set with `__gc` present, so
-    // checking at `setmetatable` is enough.
-    lua.load(
-        r#"
-        getmetatable("").__metatable = false
-        string.dump = nil
-        local raw_setmetatable, rawget, error = setmetatable, rawget, error
-        setmetatable = function(t, mt)
-          if mt ~= nil and rawget(mt, "__gc") ~= nil then
-            error("__gc metamethods are not allowed in moonwire scripts", 2)
-          end
-          return raw_setmetatable(t, mt)
-        end
-        "#,
-    )
-    .set_name("=sandbox")
-    .exec()?;
-    install_budget(&lua)?;
-    Ok(lua)
-}
+    prelude::Prelude::install(&lua)?;
+    strlib::install(&lua, memory_limit)?;
+    budget::install_main(&lua)?;
 
-/// A fresh global table for one script: whitelisted base functions, copies
-/// of the safe libraries, and an `os` cut down to time/clock/date.
-pub fn new_env(lua: &Lua) -> mlua::Result<Table> {
     let g = lua.globals();
-    let env = lua.create_table()?;
+    let base = lua.create_table()?;
     for name in BASE {
-        env.raw_set(*name, g.raw_get::<Value>(*name)?)?;
+        base.raw_set(*name, g.raw_get::<Value>(*name)?)?;
     }
-    for name in LIBS {
-        let lib: Table = g.raw_get(*name)?;
-        let copy = lua.create_table()?;
-        for pair in lib.pairs::<Value, Value>() {
-            let (k, v) = pair?;
-            copy.raw_set(k, v)?;
-        }
-        if *name == "string" {
-            // Bytecode has no way back in (no `load`), but leave no way out either.
-            copy.raw_set("dump", Value::Nil)?;
-        }
-        env.raw_set(*name, copy)?;
-    }
+    // Only time, clock and date of `os`.
     let os: Table = g.raw_get("os")?;
     let safe_os = lua.create_table()?;
     for name in ["time", "clock", "date"] {
         safe_os.raw_set(name, os.raw_get::<Value>(name)?)?;
     }
-    env.raw_set("os", safe_os)?;
+    let make_views: mlua::Function = lua
+        .load(
+            r#"
+            local base, libs, next, rawget = ...
+            local base_meta = { __index = base, __metatable = false }
+            local metas = {}
+            for name, lib in pairs(libs) do
+              metas[name] = {
+                __index = lib,
+                __metatable = false,
+                -- pairs() sees the script's own entries, then the library's.
+                __pairs = function(view)
+                  local own, k = true, nil
+                  return function()
+                    while true do
+                      local v
+                      if own then
+                        k, v = next(view, k)
+                        if k == nil then own = false else return k, v end
+                      else
+                        k, v = next(lib, k)
+                        if k == nil then return nil end
+                        if rawget(view, k) == nil then return k, v end
+                      end
+                    end
+                  end, view, nil
+                end,
+              }
+            end
+            return base_meta, metas
+            "#,
+        )
+        .set_name("=sandbox")
+        .into_function()?;
+    let libs_t = lua.create_table()?;
+    for name in LIBS {
+        let lib: Table = if *name == "os" {
+            safe_os.clone()
+        } else {
+            g.raw_get(*name)?
+        };
+        libs_t.raw_set(*name, lib)?;
+    }
+    let next: Value = g.raw_get("next")?;
+    let rawget: Value = g.raw_get("rawget")?;
+    let (base_meta, metas): (Table, Table) = make_views.call((base, libs_t, next, rawget))?;
+    let mut lib_metas = Vec::new();
+    for name in LIBS {
+        lib_metas.push((*name, metas.raw_get::<Table>(*name)?));
+    }
+    lua.set_app_data(Base {
+        base_meta,
+        lib_metas,
+    });
+    Ok(lua)
+}
+
+/// A fresh global table for one script (or module): its own library
+/// views, the base read through, `_G` itself.
+pub fn new_env(lua: &Lua) -> mlua::Result<Table> {
+    let (base_meta, lib_metas) = {
+        let b = lua
+            .app_data_ref::<Base>()
+            .ok_or_else(|| mlua::Error::RuntimeError("not a sandbox state".into()))?;
+        (b.base_meta.clone(), b.lib_metas.clone())
+    };
+    let env = lua.create_table_with_capacity(0, 16)?;
+    for (name, meta) in lib_metas {
+        let view = lua.create_table()?;
+        view.set_metatable(Some(meta));
+        env.raw_set(name, view)?;
+    }
     env.raw_set("_G", env.clone())?;
+    env.set_metatable(Some(base_meta));
     Ok(env)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(lua: &Lua, env: &Table, src: &str) -> mlua::Result<Value> {
+        lua.load(src).set_environment(env.clone()).eval()
+    }
+
+    #[test]
+    fn scripts_see_the_libraries_but_cannot_change_them_for_others() {
+        let lua = new_state(16 << 20).unwrap();
+        let a = new_env(&lua).unwrap();
+        let b = new_env(&lua).unwrap();
+        run(
+            &lua,
+            &a,
+            "function string.trim(s) return (s:gsub('^%s+', '')) end x = 1",
+        )
+        .unwrap();
+        assert_eq!(
+            run(&lua, &a, "return string.trim('  hi')")
+                .unwrap()
+                .to_string()
+                .unwrap(),
+            "hi"
+        );
+        assert!(run(&lua, &b, "return string.trim").unwrap().is_nil());
+        assert!(run(&lua, &b, "return x").unwrap().is_nil());
+        assert!(run(&lua, &b, "return getmetatable(_G)").unwrap() == Value::Boolean(false));
+        assert!(run(&lua, &b, "return getmetatable(string)").unwrap() == Value::Boolean(false));
+        assert!(run(&lua, &b, "return getmetatable('').__index").is_err());
+        let n: i64 = run(
+            &lua,
+            &a,
+            "local n = 0 for k in pairs(string) do n = n + 1 end return n",
+        )
+        .unwrap()
+        .as_integer()
+        .unwrap();
+        assert!(n > 15, "{n}");
+        for gone in [
+            "io",
+            "debug",
+            "load",
+            "loadfile",
+            "dofile",
+            "require",
+            "collectgarbage",
+        ] {
+            assert!(
+                run(&lua, &b, &format!("return {gone}")).unwrap().is_nil(),
+                "{gone}"
+            );
+        }
+        assert!(run(&lua, &b, "return os.execute").unwrap().is_nil());
+        assert!(run(&lua, &b, "return string.dump").unwrap().is_nil());
+        assert!(
+            run(&lua, &b, "setmetatable({}, {__gc = function() end})")
+                .unwrap_err()
+                .to_string()
+                .contains("__gc")
+        );
+    }
 }

@@ -98,6 +98,22 @@ fn impossible_values_name_key_and_line() {
             "moonwire.toml:2: script.hook_timeout_ms: must be at least 1",
         ),
         (
+            "[script]\nhandler_deadline_ms = 0\n",
+            "moonwire.toml:2: script.handler_deadline_ms: must be at least 1",
+        ),
+        (
+            "[script]\nworkers = 0\n",
+            "moonwire.toml:2: script.workers: must be between 1 and 256",
+        ),
+        (
+            "[script]\nworkers = 257\n",
+            "moonwire.toml:2: script.workers: must be between 1 and 256",
+        ),
+        (
+            "[script]\nmax_waiting = 0\n",
+            "moonwire.toml:2: script.max_waiting: must be at least 1",
+        ),
+        (
             "[script]\nmemory_limit_mb = 0\n",
             "moonwire.toml:2: script.memory_limit_mb: must be between 1 and 4096",
         ),

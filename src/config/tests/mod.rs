@@ -58,6 +58,7 @@ phone = "15551234567"
 [[instance]]
 name = "sim_1"
 channel = "console"
+scripts = "./sim"
 
 [reconnect]
 base_ms = 500
@@ -69,6 +70,9 @@ max_per_minute = 6
 hook_timeout_ms = 250
 memory_limit_mb = 128
 command_prefix = "/"
+handler_deadline_ms = 9000
+workers = 3
+max_waiting = 17
 
 [whatsapp]
 url = "ws://127.0.0.1:9000/ws"
@@ -108,7 +112,8 @@ fn defaults_match_the_spec() {
         vec![InstanceConfig {
             name: "default".into(),
             channel: ChannelKind::Whatsapp,
-            phone: None
+            phone: None,
+            scripts: None,
         }]
     );
     assert_eq!(
@@ -170,12 +175,14 @@ fn full_file_sets_every_key() {
             InstanceConfig {
                 name: "main".into(),
                 channel: ChannelKind::Whatsapp,
-                phone: Some("15551234567".into())
+                phone: Some("15551234567".into()),
+                scripts: None,
             },
             InstanceConfig {
                 name: "sim_1".into(),
                 channel: ChannelKind::Console,
-                phone: None
+                phone: None,
+                scripts: Some(PathBuf::from("/etc/moonwire/sim")),
             },
         ]
     );
@@ -193,7 +200,10 @@ fn full_file_sets_every_key() {
         ScriptConfig {
             hook_timeout_ms: 250,
             memory_limit_mb: 128,
-            command_prefix: "/".into()
+            command_prefix: "/".into(),
+            handler_deadline_ms: 9000,
+            workers: Some(3),
+            max_waiting: 17,
         }
     );
     assert_eq!(c.whatsapp.url, "ws://127.0.0.1:9000/ws");

@@ -1,0 +1,335 @@
+//! The `bot` table each script sees, its `print` and `require`, and what
+//! one generation's scripts registered.
+
+mod data;
+pub mod message;
+mod register;
+mod wait;
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::rc::{Rc, Weak};
+use std::sync::Arc;
+use std::time::Duration;
+
+use mlua::{ChunkMode, Function, Lua, MultiValue, Table, Value};
+
+use super::prelude::{self, FResult};
+use super::runner::LocalQueue;
+use super::{Actions, ScriptError, sandbox};
+use crate::channel::{Outgoing, recipient};
+
+pub use register::{CommandReg, HearReg, TimerReg};
+pub use wait::{take_wait_location, take_waited};
+
+/// What one generation's scripts share: the instance's actions and what
+/// they registered. API closures hold it weakly; the generation owns it.
+pub struct Ctx {
+    pub actions: Arc<dyn Actions>,
+    pub prefix: String,
+    pub module_dir: PathBuf,
+    pub gen_id: u64,
+    /// Script display names, by index.
+    pub files: RefCell<Vec<String>>,
+    /// Chunk names (scripts and modules), to locate errors.
+    pub known: RefCell<Vec<String>>,
+    pub commands: RefCell<Vec<CommandReg>>,
+    pub hears: RefCell<Vec<HearReg>>,
+    pub timers: RefCell<BTreeMap<u64, TimerReg>>,
+    pub next_timer: Cell<u64>,
+    /// Warnings found while loading (a command registered twice).
+    pub notes: RefCell<Vec<ScriptError>>,
+    /// Where timer firings are queued for the runner.
+    pub queue: Weak<LocalQueue>,
+    /// Set once the generation is replaced: registrations stop working.
+    pub disposed: Cell<bool>,
+    /// The longest `bot.sleep` can wait (the handler deadline).
+    pub max_sleep: Duration,
+}
+
+impl Ctx {
+    pub fn new(
+        actions: Arc<dyn Actions>,
+        prefix: String,
+        module_dir: PathBuf,
+        gen_id: u64,
+        queue: Weak<LocalQueue>,
+        max_sleep: Duration,
+    ) -> Ctx {
+        Ctx {
+            actions,
+            prefix,
+            module_dir,
+            gen_id,
+            files: Default::default(),
+            known: Default::default(),
+            commands: Default::default(),
+            hears: Default::default(),
+            timers: Default::default(),
+            next_timer: Cell::new(0),
+            notes: Default::default(),
+            queue,
+            disposed: Cell::new(false),
+            max_sleep,
+        }
+    }
+
+    /// Forgets everything a script registered (it failed to load).
+    pub fn forget_script(&self, idx: usize) {
+        self.commands.borrow_mut().retain(|c| c.script != idx);
+        self.hears.borrow_mut().retain(|h| h.script != idx);
+        self.timers.borrow_mut().retain(|_, t| {
+            let keep = t.script != idx;
+            if !keep {
+                t.task.abort();
+            }
+            keep
+        });
+    }
+
+    /// The generation is replaced: its timers stop, its registrations go.
+    pub fn dispose(&self) {
+        self.disposed.set(true);
+        for (_, t) in std::mem::take(&mut *self.timers.borrow_mut()) {
+            t.task.abort();
+        }
+        self.commands.borrow_mut().clear();
+        self.hears.borrow_mut().clear();
+    }
+
+    pub fn file_of(&self, idx: usize) -> String {
+        self.files.borrow().get(idx).cloned().unwrap_or_default()
+    }
+}
+
+/// The innermost frame of script code (a chunk loaded from a file) on the
+/// running thread, as `(file, line)`.
+pub fn caller_location(lua: &Lua) -> Option<(String, u32)> {
+    for level in 1..12 {
+        let d = lua.inspect_stack(level)?;
+        let line = d.curr_line();
+        if line <= 0 {
+            continue;
+        }
+        if let Some(src) = d.source().source.as_deref()
+            && let Some(path) = src.strip_prefix('@')
+        {
+            return Some((path.to_string(), line as u32));
+        }
+    }
+    None
+}
+
+/// `tostring` of each value, joined by spaces (print, bot.log).
+fn join_args(lua: &Lua, args: MultiValue) -> FResult<String> {
+    let tostring: Function = lua.globals().get("tostring")?;
+    let mut parts = Vec::with_capacity(args.len());
+    for v in args {
+        let s: mlua::String = tostring.call(v)?;
+        parts.push(s.to_string_lossy());
+    }
+    Ok(parts.join(" "))
+}
+
+/// `id` or `nil, reason`, as every send returns.
+pub fn send_result(lua: &Lua, actions: &Arc<dyn Actions>, out: Outgoing) -> FResult<MultiValue> {
+    let id = out.id.clone();
+    Ok(match actions.send(out) {
+        Ok(()) => MultiValue::from_vec(vec![Value::String(lua.create_string(&id)?)]),
+        Err(e) => MultiValue::from_vec(vec![Value::Nil, Value::String(lua.create_string(&e)?)]),
+    })
+}
+
+/// Module names are plain dotted names inside the scripts folder.
+fn module_path(dir: &Path, name: &str) -> Option<PathBuf> {
+    let ok = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.')
+        && !name.starts_with('.')
+        && !name.contains("..");
+    ok.then(|| dir.join(format!("{}.lua", name.replace('.', "/"))))
+}
+
+fn print_fn(lua: &Lua, script: &str) -> mlua::Result<Function> {
+    let script = script.to_string();
+    prelude::function(lua, move |lua, args: MultiValue| {
+        tracing::info!(target: "moonwire::script", script = %script, "{}", join_args(lua, args)?);
+        Ok(())
+    })
+}
+
+/// A script's (or module's) `require`: modules load once per script, each
+/// in its own environment with `bot`, `print` and `require`.
+fn require_fn(
+    lua: &Lua,
+    ctx: &Rc<Ctx>,
+    bot: Table,
+    script: &str,
+    loaded: Rc<RefCell<HashMap<String, Value>>>,
+) -> mlua::Result<Function> {
+    let weak = Rc::downgrade(ctx);
+    let script = script.to_string();
+    prelude::function(lua, move |lua, name: Value| {
+        let Some(ctx) = weak.upgrade() else {
+            return prelude::msg("require: the scripts were reloaded");
+        };
+        let Value::String(name) = name else {
+            return prelude::msg(format!(
+                "bad argument #1 to 'require' (string expected, got {})",
+                name.type_name()
+            ));
+        };
+        let name = name.to_string_lossy();
+        if let Some(v) = loaded.borrow().get(&name) {
+            return Ok(v.clone());
+        }
+        let Some(path) = module_path(&ctx.module_dir, &name) else {
+            return prelude::msg(format!(
+                "require {name:?}: not a module name in the scripts folder"
+            ));
+        };
+        let src = match std::fs::read(&path) {
+            Ok(s) => s,
+            Err(e) => return prelude::msg(format!("require {name:?}: {}: {e}", path.display())),
+        };
+        let chunk = path.display().to_string();
+        ctx.known.borrow_mut().push(chunk.clone());
+        let env = sandbox::new_env(lua)?;
+        env.raw_set("bot", bot.clone())?;
+        env.raw_set("print", print_fn(lua, &script)?)?;
+        env.raw_set(
+            "require",
+            require_fn(lua, &ctx, bot.clone(), &script, loaded.clone())?,
+        )?;
+        let f = lua
+            .load(src)
+            .set_name(format!("@{chunk}"))
+            .set_mode(ChunkMode::Text)
+            .set_environment(env)
+            .into_function()
+            .map_err(|e| {
+                prelude::Fail::Msg(
+                    super::errors::script_error(
+                        &e,
+                        &chunk,
+                        "require",
+                        None,
+                        std::slice::from_ref(&chunk),
+                    )
+                    .to_string(),
+                )
+            })?;
+        let mut r = prelude::call(
+            lua,
+            &f,
+            MultiValue::from_vec(vec![Value::String(lua.create_string(&name)?)]),
+        )?;
+        let value = match r.pop_front() {
+            None | Some(Value::Nil) => Value::Boolean(true),
+            Some(v) => v,
+        };
+        loaded.borrow_mut().insert(name, value.clone());
+        Ok(value)
+    })
+}
+
+/// Builds the environment of one script: sandbox globals plus its own `bot`,
+/// `print` and `require`.
+pub fn script_env(lua: &Lua, ctx: &Rc<Ctx>, idx: usize, name: &str) -> mlua::Result<Table> {
+    let env = sandbox::new_env(lua)?;
+    let bot = bot_table(lua, ctx, idx, name)?;
+    env.raw_set("bot", bot.clone())?;
+    env.raw_set("print", print_fn(lua, name)?)?;
+    env.raw_set(
+        "require",
+        require_fn(lua, ctx, bot, name, Default::default())?,
+    )?;
+    Ok(env)
+}
+
+fn bot_table(lua: &Lua, ctx: &Rc<Ctx>, idx: usize, name: &str) -> mlua::Result<Table> {
+    let bot = lua.create_table()?;
+    let actions = ctx.actions.clone();
+    bot.raw_set("instance", actions.instance())?;
+    bot.raw_set("prefix", ctx.prefix.as_str())?;
+
+    let a = actions.clone();
+    bot.raw_set("state", prelude::function(lua, move |_, ()| Ok(a.state()))?)?;
+
+    let a = actions.clone();
+    bot.raw_set(
+        "send",
+        prelude::function(lua, move |lua, (chat, text): (Value, Value)| {
+            let chat = match chat {
+                Value::String(s) => s.to_string_lossy(),
+                Value::Integer(n) => n.to_string(),
+                other => {
+                    return prelude::msg(format!(
+                        "bot.send needs a chat id (a JID or a phone number), got {}",
+                        other.type_name()
+                    ));
+                }
+            };
+            let text = match text {
+                Value::String(s) => s.to_string_lossy(),
+                Value::Integer(_) | Value::Number(_) => lua
+                    .coerce_string(text)?
+                    .map(|s| s.to_string_lossy())
+                    .unwrap_or_default(),
+                other => {
+                    return prelude::msg(format!(
+                        "bot.send needs the text to send, got {}",
+                        other.type_name()
+                    ));
+                }
+            };
+            let chat = match recipient(&chat) {
+                Ok(c) => c,
+                Err(e) => {
+                    return Ok(MultiValue::from_vec(vec![
+                        Value::Nil,
+                        Value::String(lua.create_string(e.to_string())?),
+                    ]));
+                }
+            };
+            send_result(lua, &a, Outgoing::text(chat, text, None))
+        })?,
+    )?;
+
+    let a = actions.clone();
+    bot.raw_set(
+        "logout",
+        prelude::function(lua, move |_, ()| {
+            a.logout();
+            Ok(())
+        })?,
+    )?;
+
+    register::install(lua, &bot, ctx, idx)?;
+    data::install(lua, &bot, ctx, name)?;
+    wait::install(lua, &bot, ctx)?;
+
+    let log = lua.create_table()?;
+    for level in ["debug", "info", "warn", "error"] {
+        let script = name.to_string();
+        log.raw_set(
+            level,
+            prelude::function(lua, move |lua, args: MultiValue| {
+                let msg = join_args(lua, args)?;
+                match level {
+                    "debug" => {
+                        tracing::debug!(target: "moonwire::script", script = %script, "{msg}")
+                    }
+                    "info" => tracing::info!(target: "moonwire::script", script = %script, "{msg}"),
+                    "warn" => tracing::warn!(target: "moonwire::script", script = %script, "{msg}"),
+                    _ => tracing::error!(target: "moonwire::script", script = %script, "{msg}"),
+                }
+                Ok(())
+            })?,
+        )?;
+    }
+    bot.raw_set("log", log)?;
+    Ok(bot)
+}
