@@ -133,7 +133,9 @@ async fn run_async(config: &Config) -> anyhow::Result<ExitCode> {
             Ok(Line::Quit) => break,
             Err(e) => eprintln!("console: {e}"),
         }
-        settle(host).await;
+        // Each line's work starts before the next line is read; handlers
+        // that wait go on meanwhile (end of input waits for them).
+        settle_started(host).await;
     }
 
     // End of input: finish what hooks are doing, then go quiet and stop.
@@ -141,6 +143,16 @@ async fn run_async(config: &Config) -> anyhow::Result<ExitCode> {
     out.close();
     app.shutdown().await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Lets queued work start, bounded like `settle`.
+async fn settle_started(host: &Host) {
+    if tokio::time::timeout(Duration::from_secs(10), host.settle_started())
+        .await
+        .is_err()
+    {
+        tracing::warn!("pending work did not start within 10 s; going on");
+    }
 }
 
 /// Lets queued work finish, bounded so a wedged hook cannot hang the console.

@@ -36,6 +36,11 @@ pub trait Hooks: Send + Sync + 'static {
     fn message(&self, instance: &InstanceHandle, msg: Incoming);
     /// Resolves once every hook call queued before it has finished.
     fn settle(&self) -> BoxFuture<()>;
+    /// Resolves once every hook call queued before it has started: it
+    /// finished, or it waits (for a timer, the network, ...).
+    fn settle_started(&self) -> BoxFuture<()> {
+        self.settle()
+    }
 }
 
 /// Hooks that do nothing: the host without scripts.
@@ -358,6 +363,20 @@ impl Host {
                 h.settle().await;
             }
             self.hooks.settle().await;
+        }
+        for h in self.instances() {
+            h.settle().await;
+        }
+    }
+
+    /// As `settle`, but handlers that wait are not waited for: everything
+    /// queued so far has started.
+    pub async fn settle_started(&self) {
+        for _ in 0..4 {
+            for h in self.instances() {
+                h.settle().await;
+            }
+            self.hooks.settle_started().await;
         }
         for h in self.instances() {
             h.settle().await;

@@ -338,6 +338,21 @@ impl ScriptHooks {
         }
     }
 
+    fn settle_with(&self, f: impl Fn(&Engine) -> oneshot::Receiver<()>) -> BoxFuture<()> {
+        let pending: Vec<oneshot::Receiver<()>> = self
+            .engines
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .map(|a| f(&a.engine))
+            .collect();
+        Box::pin(async move {
+            for rx in pending {
+                let _ = rx.await;
+            }
+        })
+    }
+
     fn with_engine<R>(&self, instance: &str, f: impl FnOnce(&Engine) -> R) -> Option<R> {
         self.engines
             .lock()
@@ -362,17 +377,10 @@ impl Hooks for ScriptHooks {
     }
 
     fn settle(&self) -> BoxFuture<()> {
-        let pending: Vec<oneshot::Receiver<()>> = self
-            .engines
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .map(|a| a.engine.settle())
-            .collect();
-        Box::pin(async move {
-            for rx in pending {
-                let _ = rx.await;
-            }
-        })
+        self.settle_with(Engine::settle)
+    }
+
+    fn settle_started(&self) -> BoxFuture<()> {
+        self.settle_with(Engine::settle_started)
     }
 }

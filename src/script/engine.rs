@@ -18,7 +18,12 @@ pub(crate) enum Job {
         folder_gen: u64,
         reply: Option<oneshot::Sender<LoadReport>>,
     },
-    Settle(oneshot::Sender<()>),
+    /// Answered once every job before it has started (`until_done`:
+    /// and every handler they started has finished).
+    Settle {
+        tx: oneshot::Sender<()>,
+        until_done: bool,
+    },
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -88,7 +93,21 @@ impl Engine {
     /// wait included (timers that fire later are not waited for).
     pub fn settle(&self) -> oneshot::Receiver<()> {
         let (tx, rx) = oneshot::channel();
-        let _ = self.tx.send(Job::Settle(tx));
+        let _ = self.tx.send(Job::Settle {
+            tx,
+            until_done: true,
+        });
+        rx
+    }
+
+    /// Resolves once every job queued before it has started: its handlers
+    /// finished or are waiting.
+    pub fn settle_started(&self) -> oneshot::Receiver<()> {
+        let (tx, rx) = oneshot::channel();
+        let _ = self.tx.send(Job::Settle {
+            tx,
+            until_done: false,
+        });
         rx
     }
 

@@ -205,9 +205,13 @@ impl Runner {
                             let _ = tx.send(report);
                         }
                     }
-                    Item::Job(Job::Settle(tx)) => {
-                        self.settles.borrow_mut().push((seq, tx));
-                        self.check_settles();
+                    Item::Job(Job::Settle { tx, until_done }) => {
+                        if until_done {
+                            self.settles.borrow_mut().push((seq, tx));
+                            self.check_settles();
+                        } else {
+                            let _ = tx.send(());
+                        }
                     }
                     Item::Job(Job::Shutdown(tx)) => {
                         self.shutdown(backlog.len()).await;
