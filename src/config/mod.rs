@@ -55,6 +55,8 @@ const DEFAULT_API_LISTEN: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::ne
     8080,
 ));
 const MAX_MEMORY_LIMIT_MB: u64 = 4096;
+const MAX_HTTP_BODY_MB: u64 = 1024;
+const MAX_HTTP_IN_FLIGHT: usize = 1024;
 
 /// The fully resolved configuration.
 ///
@@ -171,6 +173,10 @@ pub struct ScriptConfig {
     pub hook_timeout_ms: u64,
     pub memory_limit_mb: u64,
     pub command_prefix: String,
+    /// An IANA time zone name for `bot.cron`, checked against the time
+    /// zone database; `None`: the system's zone.
+    pub timezone: Option<String>,
+    pub http: ScriptHttpConfig,
 }
 
 impl Default for ScriptConfig {
@@ -179,6 +185,31 @@ impl Default for ScriptConfig {
             hook_timeout_ms: 1000,
             memory_limit_mb: 64,
             command_prefix: "!".to_string(),
+            timezone: None,
+            http: ScriptHttpConfig::default(),
+        }
+    }
+}
+
+/// `[script.http]`: the limits of `bot.http`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScriptHttpConfig {
+    /// A request's default timeout and the longest a script may ask for.
+    pub timeout_ms: u64,
+    pub max_body_mb: u64,
+    /// Requests of one instance on the wire at once; more wait their turn.
+    pub max_in_flight: usize,
+    /// Non-public hosts scripts may reach anyway.
+    pub allow: crate::automation::net::AllowList,
+}
+
+impl Default for ScriptHttpConfig {
+    fn default() -> Self {
+        ScriptHttpConfig {
+            timeout_ms: 10_000,
+            max_body_mb: 8,
+            max_in_flight: 4,
+            allow: Default::default(),
         }
     }
 }
