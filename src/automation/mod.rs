@@ -2,6 +2,7 @@
 //! (in later commits) cron schedules and inbound script routes. Plain Rust,
 //! no Lua: the engine binds each piece in a few lines.
 
+pub mod cron;
 pub mod crypto;
 pub mod http;
 pub mod net;
