@@ -6,3 +6,4 @@ pub mod cron;
 pub mod crypto;
 pub mod http;
 pub mod net;
+pub mod routes;
