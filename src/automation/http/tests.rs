@@ -531,3 +531,20 @@ fn the_request_future_is_send() {
     let f = c.request("i", HttpRequest::get("http://example.org/"));
     is_send(&f);
 }
+
+#[test]
+fn the_policy_comes_from_script_http() {
+    let c = crate::config::ScriptHttpConfig {
+        timeout_ms: 2500,
+        max_body_mb: 2,
+        max_in_flight: 3,
+        allow: AllowList::parse(&["*.lan"]).unwrap(),
+    };
+    let p = HttpPolicy::from_config(&c);
+    assert_eq!(p.timeout, Duration::from_millis(2500));
+    assert_eq!(p.max_body, 2 * 1024 * 1024);
+    assert_eq!(p.max_in_flight, 3);
+    assert!(p.allow.allows_host("nas.lan"));
+    let d = HttpPolicy::from_config(&crate::config::ScriptHttpConfig::default());
+    assert_eq!(d, HttpPolicy::default());
+}
