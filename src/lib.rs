@@ -4,6 +4,7 @@
 //! clients, `store` the SQLite file, and `host` where they all meet.
 
 pub mod api;
+pub mod automation;
 pub mod channel;
 pub mod config;
 pub mod host;

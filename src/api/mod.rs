@@ -4,6 +4,7 @@
 //! running machine, and no key or token ever appears in a payload.
 
 pub mod events;
+pub mod hooks;
 mod qr;
 pub mod webhook;
 
@@ -37,6 +38,7 @@ use crate::host::app::{App, AppError};
 use crate::host::metrics::WebhookTotals;
 use crate::host::{InstanceHandle, SendError, now_ms};
 use crate::lifecycle::{LogoutBy, State as LState};
+use hooks::HookDoc;
 use webhook::Webhooks;
 
 /// Largest request body accepted.
@@ -154,6 +156,8 @@ pub struct ApiState {
     metrics_public: bool,
     webhooks: Option<Arc<Webhooks>>,
     shutdown: watch::Receiver<bool>,
+    /// Script routes; `None`: every hook path is 404.
+    hooks: Option<Arc<hooks::Hooks>>,
 }
 
 impl ApiState {
@@ -170,7 +174,14 @@ impl ApiState {
             metrics_public,
             webhooks,
             shutdown,
+            hooks: None,
         }
+    }
+
+    /// Serves the scripts' routes under `/v1/instances/{name}/hooks/`.
+    pub fn with_hooks(mut self, hooks: hooks::Hooks) -> ApiState {
+        self.hooks = Some(Arc::new(hooks));
+        self
     }
 }
 
@@ -191,8 +202,14 @@ async fn authenticate(
     if req.uri().path() == "/metrics" && st.metrics_public {
         return Ok(next.run(req).await);
     }
-    let token = req
-        .headers()
+    let caller = identify(&st, req.headers())?;
+    req.extensions_mut().insert(caller);
+    Ok(next.run(req).await)
+}
+
+/// Who is calling, from the bearer token.
+fn identify(st: &ApiState, headers: &HeaderMap) -> ApiResult<Caller> {
+    let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
@@ -221,8 +238,7 @@ async fn authenticate(
             Err(e) => return Err(ApiError::internal(e)),
         }
     };
-    req.extensions_mut().insert(caller);
-    Ok(next.run(req).await)
+    Ok(caller)
 }
 
 /// The router: `/healthz` open, everything else behind the key.
@@ -247,6 +263,7 @@ pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .merge(protected)
+        .merge(hooks::router())
         .fallback(|| async { ApiError::not_found("no such route") })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)
@@ -855,10 +872,10 @@ async fn metrics(
     info(title = "moonwire admin API", description = "Instances, pairing, logout, sending, scripts, events. Authenticate with `Authorization: Bearer <key>`: the admin key, or an instance's token for that instance's routes."),
     paths(healthz, create_instance, list_instances, get_instance, connect_instance, get_qr,
         logout_instance, restart_instance, delete_instance, send_message, get_scripts,
-        reload_scripts, events, metrics, openapi),
+        reload_scripts, events, metrics, openapi, hooks::serve_hook),
     components(schemas(InstanceView, CreateInstance, Created, QrView, SendMessage, Sent,
         ScriptsView, ScriptErrorView, ErrorBody, ErrorDetail)),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &HookDoc),
     security(("bearer" = []))
 )]
 pub struct ApiDoc;

@@ -44,6 +44,17 @@ struct RawScript {
     handler_deadline_ms: Option<Spanned<u64>>,
     workers: Option<Spanned<u64>>,
     max_waiting: Option<Spanned<u64>>,
+    timezone: Option<Spanned<String>>,
+    http: Option<RawScriptHttp>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawScriptHttp {
+    timeout_ms: Option<Spanned<u64>>,
+    max_body_mb: Option<Spanned<u64>>,
+    max_in_flight: Option<Spanned<usize>>,
+    allow: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 #[derive(Deserialize)]
@@ -200,6 +211,13 @@ pub(super) fn parse_file(text: &str, origin: &Path) -> Result<Layered, ConfigErr
         if let Some(v) = &s.max_waiting {
             c.max_waiting = ctx.positive(v, "script.max_waiting")?;
         }
+        if let Some(v) = &s.timezone {
+            check_timezone(v.get_ref()).map_err(|m| ctx.err(v, "script.timezone", m))?;
+            c.timezone = Some(v.get_ref().clone());
+        }
+        if let Some(h) = &s.http {
+            parse_script_http(&ctx, h, &mut c.http)?;
+        }
     }
 
     if let Some(w) = &raw.whatsapp {
@@ -284,6 +302,57 @@ pub(super) fn parse_file(text: &str, origin: &Path) -> Result<Layered, ConfigErr
     }
 
     Ok(l)
+}
+
+fn check_timezone(name: &str) -> Result<(), String> {
+    match jiff::tz::db().get(name) {
+        Ok(_) => Ok(()),
+        Err(_) => Err(format!(
+            "unknown time zone {name:?}; use an IANA name such as \"Europe/Berlin\" or \"UTC\""
+        )),
+    }
+}
+
+fn parse_script_http(
+    ctx: &FileCtx<'_>,
+    h: &RawScriptHttp,
+    c: &mut ScriptHttpConfig,
+) -> Result<(), ConfigError> {
+    if let Some(v) = &h.timeout_ms {
+        c.timeout_ms = ctx.positive(v, "script.http.timeout_ms")?;
+    }
+    if let Some(v) = &h.max_body_mb {
+        let mb = *v.get_ref();
+        if mb == 0 || mb > MAX_HTTP_BODY_MB {
+            return Err(ctx.err(
+                v,
+                "script.http.max_body_mb",
+                format!("must be between 1 and {MAX_HTTP_BODY_MB}, got {mb}"),
+            ));
+        }
+        c.max_body_mb = mb;
+    }
+    if let Some(v) = &h.max_in_flight {
+        let n = *v.get_ref();
+        if n == 0 || n > MAX_HTTP_IN_FLIGHT {
+            return Err(ctx.err(
+                v,
+                "script.http.max_in_flight",
+                format!("must be between 1 and {MAX_HTTP_IN_FLIGHT}, got {n}"),
+            ));
+        }
+        c.max_in_flight = n;
+    }
+    if let Some(list) = &h.allow {
+        let mut allow = crate::automation::net::AllowList::default();
+        for entry in list.get_ref() {
+            allow
+                .add(entry.get_ref())
+                .map_err(|e| ctx.err(entry, "script.http.allow", e.to_string()))?;
+        }
+        c.allow = allow;
+    }
+    Ok(())
 }
 
 fn file_path<'a>(

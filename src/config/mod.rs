@@ -56,6 +56,8 @@ const DEFAULT_API_LISTEN: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::ne
 ));
 const MAX_MEMORY_LIMIT_MB: u64 = 4096;
 const MAX_WORKERS: u64 = 256;
+const MAX_HTTP_BODY_MB: u64 = 1024;
+const MAX_HTTP_IN_FLIGHT: usize = 1024;
 
 /// The fully resolved configuration.
 ///
@@ -181,6 +183,10 @@ pub struct ScriptConfig {
     pub workers: Option<u64>,
     /// Handlers waiting at once per instance.
     pub max_waiting: u64,
+    /// An IANA time zone name for `bot.cron`, checked against the time
+    /// zone database; `None`: the system's zone.
+    pub timezone: Option<String>,
+    pub http: ScriptHttpConfig,
 }
 
 impl Default for ScriptConfig {
@@ -192,6 +198,31 @@ impl Default for ScriptConfig {
             handler_deadline_ms: 60_000,
             workers: None,
             max_waiting: 256,
+            timezone: None,
+            http: ScriptHttpConfig::default(),
+        }
+    }
+}
+
+/// `[script.http]`: the limits of `bot.http`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScriptHttpConfig {
+    /// A request's default timeout and the longest a script may ask for.
+    pub timeout_ms: u64,
+    pub max_body_mb: u64,
+    /// Requests of one instance on the wire at once; more wait their turn.
+    pub max_in_flight: usize,
+    /// Non-public hosts scripts may reach anyway.
+    pub allow: crate::automation::net::AllowList,
+}
+
+impl Default for ScriptHttpConfig {
+    fn default() -> Self {
+        ScriptHttpConfig {
+            timeout_ms: 10_000,
+            max_body_mb: 8,
+            max_in_flight: 4,
+            allow: Default::default(),
         }
     }
 }

@@ -26,6 +26,11 @@ fn hook_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.0001, 2.0, 15))
 }
 
+fn http_histogram() -> Histogram {
+    // 1 ms .. ~33 s: a request may take up to its timeout.
+    Histogram::new(exponential_buckets(0.001, 2.0, 16))
+}
+
 /// The process's metrics.
 pub struct Metrics {
     registry: Mutex<Registry>,
@@ -41,6 +46,8 @@ pub struct Metrics {
     webhook_failed: Family<Labels, Gauge>,
     webhook_dropped: Family<Labels, Gauge>,
     script_errors: Counter,
+    http_requests: Family<Labels, Counter>,
+    http_seconds: Histogram,
 }
 
 impl Default for Metrics {
@@ -59,6 +66,8 @@ impl Default for Metrics {
             webhook_failed: Default::default(),
             webhook_dropped: Default::default(),
             script_errors: Default::default(),
+            http_requests: Default::default(),
+            http_seconds: http_histogram(),
         };
         {
             let mut r = m.registry.lock().unwrap_or_else(|e| e.into_inner());
@@ -108,6 +117,16 @@ impl Default for Metrics {
                 m.script_errors.clone(),
             );
             r.register(
+                "http_requests",
+                "Script HTTP requests (bot.http), by status class or failure",
+                m.http_requests.clone(),
+            );
+            r.register(
+                "http_request_duration_seconds",
+                "Script HTTP request time, queueing and body included",
+                m.http_seconds.clone(),
+            );
+            r.register(
                 "webhook_delivered",
                 "Webhook events delivered",
                 m.webhook_delivered.clone(),
@@ -124,6 +143,15 @@ impl Default for Metrics {
             );
         }
         m
+    }
+}
+
+impl crate::automation::http::HttpObserver for Metrics {
+    fn request_done(&self, class: &'static str, elapsed: Duration) {
+        self.http_requests
+            .get_or_create(&label("class", class))
+            .inc();
+        self.http_seconds.observe(elapsed.as_secs_f64());
     }
 }
 
@@ -237,6 +265,10 @@ mod tests {
         m.hook("on_message", Duration::from_millis(3), true);
         m.hook("on_message", Duration::from_millis(3), false);
         m.reload(true);
+        use crate::automation::http::HttpObserver;
+        m.request_done("2xx", Duration::from_millis(20));
+        m.request_done("2xx", Duration::from_millis(40));
+        m.request_done("refused", Duration::from_millis(1));
         let text = m.render(
             &[StateName::Open, StateName::Open, StateName::Closed],
             &[WebhookTotals {
@@ -256,6 +288,9 @@ mod tests {
             "moonwire_hook_duration_seconds_count{hook=\"on_message\"} 2",
             "moonwire_script_reloads_total{result=\"swapped\"} 1",
             "moonwire_webhook_dropped{url=\"http://x/h\"} 2",
+            "moonwire_http_requests_total{class=\"2xx\"} 2",
+            "moonwire_http_requests_total{class=\"refused\"} 1",
+            "moonwire_http_request_duration_seconds_count 3",
         ] {
             assert!(text.contains(needle), "{needle} missing in\n{text}");
         }

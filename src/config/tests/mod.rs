@@ -3,6 +3,7 @@
 use super::*;
 use std::fs;
 
+mod automation;
 mod errors;
 
 fn origin() -> &'static Path {
@@ -73,6 +74,13 @@ command_prefix = "/"
 handler_deadline_ms = 9000
 workers = 3
 max_waiting = 17
+timezone = "America/New_York"
+
+[script.http]
+timeout_ms = 2500
+max_body_mb = 2
+max_in_flight = 3
+allow = ["192.168.1.10", "*.lan", "nas.home"]
 
 [whatsapp]
 url = "ws://127.0.0.1:9000/ws"
@@ -128,6 +136,16 @@ fn defaults_match_the_spec() {
     assert_eq!(c.script.hook_timeout_ms, 1000);
     assert_eq!(c.script.memory_limit_mb, 64);
     assert_eq!(c.script.command_prefix, "!");
+    assert_eq!(c.script.timezone, None);
+    assert_eq!(
+        c.script.http,
+        ScriptHttpConfig {
+            timeout_ms: 10_000,
+            max_body_mb: 8,
+            max_in_flight: 4,
+            allow: Default::default(),
+        }
+    );
     assert_eq!(c.whatsapp.url, "wss://web.whatsapp.com/ws/chat");
     assert_eq!(c.api, None);
     assert!(c.webhooks.is_empty());
@@ -204,6 +222,18 @@ fn full_file_sets_every_key() {
             handler_deadline_ms: 9000,
             workers: Some(3),
             max_waiting: 17,
+            timezone: Some("America/New_York".into()),
+            http: ScriptHttpConfig {
+                timeout_ms: 2500,
+                max_body_mb: 2,
+                max_in_flight: 3,
+                allow: crate::automation::net::AllowList::parse(&[
+                    "192.168.1.10",
+                    "*.lan",
+                    "nas.home"
+                ])
+                .unwrap(),
+            },
         }
     );
     assert_eq!(c.whatsapp.url, "ws://127.0.0.1:9000/ws");
