@@ -13,6 +13,19 @@ pub fn rss_kb() -> u64 {
         .unwrap_or(0)
 }
 
+/// This process's OS threads (0 where /proc is missing).
+pub fn threads() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Threads:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
 /// A scratch data dir whose scripts folder holds the default script, and
 /// the store in it.
 pub fn data_dir_with_default_script() -> (

@@ -260,15 +260,16 @@ impl Runner {
     // Reporting
 
     pub fn report(self: &Rc<Self>, e: ScriptError) {
+        if e.is_load_error() {
+            // One per file and folder generation already (reloads are
+            // debounced): never folded, so each generation's show.
+            self.actions.report(&e, self.folder_gen.get());
+            return;
+        }
         let now = Instant::now();
         let admitted = self.limiter.borrow_mut().admit(&e, now);
         if let Some(e) = admitted {
-            let generation = if e.is_load_error() {
-                self.folder_gen.get()
-            } else {
-                0
-            };
-            self.actions.report(&e, generation);
+            self.actions.report(&e, 0);
         }
         if self.limiter.borrow().pending() && !self.flushing.get() {
             self.flushing.set(true);
