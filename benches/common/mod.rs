@@ -1,3 +1,4 @@
+#![allow(dead_code)]
 //! What the bench binaries share.
 
 /// This process's resident set, in kB (0 where /proc is missing).
