@@ -99,6 +99,9 @@ pub struct StatusRow {
     pub state: StateName,
     pub last_reason_code: Option<u16>,
     pub last_reason_kind: Option<ReasonKind>,
+    /// The last reason's detail: the underlying cause (a DNS, refused or TLS
+    /// error of a failed dial, the server's words), for people to read.
+    pub last_reason_message: Option<String>,
     /// Unix milliseconds.
     pub last_change_at: u64,
     pub jid: Option<String>,
@@ -449,8 +452,10 @@ impl Machine {
             jid: restored.and_then(|r| r.jid.clone()),
             push_name: restored.and_then(|r| r.push_name.clone()),
             last_reason: restored.and_then(|r| {
-                r.last_reason_kind
-                    .map(|kind| Reason::new(r.last_reason_code, kind))
+                r.last_reason_kind.map(|kind| Reason {
+                    message: r.last_reason_message.clone(),
+                    ..Reason::new(r.last_reason_code, kind)
+                })
             }),
             last_change_at: restored.map(|r| r.last_change_at).unwrap_or(0),
             attempt: 0,
@@ -480,6 +485,7 @@ impl Machine {
             state: name,
             last_reason_code: self.last_reason.as_ref().and_then(|r| r.code),
             last_reason_kind: self.last_reason.as_ref().map(|r| r.kind),
+            last_reason_message: self.last_reason.as_ref().and_then(|r| r.message.clone()),
             last_change_at: self.last_change_at,
             jid: self.jid.clone(),
             push_name: self.push_name.clone(),

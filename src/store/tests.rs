@@ -3,6 +3,7 @@ use std::sync::Arc;
 use serde_json::json;
 
 use super::*;
+use crate::lifecycle::{ConnectionStatus, ReasonKind, StateName};
 
 const ALL_STATES: [StateName; 8] = StateName::ALL;
 
@@ -22,6 +23,7 @@ fn status(state: StateName, at: u64) -> StatusRow {
         state,
         last_reason_code: None,
         last_reason_kind: None,
+        last_reason_message: None,
         last_change_at: at,
         jid: None,
         push_name: None,
@@ -123,6 +125,7 @@ fn ensure_instance_creates_idle_and_keeps_an_existing_row() {
             state: StateName::Idle,
             last_reason_code: None,
             last_reason_kind: None,
+            last_reason_message: None,
             last_change_at: 1_000,
             jid: None,
             push_name: None,
@@ -158,6 +161,7 @@ fn every_state_status_and_reason_round_trips() {
                     state,
                     last_reason_code: kind.and_then(ReasonKind::default_code),
                     last_reason_kind: kind,
+                    last_reason_message: (n % 4 == 0).then(|| format!("dial: refused ✗ {n}")),
                     last_change_at: at,
                     jid: (n % 2 == 0).then(|| format!("{n}@s.whatsapp.net")),
                     push_name: (n % 3 == 0).then(|| format!("Näme {n} ✓")),
@@ -236,10 +240,12 @@ fn to_json_has_exactly_the_documented_fields() {
             "channel",
             "connection_status",
             "created_at",
+            "created_by",
             "jid",
             "last_change_at",
             "last_reason_code",
             "last_reason_kind",
+            "last_reason_message",
             "name",
             "push_name",
             "state",
@@ -250,7 +256,8 @@ fn to_json_has_exactly_the_documented_fields() {
         json!({
             "name": "bot", "channel": "whatsapp", "connection_status": "close",
             "state": "idle", "last_reason_code": null, "last_reason_kind": null,
-            "last_change_at": 7, "jid": null, "push_name": null, "created_at": 7,
+            "last_reason_message": null, "last_change_at": 7, "jid": null,
+            "push_name": null, "created_at": 7, "created_by": "config",
         })
     );
     let full = InstanceRow {
@@ -259,6 +266,7 @@ fn to_json_has_exactly_the_documented_fields() {
             state: StateName::LoggedOut,
             last_reason_code: Some(401),
             last_reason_kind: Some(ReasonKind::LoggedOut),
+            last_reason_message: None,
             last_change_at: 9,
             jid: Some("1@s.whatsapp.net".into()),
             push_name: Some("Me".into()),
@@ -499,6 +507,7 @@ fn reconcile_after_a_simulated_crash() {
             state: StateName::Closed,
             last_reason_code: None,
             last_reason_kind: Some(ReasonKind::Interrupted),
+            last_reason_message: None,
             last_change_at: 100,
             jid: Some("1@s.whatsapp.net".into()),
             push_name: Some("Me".into()),
@@ -673,6 +682,10 @@ fn corrupt_text_is_an_error_naming_the_column() {
             "last_change_at",
             "UPDATE instances SET last_reason_code = NULL, last_change_at = -1 WHERE name = 'bad'",
         ),
+        (
+            "created_by",
+            "UPDATE instances SET last_change_at = 1, created_by = 'aliens' WHERE name = 'bad'",
+        ),
     ] {
         store.conn().execute(sql, []).expect("corrupt it");
         match store.instance("bad") {
@@ -756,4 +769,90 @@ fn a_version_2_file_gains_the_key_store_tables_and_keeps_its_rows() {
             .expect("new table exists");
         assert_eq!(n, 0, "{table}");
     }
+}
+
+#[test]
+fn an_api_instance_and_its_token_are_created_together_or_not_at_all() {
+    let store = mem();
+    let new = NewInstance {
+        name: "api1",
+        channel: "console",
+        created_by: CreatedBy::Api,
+        manual_scan: true,
+        token_hash: Some("h1"),
+    };
+    let row = store.create_instance(&new, 5).expect("create");
+    assert_eq!(row.created_by, CreatedBy::Api);
+    assert!(row.manual_scan);
+    assert_eq!(row.status.state, StateName::Idle);
+    assert_eq!(store.token_instance("h1").unwrap().as_deref(), Some("api1"));
+    // A taken name changes nothing, not even the token.
+    let again = NewInstance {
+        token_hash: Some("h2"),
+        ..new.clone()
+    };
+    let err = store.create_instance(&again, 6).expect_err("exists");
+    assert!(
+        matches!(&err, StoreError::Exists(n) if n == "api1"),
+        "{err:?}"
+    );
+    assert_eq!(store.token_instance("h2").unwrap(), None);
+    assert_eq!(store.token_instance("h1").unwrap().as_deref(), Some("api1"));
+    // A token digest already used by another instance rolls the row back.
+    let clash = NewInstance {
+        name: "api2",
+        token_hash: Some("h1"),
+        ..new
+    };
+    store
+        .create_instance(&clash, 7)
+        .expect_err("digest is unique");
+    assert!(
+        store.instance("api2").unwrap().is_none(),
+        "no row without its token"
+    );
+    // Adopting makes it a configured instance; the token stays.
+    assert!(store.adopt_instance("api1").unwrap());
+    assert!(!store.adopt_instance("api1").unwrap(), "only once");
+    assert_eq!(
+        store.instance("api1").unwrap().unwrap().created_by,
+        CreatedBy::Config
+    );
+    assert_eq!(store.token_instance("h1").unwrap().as_deref(), Some("api1"));
+    assert_eq!(
+        store
+            .ensure_instance("cfg", "whatsapp", 8)
+            .unwrap()
+            .created_by,
+        CreatedBy::Config
+    );
+}
+
+#[test]
+fn a_version_3_file_learns_which_instances_the_api_made() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("m.db");
+    {
+        let conn = Connection::open(&path).expect("raw open");
+        for sql in &schema::MIGRATIONS[..3] {
+            conn.execute_batch(sql).expect("old migration");
+        }
+        conn.execute_batch(
+            "PRAGMA user_version = 3;
+             INSERT INTO instances (name, channel, connection_status, state, last_change_at, created_at)
+             VALUES ('cfg', 'whatsapp', 'close', 'idle', 1, 1), ('api', 'console', 'open', 'open', 1, 1);
+             INSERT INTO api_tokens (hash, instance, created_at) VALUES ('h', 'api', 1);",
+        )
+        .expect("old rows");
+    }
+    let store = Store::open(&path).expect("upgrade");
+    assert_eq!(user_version(&store), schema::known_version());
+    let cfg = store.instance("cfg").unwrap().unwrap();
+    let api = store.instance("api").unwrap().unwrap();
+    assert_eq!(
+        (cfg.created_by, api.created_by),
+        (CreatedBy::Config, CreatedBy::Api)
+    );
+    assert!(!api.manual_scan);
+    assert_eq!(api.status.last_reason_message, None);
 }
