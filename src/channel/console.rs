@@ -313,6 +313,10 @@ impl Channel for ConsoleChannel {
         Box::pin(std::future::ready(result))
     }
 
+    fn is_paired(&self) -> bool {
+        self.sim.lock().paired
+    }
+
     fn send(&mut self, out: Outgoing) -> BoxFuture<Result<(), ChannelError>> {
         let st = self.sim.lock();
         let result = if st.connected.is_none() {
