@@ -25,13 +25,25 @@ struct Server {
     http: reqwest::Client,
     stop: watch::Sender<bool>,
     webhooks: Option<Arc<Webhooks>>,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl Server {
     async fn start(hooks: Vec<WebhookConfig>, metrics_public: bool) -> Server {
+        Server::launch(hooks, metrics_public, None, |_| {}).await
+    }
+
+    /// `timeout` replaces the API's operation timeout; `scripts` writes
+    /// files into the scripts folder before anything starts.
+    async fn launch(
+        hooks: Vec<WebhookConfig>,
+        metrics_public: bool,
+        timeout: Option<Duration>,
+        scripts: impl FnOnce(&std::path::Path),
+    ) -> Server {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("scripts")).unwrap();
+        scripts(&dir.path().join("scripts"));
         let store = Arc::new(Store::open(&dir.path().join("moonwire.db")).unwrap());
         let bus = EventBus::default();
         let settings = HostSettings {
@@ -72,13 +84,16 @@ impl Server {
             w
         });
         let (stop, stop_rx) = watch::channel(false);
-        let state = ApiState::new(
+        let mut state = ApiState::new(
             app.clone(),
             ADMIN,
             metrics_public,
             webhooks.clone(),
             stop_rx,
         );
+        if let Some(t) = timeout {
+            state = state.with_operation_timeout(t);
+        }
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(api::serve(listener, state));
@@ -88,7 +103,7 @@ impl Server {
             http: reqwest::Client::new(),
             stop,
             webhooks,
-            _dir: dir,
+            dir,
         }
     }
 
@@ -184,6 +199,7 @@ async fn only_healthz_is_open() {
         ("GET", "/v1/instances/x/qr"),
         ("POST", "/v1/instances/x/logout"),
         ("POST", "/v1/instances/x/restart"),
+        ("POST", "/v1/instances/x/scan"),
         ("POST", "/v1/instances/x/messages"),
         ("GET", "/v1/scripts"),
         ("POST", "/v1/scripts/reload"),
@@ -255,6 +271,7 @@ async fn an_instance_token_reaches_only_its_instance() {
         ("POST", "/v1/instances/b/logout"),
         ("DELETE", "/v1/instances/b"),
         ("GET", "/v1/instances/b/qr"),
+        ("POST", "/v1/instances/b/scan"),
         ("GET", "/v1/instances"),
         ("GET", "/v1/scripts"),
         ("GET", "/v1/events?instance=b"),
@@ -293,6 +310,18 @@ async fn pairing_shows_a_qr_as_json_and_png() {
     assert!(v["error"]["message"].as_str().unwrap().contains("idle"));
     // Log the simulated account out so the next connect has to pair.
     s.open("p").await;
+    // An open instance has no code, and connecting would not make one.
+    let (st, v) = s.admin("GET", "/v1/instances/p/qr", None).await;
+    assert_eq!((st, err_code(&v)), (StatusCode::NOT_FOUND, "not_pairing"));
+    let msg = v["error"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("state: open") && msg.contains("paired already"),
+        "{msg}"
+    );
+    assert!(
+        !msg.contains("connect"),
+        "no advice to connect an open instance: {msg}"
+    );
     sim.server_logout();
     s.wait_state("p", "logged_out").await;
     sim.set_manual_scan(true);
@@ -716,6 +745,7 @@ async fn the_openapi_document_lists_every_route() {
             "/v1/instances/{name}/messages",
             "/v1/instances/{name}/qr",
             "/v1/instances/{name}/restart",
+            "/v1/instances/{name}/scan",
             "/v1/openapi.json",
             "/v1/scripts",
             "/v1/scripts/reload",
@@ -761,4 +791,182 @@ fn the_admin_key_is_generated_once_with_mode_0600_and_required_off_loopback() {
         ..public
     };
     assert_eq!(api::admin_key(&explicit, dir.path()).unwrap(), "k");
+}
+
+#[tokio::test]
+async fn an_instance_token_may_read_the_openapi_document() {
+    // Decided: the document describes routes, holds no instance's data, and
+    // a token holder needs it to build a client.
+    let s = Server::start(vec![], false).await;
+    let token = s.create("t").await;
+    let (st, v) = s.call("GET", "/v1/openapi.json", Some(&token), None).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert!(v["paths"]["/v1/instances/{name}"].is_object());
+    let desc = v["info"]["description"].as_str().unwrap();
+    assert!(desc.contains("this document"), "{desc}");
+}
+
+#[tokio::test]
+async fn a_manual_scan_console_instance_pairs_end_to_end() {
+    let s = Server::launch(vec![], false, None, |dir| {
+        std::fs::write(
+            dir.join("qr.lua"),
+            "function on_qr(p) bot.store.set('seen', {code = p.code, kind = p.kind}) end\n",
+        )
+        .unwrap();
+    })
+    .await;
+    let (st, v) = s
+        .admin(
+            "POST",
+            "/v1/instances",
+            Some(json!({"name": "w", "channel": "whatsapp", "manual_scan": true})),
+        )
+        .await;
+    assert_eq!(
+        (st, err_code(&v)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "invalid"),
+        "{v}"
+    );
+    let (st, v) = s
+        .admin(
+            "POST",
+            "/v1/instances",
+            Some(json!({"name": "q", "channel": "console", "manual_scan": true})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    let token = v["token"].as_str().unwrap().to_string();
+    let mut sse = s
+        .http
+        .get(s.url("/v1/events"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    // Nothing on show yet: a scan has nothing to scan.
+    let (st, v) = s.admin("POST", "/v1/instances/q/scan", None).await;
+    assert_eq!(
+        (st, err_code(&v)),
+        (StatusCode::CONFLICT, "not_pairing"),
+        "{v}"
+    );
+    // A new manual-scan account is not paired: connecting shows a QR.
+    s.admin("POST", "/v1/instances/q/connect", None).await;
+    s.wait_state("q", "pairing").await;
+    let (st, qr) = s
+        .call("GET", "/v1/instances/q/qr", Some(&token), None)
+        .await;
+    assert_eq!(st, StatusCode::OK, "{qr}");
+    assert_eq!(qr["kind"], "qr");
+    let code = qr["code"].as_str().unwrap().to_string();
+    let png = s
+        .http
+        .get(s.url("/v1/instances/q/qr"))
+        .bearer_auth(&token)
+        .header("Accept", "image/png")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(png.headers()["content-type"], "image/png");
+    assert!(png.bytes().await.unwrap().starts_with(b"\x89PNG"));
+    let ev = sse_until(&mut sse, |v| v["type"] == "qr").await;
+    assert_eq!(
+        (ev["instance"].clone(), ev["code"].clone()),
+        (json!("q"), json!(code))
+    );
+    // on_qr saw the same code.
+    s.app.host.settle().await;
+    let seen = s.app.store.kv_get("q", "qr", "seen").unwrap();
+    assert_eq!(seen, Some(json!({"code": code, "kind": "qr"})));
+    // The simulated phone scans: pairing succeeds, the 515 restart opens.
+    let (st, v) = s
+        .call("POST", "/v1/instances/q/scan", Some(&token), None)
+        .await;
+    assert_eq!(st, StatusCode::ACCEPTED, "{v}");
+    let v = s.wait_state("q", "open").await;
+    assert_eq!(v["jid"], "me@console");
+    // A WhatsApp instance cannot be scanned from here.
+    s.admin(
+        "POST",
+        "/v1/instances",
+        Some(json!({"name": "wa", "channel": "whatsapp"})),
+    )
+    .await;
+    let (st, v) = s.admin("POST", "/v1/instances/wa/scan", None).await;
+    assert_eq!(
+        (st, err_code(&v)),
+        (StatusCode::CONFLICT, "not_simulated"),
+        "{v}"
+    );
+}
+
+#[tokio::test]
+async fn a_configured_instance_cannot_be_deleted_through_the_api() {
+    let s = Server::start(vec![], false).await;
+    s.app
+        .start_instance("cfg", moonwire::config::ChannelKind::Console)
+        .unwrap();
+    let (st, v) = s.admin("GET", "/v1/instances/cfg", None).await;
+    assert_eq!(
+        (st, v["created_by"].clone()),
+        (StatusCode::OK, json!("config"))
+    );
+    let (st, v) = s.admin("DELETE", "/v1/instances/cfg", None).await;
+    assert_eq!(
+        (st, err_code(&v)),
+        (StatusCode::CONFLICT, "configured"),
+        "{v}"
+    );
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("config file")
+    );
+    assert!(s.app.store.instance("cfg").unwrap().is_some());
+    // Nor created again.
+    let (st, v) = s
+        .admin(
+            "POST",
+            "/v1/instances",
+            Some(json!({"name": "cfg", "channel": "console"})),
+        )
+        .await;
+    assert_eq!((st, err_code(&v)), (StatusCode::CONFLICT, "exists"));
+}
+
+#[tokio::test]
+async fn an_operation_that_cannot_finish_is_answered_504_and_still_finishes() {
+    let s = Server::launch(vec![], false, Some(Duration::from_millis(300)), |_| {}).await;
+    s.create("slow").await;
+    s.open("slow").await;
+    // Another connection to the same file refuses every status write.
+    let db = rusqlite::Connection::open(s.dir.path().join("moonwire.db")).unwrap();
+    db.execute_batch(
+        "CREATE TRIGGER no_writes BEFORE UPDATE ON instances BEGIN SELECT RAISE(ABORT, 'disk on fire'); END;",
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    let (st, v) = s.admin("POST", "/v1/instances/slow/logout", None).await;
+    assert_eq!(
+        (st, err_code(&v)),
+        (StatusCode::GATEWAY_TIMEOUT, "timeout"),
+        "{v}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(10), "bounded");
+    // The next call on that name waits its turn, bounded too.
+    let (st, _) = s.admin("DELETE", "/v1/instances/slow", None).await;
+    assert_eq!(st, StatusCode::GATEWAY_TIMEOUT);
+    db.execute_batch("DROP TRIGGER no_writes;").unwrap();
+    // The logout went on and landed, then the delete.
+    for _ in 0..500 {
+        if s.app.store.instance("slow").unwrap().is_none() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(s.app.store.instance("slow").unwrap().is_none());
+    let (st, _) = s.admin("GET", "/v1/instances/slow", None).await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
 }
