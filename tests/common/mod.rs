@@ -42,8 +42,13 @@ pub async fn terminate(child: Child) -> std::process::Output {
 
 /// Runs `moonwire console` with `input` piped in.
 pub fn run_console(mut c: Command, input: &str) -> Output {
-    c.arg("console")
-        .stdin(Stdio::piped())
+    c.arg("console");
+    run_piped(c, input)
+}
+
+/// Runs `c` (its arguments already given) with `input` piped in.
+pub fn run_piped(mut c: Command, input: &str) -> Output {
+    c.stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let mut child = c.spawn().expect("spawn moonwire");
@@ -100,17 +105,25 @@ impl Sandbox {
         self.console_with(input, |_| {})
     }
 
+    /// `tweak` may add arguments after `console`, or environment.
     pub fn console_with(&self, input: &str, tweak: impl FnOnce(&mut Command)) -> Output {
         let mut c = self.cmd();
+        c.arg("console");
         tweak(&mut c);
-        run_console(c, input)
+        run_piped(c, input)
     }
 
     /// A console kept running, fed line by line.
     pub fn session(&self) -> Session {
-        let mut child = self
-            .cmd()
-            .arg("console")
+        self.session_with(|_| {})
+    }
+
+    /// `tweak` may add arguments after `console`, or environment.
+    pub fn session_with(&self, tweak: impl FnOnce(&mut Command)) -> Session {
+        let mut c = self.cmd();
+        c.arg("console");
+        tweak(&mut c);
+        let mut child = c
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -227,6 +240,23 @@ impl Session {
 
     pub fn stderr(&self) -> String {
         self.stderr.lock().unwrap().clone()
+    }
+
+    /// Sends `signal` (e.g. "INT", "TERM") with stdin still open and waits
+    /// for the exit; answers it with the rest of stdout and stderr.
+    pub fn signal(mut self, signal: &str) -> (std::process::ExitStatus, Vec<String>, String) {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill")
+            .args([&format!("-{signal}"), &pid])
+            .status()
+            .expect("run kill");
+        assert!(sent.success(), "kill -{signal} {pid}");
+        let status = self.child.wait().expect("wait");
+        let rest: Vec<String> = self.lines.iter().collect();
+        // Give the stderr reader a moment to catch the tail.
+        std::thread::sleep(Duration::from_millis(50));
+        let err = self.stderr();
+        (status, rest, err)
     }
 
     /// Closes stdin and waits for a clean exit.
