@@ -1,5 +1,5 @@
 //! Scripts through the real binary: every hook, every `bot` function, the
-//! limits, the sandbox and hot reload (DESIGN §3).
+//! limits, the sandbox and hot reload.
 
 mod common;
 

@@ -1,5 +1,5 @@
 //! The console channel: a simulated WhatsApp server driven from stdin, so
-//! scripts can be tried without an account (DESIGN §4). It goes through the
+//! scripts can be tried without an account (README: The console). It goes through the
 //! real host, machine and store; only the server is pretend.
 
 use std::collections::VecDeque;

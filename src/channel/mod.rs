@@ -11,7 +11,7 @@ use crate::lifecycle::{PairKind, ReasonKind};
 
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
-/// An incoming message, already reduced to what scripts see (DESIGN §3).
+/// An incoming message, already reduced to what scripts see (`on_message`'s `m`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Incoming {
     pub id: String,

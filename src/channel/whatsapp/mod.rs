@@ -264,8 +264,9 @@ fn disconnected(reason: &wacore::net::DisconnectReason) -> EventKind {
     }
 }
 
-/// Library events → channel events (DESIGN §2's table). Pure, so each
-/// mapping is unit-tested with events built by hand.
+/// Library events → channel events (the close-reason table in
+/// `lifecycle::reason`). Pure, so each mapping is unit-tested with events
+/// built by hand.
 pub fn map_event(event: &Event, own: Option<&OwnIds>) -> Vec<EventKind> {
     let own = own.cloned().unwrap_or_default();
     match event {

@@ -3,8 +3,8 @@
 //!
 //! Every row carries the instance it belongs to and every table is listed in
 //! [`crate::store::SESSION_TABLES`], so a logout deletes the instance's keys in
-//! the same transaction that writes its `logged_out` status (DESIGN §2,
-//! invariant 2), and `session_exists` sees them.
+//! the same transaction that writes its `logged_out` status (the logout
+//! invariant in ARCHITECTURE.md), and `session_exists` sees them.
 //!
 //! Semantics follow wacore's `InMemoryBackend` (merges, batches, return values,
 //! what a miss returns); the few places that differ say why. Values only ever
