@@ -3,7 +3,7 @@
 //! Nothing here reads a clock, touches a socket, a database or a script: time
 //! comes in as `now` (unix milliseconds), randomness from a seed given at
 //! construction, and everything the outside world must do comes back as
-//! [`Effect`]s. That is what lets every row of DESIGN §2 be tested exhaustively.
+//! [`Effect`]s. That is what lets every row of the close-reason table be tested exhaustively.
 
 pub mod backoff;
 pub mod reason;
@@ -142,7 +142,7 @@ impl LogoutBy {
     }
 }
 
-/// The lifecycle states of DESIGN §2.
+/// The lifecycle states (README.md, "Connection lifecycle").
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum State {
     Idle,
@@ -247,7 +247,7 @@ pub enum Input {
     CloseAnswer { seq: u64, answer: CloseAnswer },
 }
 
-/// The `on_close` argument (DESIGN §3).
+/// The `on_close` argument (`r` in README.md's hook table).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CloseInfo {
     pub reason: Reason,
@@ -309,7 +309,7 @@ pub enum Effect {
     Emit(Transition),
 }
 
-/// A printable state change: `Display` gives DESIGN §4's `STATE key=value ...`.
+/// A printable state change: `Display` gives the console's `STATE key=value ...` line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transition {
     pub state: State,

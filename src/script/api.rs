@@ -221,7 +221,7 @@ fn bot_table(lua: &Lua, shared: &Rc<Shared>, idx: usize, name: &str) -> mlua::Re
     let bot = lua.create_table()?;
     let actions = shared.actions.clone();
     bot.raw_set("instance", actions.instance())?;
-    // Not in DESIGN §3's list: lets help texts show the configured prefix.
+    // Lets help texts show the configured prefix.
     bot.raw_set("prefix", shared.prefix.as_str())?;
 
     let a = actions.clone();

@@ -721,7 +721,7 @@ impl Runner {
     }
 }
 
-/// Reads `on_close`'s return value (DESIGN §3); `Ok(None)` is "no opinion".
+/// Reads `on_close`'s return value (README: Hooks); `Ok(None)` is "no opinion".
 fn decode_answer(v: &Value) -> Result<Option<CloseAnswer>, String> {
     let delay = |n: f64| -> Result<u64, String> {
         if n.is_finite() && n >= 0.0 {

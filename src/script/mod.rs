@@ -1,5 +1,5 @@
 //! The Lua side: a sandboxed mlua engine per instance, the `bot` API, limits,
-//! and hot reload (DESIGN §3). The engine runs on its own thread so a slow
+//! and hot reload. The engine runs on its own thread so a slow
 //! script never holds up the network; the host talks to it through jobs.
 
 mod api;
