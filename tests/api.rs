@@ -948,7 +948,12 @@ async fn an_operation_that_cannot_finish_is_answered_504_and_still_finishes() {
     )
     .unwrap();
     let started = std::time::Instant::now();
-    let (st, v) = s.admin("POST", "/v1/instances/slow/logout", None).await;
+    let (st, v) = tokio::time::timeout(
+        Duration::from_secs(10),
+        s.admin("POST", "/v1/instances/slow/logout", None),
+    )
+    .await
+    .expect("answered in bounded time");
     assert_eq!(
         (st, err_code(&v)),
         (StatusCode::GATEWAY_TIMEOUT, "timeout"),
@@ -956,7 +961,12 @@ async fn an_operation_that_cannot_finish_is_answered_504_and_still_finishes() {
     );
     assert!(started.elapsed() < Duration::from_secs(10), "bounded");
     // The next call on that name waits its turn, bounded too.
-    let (st, _) = s.admin("DELETE", "/v1/instances/slow", None).await;
+    let (st, _) = tokio::time::timeout(
+        Duration::from_secs(10),
+        s.admin("DELETE", "/v1/instances/slow", None),
+    )
+    .await
+    .expect("answered in bounded time");
     assert_eq!(st, StatusCode::GATEWAY_TIMEOUT);
     db.execute_batch("DROP TRIGGER no_writes;").unwrap();
     // The logout went on and landed, then the delete.

@@ -66,6 +66,7 @@ async fn fifty_parallel_operations_on_one_name_end_consistent() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    let mut child = common::Reaper::new(child);
     let base = format!("http://127.0.0.1:{port}");
     // No call may wait without a bound: the client gives up well after the
     // API's own 30 s.
@@ -217,7 +218,7 @@ async fn fifty_parallel_operations_on_one_name_end_consistent() {
         );
     }
 
-    let out = common::terminate(child).await;
+    let out = common::terminate(child.take()).await;
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
     assert!(!err.contains("will retry"), "{err}");

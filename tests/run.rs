@@ -83,6 +83,7 @@ async fn without_a_server_run_retries_with_backoff_and_says_why() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    let mut child = common::Reaper::new(child);
     let mut seen = serde_json::Value::Null;
     for _ in 0..100 {
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -121,7 +122,7 @@ async fn without_a_server_run_retries_with_backoff_and_says_why() {
             .is_some_and(|m| m.contains("Connection refused")),
         "{api}"
     );
-    let out = common::terminate(child).await;
+    let out = common::terminate(child.take()).await;
     assert!(out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("reconnecting kind=transport_error"), "{err}");
@@ -214,6 +215,7 @@ async fn logout_of_a_never_paired_instance_dials_nothing_and_warns_nothing() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    let mut child = common::Reaper::new(child);
     let mut seen = serde_json::Value::Null;
     for _ in 0..200 {
         tokio::time::sleep(Duration::from_millis(25)).await;
@@ -224,7 +226,7 @@ async fn logout_of_a_never_paired_instance_dials_nothing_and_warns_nothing() {
         }
     }
     assert_eq!(seen[0]["last_reason_kind"], "transport_error", "{seen}");
-    assert!(common::terminate(child).await.status.success());
+    assert!(common::terminate(child.take()).await.status.success());
     let db = rusqlite::Connection::open(sb.path().join("data/moonwire.db")).unwrap();
     let keys: i64 = db
         .query_row(

@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use common::Sandbox;
@@ -31,7 +31,7 @@ fn write_config(sb: &Sandbox, port: u16, extra: &str) {
 }
 
 struct Running {
-    child: Child,
+    child: common::Reaper,
     base: String,
     http: reqwest::Client,
 }
@@ -50,7 +50,7 @@ impl Running {
             .spawn()
             .unwrap();
         let r = Running {
-            child,
+            child: common::Reaper::new(child),
             base: format!("http://127.0.0.1:{port}"),
             http: reqwest::Client::new(),
         };
@@ -128,8 +128,8 @@ impl Running {
             .collect()
     }
 
-    async fn stop(self) -> String {
-        let out = common::terminate(self.child).await;
+    async fn stop(mut self) -> String {
+        let out = common::terminate(self.child.take()).await;
         let err = String::from_utf8_lossy(&out.stderr).into_owned();
         assert!(out.status.success(), "{err}");
         err

@@ -25,6 +25,30 @@ pub fn command(dir: &Path) -> Command {
     c
 }
 
+/// Kills the child it holds when dropped, so a test that fails half way
+/// leaves no `moonwire run` behind.
+pub struct Reaper(pub Option<Child>);
+
+impl Reaper {
+    pub fn new(child: Child) -> Reaper {
+        Reaper(Some(child))
+    }
+
+    /// The child, no longer to be killed.
+    pub fn take(&mut self) -> Child {
+        self.0.take().expect("the child is still held")
+    }
+}
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
 /// Sends SIGTERM to `child` and waits (off the async runtime) for it to
 /// exit; answers what it wrote.
 pub async fn terminate(child: Child) -> std::process::Output {
@@ -251,7 +275,19 @@ impl Session {
             .status()
             .expect("run kill");
         assert!(sent.success(), "kill -{signal} {pid}");
-        let status = self.child.wait().expect("wait");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                break status;
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "still running 20 s after SIG{signal}; stderr:\n{}",
+                    self.stderr()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
         let rest: Vec<String> = self.lines.iter().collect();
         // Give the stderr reader a moment to catch the tail.
         std::thread::sleep(Duration::from_millis(50));
