@@ -5,6 +5,8 @@
 //! write that silently vanished would make the next start-up lie about what
 //! happened, so the caller decides whether to retry.
 
+#[cfg(test)]
+mod instance_tests;
 mod instances;
 mod schema;
 #[cfg(test)]
