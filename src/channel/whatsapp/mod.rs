@@ -461,13 +461,18 @@ impl WhatsappChannel {
 }
 
 /// Lines whatsapp-rust logs that say the opposite of what happens with its
-/// auto-reconnect off: "Failed to connect: ... Will retry..." (nothing in
-/// the library retries: the host's machine decides, and its own warning
-/// carries the same cause and says when) and "Auto-reconnect disabled,
-/// shutting down." after every attempt (only that attempt's client ends).
-/// The log setup drops them.
+/// auto-reconnect off: "Failed to connect: ... Will retry..." for a failed
+/// dial or version lookup (nothing in the library retries: the host's
+/// machine decides, and its own warning carries the same cause, recorded by
+/// the transport and HTTP client, and says when) and "Auto-reconnect
+/// disabled, shutting down." after every attempt (only that attempt's
+/// client ends). The log setup drops them. Other connect failures (a
+/// handshake) keep their line: it has the only detail of the cause.
 pub fn misleading_library_line(message: &str) -> bool {
-    (message.starts_with("Failed to connect:") && message.ends_with("Will retry..."))
+    let recorded = ["failed to open transport", "failed to resolve app version"]
+        .iter()
+        .any(|c| message.starts_with(&format!("Failed to connect: {c}")));
+    (recorded && message.ends_with("Will retry..."))
         || message == "Auto-reconnect disabled, shutting down."
 }
 
@@ -566,9 +571,16 @@ async fn attempt(st: Arc<AttemptState>, options: WhatsappOptions) {
     } else {
         // The client only logs why its connect failed; the transport and
         // HTTP client recorded the cause for us.
-        let why = failure
-            .take()
-            .unwrap_or_else(|| format!("could not connect to {}", options.url));
+        let why = failure.take().unwrap_or_else(|| {
+            if failure.was_opened() {
+                format!(
+                    "the server at {} took the connection but the login handshake failed",
+                    options.url
+                )
+            } else {
+                format!("could not connect to {}", options.url)
+            }
+        });
         closed(None, Some(ReasonKind::TransportError), why)
     };
     st.emit(st.ended(fallback));
@@ -861,8 +873,12 @@ mod tests {
         assert!(misleading_library_line(
             "Auto-reconnect disabled, shutting down."
         ));
+        assert!(misleading_library_line(
+            "Failed to connect: failed to resolve app version: HTTP GET to web.whatsapp.com failed: dns error. Will retry..."
+        ));
         for keep in [
             "Failed to connect: handshake",
+            "Failed to connect: handshake failed: bad cert. Will retry...",
             "Will retry...",
             "Expected disconnect (e.g., 515), reconnecting immediately...",
             "",

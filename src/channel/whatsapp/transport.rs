@@ -50,12 +50,25 @@ type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 /// cause (DNS, refused, TLS...) into the close it reports. A connect does
 /// the dial and the version lookup at once, so both may have failed.
 #[derive(Debug, Clone, Default)]
-pub struct LastFailure(Arc<std::sync::Mutex<Vec<String>>>);
+pub struct LastFailure {
+    causes: Arc<std::sync::Mutex<Vec<String>>>,
+    /// A WebSocket was opened: a failure after it is the handshake's.
+    opened: Arc<AtomicBool>,
+}
 
 impl LastFailure {
+    pub fn opened(&self) {
+        self.opened.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether a WebSocket was opened since this was made.
+    pub fn was_opened(&self) -> bool {
+        self.opened.load(Ordering::SeqCst)
+    }
+
     pub fn record(&self, cause: impl Into<String>) {
         let cause = cause.into();
-        let mut causes = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut causes = self.causes.lock().unwrap_or_else(|e| e.into_inner());
         if !causes.contains(&cause) {
             causes.push(cause);
         }
@@ -63,7 +76,7 @@ impl LastFailure {
 
     /// Every cause recorded since the last take, in order, joined by "; ".
     pub fn take(&self) -> Option<String> {
-        let causes = std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()));
+        let causes = std::mem::take(&mut *self.causes.lock().unwrap_or_else(|e| e.into_inner()));
         (!causes.is_empty()).then(|| causes.join("; "))
     }
 }
@@ -193,6 +206,7 @@ impl TransportFactory for WsTransportFactory {
             }
         };
         tracing::debug!(url = %self.url, "WebSocket connected");
+        self.failure.opened();
         Ok(spawn_transport(ws))
     }
 }
@@ -651,6 +665,7 @@ mod tests {
         assert!(cause.contains(&url) && cause.contains("refused"), "{cause}");
         assert!(!cause.contains("; "), "the same cause once: {cause}");
         assert_eq!(failure.take(), None, "taken");
+        assert!(!failure.was_opened());
         failure.record("a");
         failure.record("b");
         assert_eq!(failure.take().as_deref(), Some("a; b"));
