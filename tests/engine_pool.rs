@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use moonwire::channel::console::ConsoleOut;
 use moonwire::config::{ChannelKind, InstanceConfig};
-use moonwire::host::app::App;
+use moonwire::host::app::{App, StartOptions};
 use moonwire::host::{EventBus, HostEvent, HostSettings, InstanceHandle};
 use moonwire::lifecycle::State;
 use moonwire::script::EngineConfig;
@@ -134,12 +134,16 @@ async fn a_shared_folder_reports_a_load_error_once_and_own_folders_are_separate(
         handles.push(app.start_instance(name, ChannelKind::Console).unwrap());
     }
     let shop = app
-        .start_configured(&InstanceConfig {
-            name: "shop".into(),
-            channel: ChannelKind::Console,
-            phone: None,
-            scripts: Some(own.clone()),
-        })
+        .start_configured(
+            "shop",
+            ChannelKind::Console,
+            StartOptions::from_config(&InstanceConfig {
+                name: "shop".into(),
+                channel: ChannelKind::Console,
+                phone: None,
+                scripts: Some(own.clone()),
+            }),
+        )
         .unwrap();
     handles.push(shop);
     for h in &handles {

@@ -1,5 +1,5 @@
 //! The lifecycle fault matrix, end to end: the real host and whatsapp-rust
-//! client against the mock WhatsApp server, one case per row of DESIGN §2's
+//! client against the mock WhatsApp server, one case per row of the close-reason
 //! table (injected while `open` and while pairing), the logout paths, a
 //! flapping server, and a host restart.
 //!

@@ -60,13 +60,21 @@ async fn a_refused_dial_is_a_transport_error_and_reconnects() {
     let server = MockServer::start().await;
     server.refuse_connections(true);
     let rig = Rig::start(&server);
-    rig.states
+    let (i, state) = rig
+        .states
         .wait_for(0, "reconnecting/transport_error", |s| {
             reconnecting_for(s, ReasonKind::TransportError)
         })
         .await;
     assert_eq!(server.connections(), 0);
     assert!(server.refused() >= 1);
+    // The cause of the failed dial, not only its kind, in the state and the row.
+    let State::Reconnecting { reason, .. } = state else {
+        unreachable!()
+    };
+    let cause = reason.message.unwrap_or_default();
+    assert!(cause.starts_with("WebSocket connect to "), "{cause}");
+    assert_eq!(rig.states.row(i).last_reason_message, Some(cause));
 
     // Once the server accepts again, the next attempt gets to pairing.
     server.refuse_connections(false);
@@ -176,7 +184,7 @@ async fn stream_errors_while_pairing_follow_the_design_table() {
 async fn a_515_while_pairing_reconnects_and_pairs_again() {
     // whatsapp-rust reports no event for a 515; the channel reads the code
     // off the raw stanza, so the machine reconnects at once (restart
-    // required, not counted as a failure) as DESIGN §2 says.
+    // required, not counted as a failure) as the close-reason table says.
     let (rig, server, j, next) = stream_error_while_pairing(515).await;
     assert!(matches!(next, State::Connecting { .. }), "{next:?}");
     rig.states

@@ -2,7 +2,7 @@
 -- Definitions of moonwire's Lua API for lua-language-server (LuaLS):
 -- completion, hover docs and type checks while writing scripts.
 -- This file is never loaded by moonwire; .luarc.json at the repo root points
--- LuaLS here. The contract itself is DESIGN.md §3.
+-- LuaLS here. README.md (Scripts) describes the same API in prose.
 
 ---@alias moonwire.State
 ---| "idle"

@@ -1,5 +1,5 @@
 //! The console channel: a simulated WhatsApp server driven from stdin, so
-//! scripts can be tried without an account (DESIGN §4). It goes through the
+//! scripts can be tried without an account (README: The console). It goes through the
 //! real host, machine and store; only the server is pretend.
 
 use std::collections::VecDeque;
@@ -311,6 +311,10 @@ impl Channel for ConsoleChannel {
             Err(ChannelError::NotConnected)
         };
         Box::pin(std::future::ready(result))
+    }
+
+    fn is_paired(&self) -> bool {
+        self.sim.lock().paired
     }
 
     fn send(&mut self, out: Outgoing) -> BoxFuture<Result<(), ChannelError>> {

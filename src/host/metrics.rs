@@ -246,6 +246,7 @@ mod tests {
             state: StateName::Reconnecting,
             last_reason_code: Some(408),
             last_reason_kind: Some(ReasonKind::ConnectionLost),
+            last_reason_message: None,
             last_change_at: 0,
             jid: None,
             push_name: None,

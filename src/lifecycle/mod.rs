@@ -3,7 +3,7 @@
 //! Nothing here reads a clock, touches a socket, a database or a script: time
 //! comes in as `now` (unix milliseconds), randomness from a seed given at
 //! construction, and everything the outside world must do comes back as
-//! [`Effect`]s. That is what lets every row of DESIGN §2 be tested exhaustively.
+//! [`Effect`]s. That is what lets every row of the close-reason table be tested exhaustively.
 
 pub mod backoff;
 pub mod reason;
@@ -99,6 +99,9 @@ pub struct StatusRow {
     pub state: StateName,
     pub last_reason_code: Option<u16>,
     pub last_reason_kind: Option<ReasonKind>,
+    /// The last reason's detail: the underlying cause (a DNS, refused or TLS
+    /// error of a failed dial, the server's words), for people to read.
+    pub last_reason_message: Option<String>,
     /// Unix milliseconds.
     pub last_change_at: u64,
     pub jid: Option<String>,
@@ -139,7 +142,7 @@ impl LogoutBy {
     }
 }
 
-/// The lifecycle states of DESIGN §2.
+/// The lifecycle states (README.md, "Connection lifecycle").
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum State {
     Idle,
@@ -244,7 +247,7 @@ pub enum Input {
     CloseAnswer { seq: u64, answer: CloseAnswer },
 }
 
-/// The `on_close` argument (DESIGN §3).
+/// The `on_close` argument (`r` in README.md's hook table).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CloseInfo {
     pub reason: Reason,
@@ -306,7 +309,7 @@ pub enum Effect {
     Emit(Transition),
 }
 
-/// A printable state change: `Display` gives DESIGN §4's `STATE key=value ...`.
+/// A printable state change: `Display` gives the console's `STATE key=value ...` line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transition {
     pub state: State,
@@ -449,8 +452,10 @@ impl Machine {
             jid: restored.and_then(|r| r.jid.clone()),
             push_name: restored.and_then(|r| r.push_name.clone()),
             last_reason: restored.and_then(|r| {
-                r.last_reason_kind
-                    .map(|kind| Reason::new(r.last_reason_code, kind))
+                r.last_reason_kind.map(|kind| Reason {
+                    message: r.last_reason_message.clone(),
+                    ..Reason::new(r.last_reason_code, kind)
+                })
             }),
             last_change_at: restored.map(|r| r.last_change_at).unwrap_or(0),
             attempt: 0,
@@ -480,6 +485,7 @@ impl Machine {
             state: name,
             last_reason_code: self.last_reason.as_ref().and_then(|r| r.code),
             last_reason_kind: self.last_reason.as_ref().map(|r| r.kind),
+            last_reason_message: self.last_reason.as_ref().and_then(|r| r.message.clone()),
             last_change_at: self.last_change_at,
             jid: self.jid.clone(),
             push_name: self.push_name.clone(),

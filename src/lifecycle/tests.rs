@@ -1,5 +1,5 @@
 //! The machine alone: every reason in every state, the script overrides, and
-//! property tests of DESIGN §2's invariants over random input sequences.
+//! property tests of the lifecycle invariants (ARCHITECTURE.md) over random input sequences.
 
 use super::*;
 use proptest::prelude::*;
@@ -114,7 +114,7 @@ fn outcome(m: &Machine, fx: &[Effect]) -> Outcome {
     }
 }
 
-/// DESIGN §2's table, written out again on purpose: changing a row in the
+/// The close-reason table, written out again on purpose: changing a row in the
 /// code without changing it here fails this test.
 const TABLE: &[(Option<u16>, ReasonKind, ReasonKind, Outcome, bool)] = &[
     // code, kind when open/connecting, kind when pairing, default, overridable

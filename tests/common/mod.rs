@@ -1,6 +1,8 @@
 //! Driving the real `moonwire` binary from tests.
 #![allow(dead_code)]
 
+pub mod server;
+
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -25,6 +27,30 @@ pub fn command(dir: &Path) -> Command {
     c
 }
 
+/// Kills the child it holds when dropped, so a test that fails half way
+/// leaves no `moonwire run` behind.
+pub struct Reaper(pub Option<Child>);
+
+impl Reaper {
+    pub fn new(child: Child) -> Reaper {
+        Reaper(Some(child))
+    }
+
+    /// The child, no longer to be killed.
+    pub fn take(&mut self) -> Child {
+        self.0.take().expect("the child is still held")
+    }
+}
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
 /// Sends SIGTERM to `child` and waits (off the async runtime) for it to
 /// exit; answers what it wrote.
 pub async fn terminate(child: Child) -> std::process::Output {
@@ -42,8 +68,13 @@ pub async fn terminate(child: Child) -> std::process::Output {
 
 /// Runs `moonwire console` with `input` piped in.
 pub fn run_console(mut c: Command, input: &str) -> Output {
-    c.arg("console")
-        .stdin(Stdio::piped())
+    c.arg("console");
+    run_piped(c, input)
+}
+
+/// Runs `c` (its arguments already given) with `input` piped in.
+pub fn run_piped(mut c: Command, input: &str) -> Output {
+    c.stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let mut child = c.spawn().expect("spawn moonwire");
@@ -100,17 +131,25 @@ impl Sandbox {
         self.console_with(input, |_| {})
     }
 
+    /// `tweak` may add arguments after `console`, or environment.
     pub fn console_with(&self, input: &str, tweak: impl FnOnce(&mut Command)) -> Output {
         let mut c = self.cmd();
+        c.arg("console");
         tweak(&mut c);
-        run_console(c, input)
+        run_piped(c, input)
     }
 
     /// A console kept running, fed line by line.
     pub fn session(&self) -> Session {
-        let mut child = self
-            .cmd()
-            .arg("console")
+        self.session_with(|_| {})
+    }
+
+    /// `tweak` may add arguments after `console`, or environment.
+    pub fn session_with(&self, tweak: impl FnOnce(&mut Command)) -> Session {
+        let mut c = self.cmd();
+        c.arg("console");
+        tweak(&mut c);
+        let mut child = c
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -227,6 +266,35 @@ impl Session {
 
     pub fn stderr(&self) -> String {
         self.stderr.lock().unwrap().clone()
+    }
+
+    /// Sends `signal` (e.g. "INT", "TERM") with stdin still open and waits
+    /// for the exit; answers it with the rest of stdout and stderr.
+    pub fn signal(mut self, signal: &str) -> (std::process::ExitStatus, Vec<String>, String) {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill")
+            .args([&format!("-{signal}"), &pid])
+            .status()
+            .expect("run kill");
+        assert!(sent.success(), "kill -{signal} {pid}");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                break status;
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "still running 20 s after SIG{signal}; stderr:\n{}",
+                    self.stderr()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let rest: Vec<String> = self.lines.iter().collect();
+        // Give the stderr reader a moment to catch the tail.
+        std::thread::sleep(Duration::from_millis(50));
+        let err = self.stderr();
+        (status, rest, err)
     }
 
     /// Closes stdin and waits for a clean exit.
