@@ -110,7 +110,7 @@ fn manual_scan_shows_the_qr_until_scan() {
         [
             "* connecting attempt=1",
             "* pairing kind=qr code=2@console-1 expires_in=60",
-            "* connecting attempt=2",
+            "* connecting attempt=1",
             "* open jid=me@console",
         ],
         "{}",

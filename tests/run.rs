@@ -2,8 +2,9 @@
 
 mod common;
 
+use std::io::{BufRead, BufReader};
 use std::process::Stdio;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::Sandbox;
 
@@ -59,6 +60,16 @@ async fn run_serves_the_api_and_stops_cleanly_on_sigterm() {
     assert_eq!(v[0]["name"], "bot");
     assert_eq!(v[0]["connection_status"], "close");
     assert_eq!(v[0]["last_reason_kind"], "stopped");
+}
+
+/// The `delay_ms=N` of a log line, if it has one.
+fn delay_of(line: &str) -> Option<u64> {
+    let at = line.find("delay_ms=")? + "delay_ms=".len();
+    line[at..]
+        .split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
 }
 
 #[tokio::test]
@@ -139,8 +150,80 @@ async fn without_a_server_run_retries_with_backoff_and_says_why() {
     // nothing there retries, the machine above decides.
     assert!(!err.contains("Will retry"), "{err}");
     assert!(!err.contains("shutting down"), "{err}");
-    // Bounded: never more than max_per_minute attempts, whatever the delays.
-    assert!(err.matches("connecting attempt=").count() <= 12, "{err}");
+    let out = sb.cmd().args(["status", "--json"]).output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v[0]["connection_status"], "close");
+    assert_eq!(v[0]["last_reason_kind"], "stopped");
+}
+
+#[tokio::test]
+async fn against_a_dead_server_exactly_max_per_minute_attempts_start_in_a_minute() {
+    let sb = Sandbox::new();
+    // The default instance is WhatsApp; point it at a port nobody listens
+    // on. Retries come every few ms, so without the per-minute bound far
+    // more than 12 would start within the test.
+    let port = free_port();
+    std::fs::write(
+        sb.path().join("moonwire.toml"),
+        format!(
+            "[whatsapp]\nurl = \"ws://127.0.0.1:{port}/ws/chat\"\n[reconnect]\nbase_ms = 10\ncap_ms = 50\n"
+        ),
+    )
+    .unwrap();
+    let started = Instant::now();
+    let mut child = sb
+        .cmd()
+        .env_remove("MOONWIRE_RECONNECT_BASE_MS")
+        .arg("run")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, lines) = std::sync::mpsc::channel::<String>();
+    let pipe = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    // Until the bound holds the next attempt back: a reconnect that waits
+    // 30 s or more, where the cap is 50 ms.
+    let mut err = String::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let bound_line = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) => {
+                err.push_str(&line);
+                err.push('\n');
+                if line.contains("reconnecting") && delay_of(&line).is_some_and(|d| d >= 30_000) {
+                    break line;
+                }
+            }
+            Err(_) => panic!("the bound never held an attempt back:\n{err}"),
+        }
+    };
+    let out = sb.cmd().args(["status", "--json"]).output().unwrap();
+    let seen: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    assert_eq!(seen[0]["name"], "default", "{seen}");
+    assert_eq!(seen[0]["connection_status"], "connecting", "{seen}");
+    assert_eq!(seen[0]["last_reason_kind"], "transport_error", "{seen}");
+    let out = common::terminate(child).await;
+    assert!(out.status.success());
+    reader.join().unwrap();
+    err.extend(lines.try_iter().map(|l| l + "\n"));
+    assert!(err.contains("reconnecting kind=transport_error"), "{err}");
+    // Every attempt of the run falls in one minute, so all of them count
+    // against max_per_minute (12), the user's first connect included.
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "the run outlasted the minute it bounds"
+    );
+    // All 12 ran (the bound waited for the window to fill, no sooner), and
+    // not one more.
+    let attempts = err.matches("connecting attempt=").count();
+    assert_eq!(attempts, 12, "held back at: {bound_line}\n{err}");
     let out = sb.cmd().args(["status", "--json"]).output().unwrap();
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v[0]["connection_status"], "close");

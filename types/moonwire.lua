@@ -57,7 +57,7 @@ function Message:react(emoji) end
 ---@field code? integer close code (e.g. 408, 440, 503); nil for transport errors
 ---@field kind string reason: "connection_lost", "replaced", "transport_error", …
 ---@field message? string detail text, for logs
----@field attempt integer reconnect attempts in a row (reset once a connection stays open)
+---@field attempt integer the attempt about to be made since the connection was last stable (open for [reconnect] stable_ms): 1, 2, 3, … while it keeps failing, also when each try opens briefly; the backoff counter, shown as attempt= in the state lines
 ---@field will_reconnect boolean what moonwire does if the script returns nil
 ---@field delay_ms? integer the default delay before reconnecting; nil if it won't
 

@@ -144,7 +144,12 @@ impl Runner {
         self.publish(report);
         let mut backlog: VecDeque<Item> = VecDeque::new();
         loop {
-            // Everything that arrived, in order; a shutdown goes first.
+            // Work made while handling earlier jobs (timers due now) goes
+            // before jobs that arrive after it; then everything that
+            // arrived, in order; a shutdown goes first.
+            while let Some(l) = self.local.pop() {
+                backlog.push_back(Item::Local(l));
+            }
             while let Ok(job) = rx.try_recv() {
                 if let Job::Shutdown(tx) = job {
                     self.shutdown(backlog.len()).await;
@@ -152,9 +157,6 @@ impl Runner {
                     return;
                 }
                 backlog.push_back(Item::Job(job));
-            }
-            while let Some(l) = self.local.pop() {
-                backlog.push_back(Item::Local(l));
             }
             let Some(front) = backlog.front() else {
                 tokio::select! {
@@ -223,6 +225,11 @@ impl Runner {
                         let report = self.reload(seq).await;
                         self.publish(report);
                     }
+                }
+                // What this job queued for itself (a timer due at once)
+                // comes next, before jobs that arrive later.
+                while let Some(l) = self.local.pop() {
+                    backlog.push_back(Item::Local(l));
                 }
                 done += 1;
                 let next_needs_slot = matches!(

@@ -149,39 +149,55 @@ impl Sandbox {
         let mut c = self.cmd();
         c.arg("console");
         tweak(&mut c);
-        let mut child = c
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn moonwire");
-        let (tx, rx) = channel();
-        let stdout = child.stdout.take().expect("stdout");
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
+        spawn_session(c)
+    }
+}
+
+/// How long a console test waits for a line before it fails: generous, as
+/// a loaded machine may be slow, and only a failing test waits it out.
+pub const LINE_WAIT: Duration = Duration::from_secs(20);
+
+/// Starts `moonwire console` from `c`, to be fed line by line.
+pub fn session(mut c: Command) -> Session {
+    c.arg("console");
+    spawn_session(c)
+}
+
+/// Starts `c` (a console command line, complete) to be fed line by line.
+fn spawn_session(mut c: Command) -> Session {
+    let mut child = c
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn moonwire");
+    let (tx, rx) = channel();
+    let stdout = child.stdout.take().expect("stdout");
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
             }
-        });
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let err = stderr.clone();
-        let pipe = child.stderr.take().expect("stderr");
-        std::thread::spawn(move || {
-            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                let mut e = err.lock().unwrap();
-                e.push_str(&line);
-                e.push('\n');
-            }
-        });
-        let stdin = child.stdin.take();
-        Session {
-            child,
-            stdin,
-            lines: rx,
-            seen: Vec::new(),
-            stderr,
         }
+    });
+    let stderr = Arc::new(Mutex::new(String::new()));
+    let err = stderr.clone();
+    let pipe = child.stderr.take().expect("stderr");
+    let stderr_reader = std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+            let mut e = err.lock().unwrap();
+            e.push_str(&line);
+            e.push('\n');
+        }
+    });
+    let stdin = child.stdin.take();
+    Session {
+        child,
+        stdin,
+        lines: rx,
+        seen: Vec::new(),
+        stderr,
+        stderr_reader: Some(stderr_reader),
     }
 }
 
@@ -214,6 +230,7 @@ pub struct Session {
     lines: Receiver<String>,
     pub seen: Vec<String>,
     pub stderr: Arc<Mutex<String>>,
+    stderr_reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Session {
@@ -225,6 +242,30 @@ impl Session {
 
     /// Waits for a stdout line equal to `want`; returns the lines before it.
     pub fn expect(&mut self, want: &str, within: Duration) -> Vec<String> {
+        self.wait_line(want, within, |l| l == want).1
+    }
+
+    /// Waits for a stdout line starting with `prefix`; answers it.
+    pub fn expect_starting(&mut self, prefix: &str, within: Duration) -> String {
+        self.wait_line(prefix, within, |l| l.starts_with(prefix)).0
+    }
+
+    /// Sends `line`, then waits for a stdout line starting with `until`
+    /// (what the line must lead to), so nothing depends on how long that
+    /// takes; answers the line that came.
+    pub fn step(&mut self, line: &str, until: &str) -> String {
+        self.send(line);
+        self.expect_starting(until, LINE_WAIT)
+    }
+
+    /// Waits for a stdout line `pred` accepts; answers it and the lines
+    /// before it.
+    pub fn wait_line(
+        &mut self,
+        what: &str,
+        within: Duration,
+        pred: impl Fn(&str) -> bool,
+    ) -> (String, Vec<String>) {
         let deadline = Instant::now() + within;
         let mut before = Vec::new();
         loop {
@@ -232,18 +273,18 @@ impl Session {
             match self.lines.recv_timeout(left) {
                 Ok(line) => {
                     self.seen.push(line.clone());
-                    if line == want {
-                        return before;
+                    if pred(&line) {
+                        return (line, before);
                     }
                     before.push(line);
                 }
                 Err(RecvTimeoutError::Timeout) => panic!(
-                    "no {want:?} within {within:?}; saw {:?}\nstderr:\n{}",
+                    "no {what:?} within {within:?}; saw {:?}\nstderr:\n{}",
                     before,
                     self.stderr()
                 ),
                 Err(RecvTimeoutError::Disconnected) => panic!(
-                    "console ended before {want:?}; saw {before:?}\nstderr:\n{}",
+                    "console ended before {what:?}; saw {before:?}\nstderr:\n{}",
                     self.stderr()
                 ),
             }
@@ -297,16 +338,33 @@ impl Session {
         (status, rest, err)
     }
 
-    /// Closes stdin and waits for a clean exit.
+    /// Closes stdin and waits for a clean exit; answers the stdout lines
+    /// not seen yet and all of stderr.
     pub fn finish(mut self) -> (Vec<String>, String) {
         drop(self.stdin.take());
         let status = self.child.wait().expect("wait");
         let rest: Vec<String> = self.lines.iter().collect();
-        assert!(status.success(), "console exited with {status}");
-        // Give the stderr reader a moment to catch the tail.
-        std::thread::sleep(Duration::from_millis(50));
+        self.seen.extend(rest.iter().cloned());
+        // The reader ends at the pipe's end: then stderr is complete.
+        if let Some(reader) = self.stderr_reader.take() {
+            let _ = reader.join();
+        }
         let err = self.stderr();
+        assert!(status.success(), "console exited with {status}\n{err}");
         (rest, err)
+    }
+
+    /// As `finish`, answering every stdout line of the run as an [`Output`].
+    pub fn output(self) -> Output {
+        let seen = self.seen.clone();
+        let (rest, stderr) = self.finish();
+        let mut stdout = seen;
+        stdout.extend(rest);
+        Output {
+            stdout,
+            stderr,
+            code: Some(0),
+        }
     }
 }
 

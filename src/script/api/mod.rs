@@ -81,8 +81,8 @@ impl Ctx {
         self.hears.borrow_mut().retain(|h| h.script != idx);
         self.timers.borrow_mut().retain(|_, t| {
             let keep = t.script != idx;
-            if !keep {
-                t.task.abort();
+            if !keep && let Some(task) = &t.task {
+                task.abort();
             }
             keep
         });
@@ -92,7 +92,9 @@ impl Ctx {
     pub fn dispose(&self) {
         self.disposed.set(true);
         for (_, t) in std::mem::take(&mut *self.timers.borrow_mut()) {
-            t.task.abort();
+            if let Some(task) = t.task {
+                task.abort();
+            }
         }
         self.commands.borrow_mut().clear();
         self.hears.borrow_mut().clear();
