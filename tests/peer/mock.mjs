@@ -52,6 +52,13 @@ export async function startMock (args = []) {
         child.stdin.write(JSON.stringify(cmd) + '\n')
       })
     },
+    /** Sends one raw line (a test of bad input); resolves with the answer. */
+    raw (line) {
+      return new Promise((resolve, reject) => {
+        waiting.push({ resolve, reject })
+        child.stdin.write(line + '\n')
+      })
+    },
     /** Sends one command; rejects unless it answered `ok`. */
     async cmd (cmd) {
       const answer = await this.send(cmd)

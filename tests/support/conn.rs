@@ -237,7 +237,7 @@ impl Connection {
             let mut dir = self.shared.directory.lock().unwrap();
             let a = dir.account(k);
             match contact::Bundle::from_upload(node) {
-                Ok(b) => a.bundle = Some(b),
+                Ok(b) => a.bundle = Some(contact::Bundle::merge(a.bundle.take(), b)),
                 Err(e) => {
                     drop(dir);
                     self.shared.error(format!("{e:#}"));

@@ -84,13 +84,39 @@ impl Bundle {
         })
     }
 
+    /// What the server holds after `upload` arrived: the same companion
+    /// (identity) adds its new one-time pre-keys to those still on offer
+    /// and may replace its signed pre-key; a new identity replaces it all.
+    pub fn merge(old: Option<Bundle>, upload: Bundle) -> Bundle {
+        match old {
+            Some(mut old) if old.identity == upload.identity => {
+                for (id, key) in upload.one_time {
+                    if !old.one_time.iter().any(|(have, _)| *have == id) {
+                        old.one_time.push((id, key));
+                    }
+                }
+                Bundle {
+                    one_time: old.one_time,
+                    ..upload
+                }
+            }
+            _ => upload,
+        }
+    }
+
+    /// Hands out the oldest one-time pre-key (the client's newest stays
+    /// unused: Baileys re-uploads at login when it was taken).
+    pub fn take_one_time(&mut self) -> Option<(u32, [u8; 32])> {
+        (!self.one_time.is_empty()).then(|| self.one_time.remove(0))
+    }
+
     /// The `<user jid>` entry of a `<key>` fetch's answer, handing out one
     /// one-time pre-key (as the server does; none left: the bundle goes out
     /// without one, which Signal allows). `device_identity` is the
     /// companion's signed ADV identity, which clients check for a
     /// companion device.
     pub fn user_node(&mut self, jid: &str, device_identity: Option<&[u8]>) -> Node {
-        let one_time = self.one_time.pop();
+        let one_time = self.take_one_time();
         user_node(
             jid,
             self.registration_id,

@@ -42,7 +42,7 @@ pub mod directory;
 pub mod noise;
 pub mod phone;
 pub mod rig;
-mod stanzas;
+pub mod stanzas;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -670,6 +670,31 @@ impl MockServer {
             }
             let _ = tokio::time::timeout(Duration::from_millis(20), changed).await;
         }
+    }
+}
+
+impl MockServer {
+    /// What the server answers `node` from a client logged in as account
+    /// `account` (`None`: a pairing client), without a connection: for
+    /// tests of the answers themselves.
+    pub async fn answer(&self, account: Option<usize>, node: &Node) -> Vec<Node> {
+        stanzas::replies(&self.shared, account, node).await
+    }
+
+    /// Takes `upload` (a pre-key upload IQ) as account `k`'s companion's,
+    /// as a login's would be.
+    pub fn upload_as(&self, k: usize, upload: &Node) -> anyhow::Result<()> {
+        let bundle = contact::Bundle::from_upload(upload)?;
+        let mut dir = self.shared.directory.lock().unwrap();
+        let a = dir.account(k);
+        a.bundle = Some(contact::Bundle::merge(a.bundle.take(), bundle));
+        Ok(())
+    }
+
+    /// Account `k`'s companion's pre-keys as the server holds them.
+    pub fn bundle_of(&self, k: usize) -> Option<contact::Bundle> {
+        let dir = self.shared.directory.lock().unwrap();
+        dir.accounts.get(k).and_then(|a| a.bundle.clone())
     }
 }
 

@@ -11,7 +11,7 @@ use whatsapp_rust::wacore_binary::builder::NodeBuilder;
 use whatsapp_rust::wacore_binary::node::NodeContent;
 use whatsapp_rust::waproto::whatsapp as wa;
 
-use super::contact::Contact;
+use super::contact::{Bundle, Contact};
 use super::directory::{BundleSource, COMPANION_DEVICE, Envelope, Who};
 use super::{SERVER, Shared, attr};
 
@@ -49,7 +49,7 @@ pub(super) async fn sealed_message(
         dir.accounts[k]
             .bundle
             .as_mut()
-            .and_then(|b| b.one_time.pop())
+            .and_then(|b| b.take_one_time())
             .into_iter()
             .collect()
     } else {
@@ -228,6 +228,19 @@ pub(super) fn route_message(shared: &Shared, account: usize, node: &Node) {
     shared.touch();
 }
 
+/// The SHA-1 over the identity, the signed pre-key and its signature, then
+/// each one-time pre-key on offer, in order.
+pub fn digest_hash(b: &Bundle) -> Vec<u8> {
+    let mut hash = Sha1::new();
+    hash.update(b.identity);
+    hash.update(b.signed_public);
+    hash.update(&b.signed_signature);
+    for (_, key) in &b.one_time {
+        hash.update(key);
+    }
+    hash.finalize().to_vec()
+}
+
 /// `<digest>`: the key bundle the server holds for the companion, with the
 /// SHA-1 both clients compare with their own (identity, signed pre-key and
 /// its signature, then each listed pre-key).
@@ -239,13 +252,6 @@ fn digest(shared: &Shared, account: Option<usize>, id: String) -> Node {
     else {
         return error_to(id, 404, "item-not-found");
     };
-    let mut hash = Sha1::new();
-    hash.update(b.identity);
-    hash.update(b.signed_public);
-    hash.update(&b.signed_signature);
-    for (_, key) in &b.one_time {
-        hash.update(key);
-    }
     let id3 = |n: u32| n.to_be_bytes()[1..].to_vec();
     result_to(id)
         .children([NodeBuilder::new("digest")
@@ -275,9 +281,7 @@ fn digest(shared: &Shared, account: Option<usize>, id: String) -> Node {
                             .map(|(k, _)| NodeBuilder::new("id").bytes(id3(*k)).build()),
                     )
                     .build(),
-                NodeBuilder::new("hash")
-                    .bytes(hash.finalize().to_vec())
-                    .build(),
+                NodeBuilder::new("hash").bytes(digest_hash(b)).build(),
             ])
             .build()])
         .build()
