@@ -413,6 +413,7 @@ async fn a_bad_command_line_gets_an_error_line() {
         r#"{"cmd": "message_from", "contact": "15550001111", "text": "hi"}"#,
         r#"{"cmd": "message_from", "contact": "alice", "text": "hi"}"#,
         r#"{"cmd": "message_from", "contact": "15551234567", "text": "to myself"}"#,
+        r#"{"cmd": "deliver_to", "contact": "alice"}"#,
         r#"{"cmd": "stream_error", "code": 70000}"#,
         r#"{"cmd": "stream_error", "code": "440"}"#,
         r#"{"cmd": "silent", "on": "yes"}"#,

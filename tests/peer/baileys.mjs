@@ -6,7 +6,7 @@ import { mkdtempSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 
-import makeWASocket, { useMultiFileAuthState, WA_CERT_DETAILS } from 'baileys'
+import makeWASocket, { makeCacheableSignalKeyStore, useMultiFileAuthState, WA_CERT_DETAILS } from 'baileys'
 import pino from 'pino'
 
 // libsignal (under Baileys) prints every closed session with console.info;
@@ -25,6 +25,13 @@ export async function freshAuth () {
   const dir = mkdtempSync(join(tmpdir(), 'moonwire-peer-'))
   const { state, saveCreds } = await useMultiFileAuthState(dir)
   return { dir, state, saveCreds }
+}
+
+/** A socket's `auth`: the creds, and the keys behind Baileys' own read
+ * cache (`makeCacheableSignalKeyStore`, "make auth store more fast" in its
+ * README). */
+export function socketAuth (auth) {
+  return { creds: auth.state.creds, keys: makeCacheableSignalKeyStore(auth.state.keys, logger) }
 }
 
 /** Waits for `pred(value)` over the values delivered to the `waiters` set. */
@@ -49,7 +56,7 @@ function waitFor (what, timeoutMs, waiters, pred) {
  * in order; `messages` every message upserted (`notify` or `append`).
  */
 export function connect (mock, auth, { onQr } = {}) {
-  const sock = makeWASocket({ auth: auth.state, waWebSocketUrl: mock.url, logger })
+  const sock = makeWASocket({ auth: socketAuth(auth), waWebSocketUrl: mock.url, logger })
   const updates = []
   const messages = []
   const updateWaiters = new Set()

@@ -10,9 +10,9 @@ import { fileURLToPath } from 'node:url'
 
 export const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..')
 
-/** Starts the mock; resolves once it printed its URL and cert root. */
-export async function startMock (args = []) {
-  const bin = process.env.MOCK_SERVER
+/** Starts the mock (the `bin` given, else MOCK_SERVER, else through cargo);
+ * resolves once it printed its URL and cert root. */
+export async function startMock (args = [], bin = process.env.MOCK_SERVER) {
   const child = bin
     ? spawn(bin, args, { cwd: ROOT, stdio: ['pipe', 'pipe', 'inherit'] })
     : spawn('cargo', ['run', '--quiet', '--example', 'mock_server', '--', ...args], {

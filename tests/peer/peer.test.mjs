@@ -31,7 +31,9 @@ async function fromAlice (mock, peer, text) {
 async function aliceReads (mock, want) {
   const read = []
   await until(`Alice reading ${JSON.stringify(want)}`, async () => {
-    read.push(...(await mock.cmd({ cmd: 'deliver_to', contact: ALICE })).texts)
+    const { texts, undecryptable } = await mock.cmd({ cmd: 'deliver_to', contact: ALICE })
+    assert.deepEqual(undecryptable, [], 'every message to Alice decrypts')
+    read.push(...texts)
     return read.includes(want)
   }).catch(e => assert.fail(`${e.message}; she read ${JSON.stringify(read)}`))
 }

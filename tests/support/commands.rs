@@ -10,7 +10,8 @@
 //!   → `sent` (connections that got `<pair-success>`);
 //! - `message_from {contact, push_name?, text, account?}` → `id`;
 //! - `deliver_to {contact}` → `texts` (what companions sent the contact
-//!   since the last call, decrypted);
+//!   since the last call, decrypted) and `undecryptable` (why each of the
+//!   others could not be);
 //! - `burst {pairs: [[account, contact], …], count, text}`: each contact
 //!   writes `count` messages (`text` and a number) to its account,
 //!   interleaved → `sent`;
@@ -180,14 +181,16 @@ async fn run(server: &MockServer, cmd: &Value) -> Result<Value, String> {
             Ok(json!({ "id": id }))
         }
         "deliver_to" => {
-            let texts: Vec<Value> = server
-                .deliver_to(&string(cmd, "contact")?)
-                .await
-                .map_err(|e| format!("{e:#}"))?
+            let contact = string(cmd, "contact")?;
+            if contact.is_empty() || !contact.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(format!("a contact is a phone number, not {contact:?}"));
+            }
+            let (read, failed) = server.deliver(&contact).await;
+            let texts: Vec<Value> = read
                 .iter()
                 .map(|m| text_of(m).map_or(Value::Null, Value::String))
                 .collect();
-            Ok(json!({ "texts": texts }))
+            Ok(json!({ "texts": texts, "undecryptable": failed }))
         }
         "burst" => burst(server, cmd).await,
         "stream_error" => connections(server.close_with_stream_error(code(cmd, "code")?)),

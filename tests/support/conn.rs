@@ -252,7 +252,7 @@ impl Connection {
         };
         if let Some((phone, from)) = share {
             let mut phone = phone.lock().await;
-            let (id, mut node) = stanzas::sealed_message(
+            let (_, mut node) = stanzas::sealed_message(
                 &self.shared,
                 k,
                 &mut phone,
@@ -264,13 +264,6 @@ impl Connection {
             // The phone writes to its own companion: a peer message.
             node.attrs.insert("category", "peer");
             send(ws, session, &node).await?;
-            self.shared
-                .directory
-                .lock()
-                .unwrap()
-                .account(k)
-                .phone_sent
-                .push(id);
         }
         Ok(())
     }

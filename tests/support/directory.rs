@@ -62,8 +62,6 @@ pub struct Account {
     pub linked: bool,
     /// The phone sent its app-state key share to this companion.
     pub key_shared: bool,
-    /// Ids of what the phone sent the companion (key share, history sync).
-    pub phone_sent: Vec<String>,
     /// What the companion sent the phone.
     pub mailbox: Vec<Envelope>,
 }
@@ -122,7 +120,6 @@ impl Directory {
             device_identity: None,
             linked: false,
             key_shared: false,
-            phone_sent: Vec::new(),
             mailbox: Vec::new(),
         });
         i

@@ -39,6 +39,7 @@ pub mod commands;
 mod conn;
 pub mod contact;
 pub mod directory;
+mod messaging;
 pub mod noise;
 pub mod phone;
 pub mod rig;
@@ -48,17 +49,15 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::{anyhow, bail};
+use anyhow::anyhow;
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, broadcast};
 use tokio::task::JoinHandle;
 use whatsapp_rust::Jid;
-use whatsapp_rust::wacore::libsignal::protocol::ProtocolAddress;
 use whatsapp_rust::wacore_binary::Node;
 use whatsapp_rust::wacore_binary::builder::NodeBuilder;
-use whatsapp_rust::waproto::whatsapp as wa;
 
-use directory::{COMPANION_DEVICE, Directory, Who};
+use directory::{COMPANION_DEVICE, Directory};
 use noise::Keys;
 
 /// The server's JID as a bare server (how the client checks `from`).
@@ -421,101 +420,6 @@ impl MockServer {
         (a.pn.clone(), a.lid.clone())
     }
 
-    /// The contact `user` (a phone number) writes `text` to the first
-    /// account's companion: a real Signal message (`pkmsg` first, from the
-    /// pre-keys the companion uploaded at login, then `msg`). Answers the
-    /// message id.
-    pub async fn message_from(
-        &self,
-        user: &str,
-        push_name: &str,
-        text: &str,
-    ) -> anyhow::Result<String> {
-        self.message_to(0, user, push_name, text).await
-    }
-
-    /// As [`Self::message_from`], to account `k`'s companion.
-    pub async fn message_to(
-        &self,
-        k: usize,
-        user: &str,
-        push_name: &str,
-        text: &str,
-    ) -> anyhow::Result<String> {
-        let message = wa::Message {
-            conversation: Some(text.to_string()),
-            ..Default::default()
-        };
-        let (party, lid) = {
-            let mut dir = self.shared.directory.lock().unwrap();
-            if !user.bytes().all(|b| b.is_ascii_digit()) || user.is_empty() {
-                bail!("a contact is a phone number, not {user:?}");
-            }
-            if dir.accounts.iter().any(|a| a.pn == user) {
-                bail!("{user} is an account, not a contact");
-            }
-            let c = dir.contact(user);
-            (c.party.clone(), c.lid.clone())
-        };
-        let from = format!("{user}@s.whatsapp.net");
-        let mut party = party.lock().await;
-        let (id, mut node) =
-            stanzas::sealed_message(&self.shared, k, &mut party, &from, push_name, &message)
-                .await?;
-        // The server names the sender's LID beside its number.
-        let lid = format!("{lid}@lid")
-            .parse::<Jid>()
-            .map_err(|e| anyhow!("{e}"))?;
-        node.attrs.insert("sender_lid", lid);
-        if self.shared.send_to_account(k, &node) == 0 {
-            bail!("no connection of account {k} to deliver the message on");
-        }
-        Ok(id)
-    }
-
-    /// Decrypts what companions sent the contact `user` since the last
-    /// call (each `<enc>` addressed to its device, `pkmsg` or `msg`) into
-    /// its inbox; answers the new messages.
-    pub async fn deliver_to(&self, user: &str) -> anyhow::Result<Vec<wa::Message>> {
-        let (party, mail, accounts) = {
-            let mut dir = self.shared.directory.lock().unwrap();
-            let c = dir.contact(user);
-            let mail = std::mem::take(&mut c.mailbox);
-            let party = c.party.clone();
-            let accounts: Vec<String> = dir.accounts.iter().map(|a| a.pn.clone()).collect();
-            (party, mail, accounts)
-        };
-        let mut party = party.lock().await;
-        let mut new = Vec::new();
-        for env in mail {
-            let Some(pn) = accounts.get(env.account) else {
-                continue;
-            };
-            let from = ProtocolAddress::new(pn, u32::from(COMPANION_DEVICE).into());
-            if party
-                .receive(&from, &env.id, &env.kind, &env.ciphertext)
-                .await?
-                && let Some(m) = party.inbox.last()
-            {
-                new.push(m.clone());
-            }
-        }
-        Ok(new)
-    }
-
-    /// Everything the contact `user` has decrypted so far.
-    pub async fn inbox(&self, user: &str) -> Vec<wa::Message> {
-        let party = self
-            .shared
-            .directory
-            .lock()
-            .unwrap()
-            .contact(user)
-            .party
-            .clone();
-        party.lock().await.inbox.clone()
-    }
-
     /// Drops every open connection's TCP socket without a close frame.
     pub fn drop_tcp(&self) -> usize {
         self.commands.send(Command::DropTcp).unwrap_or(0)
@@ -671,36 +575,6 @@ impl MockServer {
             let _ = tokio::time::timeout(Duration::from_millis(20), changed).await;
         }
     }
-}
-
-impl MockServer {
-    /// What the server answers `node` from a client logged in as account
-    /// `account` (`None`: a pairing client), without a connection: for
-    /// tests of the answers themselves.
-    pub async fn answer(&self, account: Option<usize>, node: &Node) -> Vec<Node> {
-        stanzas::replies(&self.shared, account, node).await
-    }
-
-    /// Takes `upload` (a pre-key upload IQ) as account `k`'s companion's,
-    /// as a login's would be.
-    pub fn upload_as(&self, k: usize, upload: &Node) -> anyhow::Result<()> {
-        let bundle = contact::Bundle::from_upload(upload)?;
-        let mut dir = self.shared.directory.lock().unwrap();
-        let a = dir.account(k);
-        a.bundle = Some(contact::Bundle::merge(a.bundle.take(), bundle));
-        Ok(())
-    }
-
-    /// Account `k`'s companion's pre-keys as the server holds them.
-    pub fn bundle_of(&self, k: usize) -> Option<contact::Bundle> {
-        let dir = self.shared.directory.lock().unwrap();
-        dir.accounts.get(k).and_then(|a| a.bundle.clone())
-    }
-}
-
-/// Who a recipient JID names, for tests that look at routing.
-pub fn who(server: &MockServer, jid: &str) -> Option<Who> {
-    server.shared.directory.lock().unwrap().resolve(jid)
 }
 
 /// Standard padded base64, as in the QR code's fields.
