@@ -391,6 +391,36 @@ async fn two_instances_are_two_accounts_each_with_its_own_messages() {
     b.stop().await;
 }
 
+#[tokio::test]
+async fn a_message_a_contact_cannot_decrypt_hides_no_other() {
+    let server = MockServer::start().await;
+    let rig = pair_as(&server, 0).await;
+    server
+        .message_to(0, "15550001111", "Alice", "echo readable")
+        .await
+        .unwrap();
+    server
+        .wait_until(WAIT, "the reply", |s| s.messages_to_contacts() >= 1)
+        .await;
+    // A forged one beside it: not a Signal message at all.
+    let forged = NodeBuilder::new("message")
+        .attr("to", "15550001111@s.whatsapp.net")
+        .attr("id", "FORGED1")
+        .children([NodeBuilder::new("enc")
+            .attr("v", "2")
+            .attr("type", "msg")
+            .bytes(vec![0x33; 40])
+            .build()])
+        .build();
+    server.route_as(0, &forged);
+    let (read, failed) = server.deliver("15550001111").await;
+    let texts: Vec<String> = read.iter().filter_map(support::contact::text_of).collect();
+    assert_eq!(texts, ["readable"]);
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert!(failed[0].starts_with("FORGED1 (msg)"), "{failed:?}");
+    rig.stop().await;
+}
+
 async fn line(server: &MockServer, l: &str) -> Value {
     serde_json::from_str(&run_line(server, l).await).expect("every answer is one JSON line")
 }

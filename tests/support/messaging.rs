@@ -142,6 +142,12 @@ impl MockServer {
         Ok(())
     }
 
+    /// Takes `node` as a `<message>` account `k`'s companion sent: its
+    /// `<enc>`s go to their recipients' mailboxes.
+    pub fn route_as(&self, k: usize, node: &Node) {
+        stanzas::route_message(&self.shared, k, node);
+    }
+
     /// Account `k`'s companion's pre-keys as the server holds them.
     pub fn bundle_of(&self, k: usize) -> Option<contact::Bundle> {
         let dir = self.shared.directory.lock().unwrap();
