@@ -438,6 +438,10 @@ async fn a_bad_command_line_gets_an_error_line() {
         r#"{"cmd": "scan"}"#,
         r#"{"cmd": "scan", "qr": "a,b"}"#,
         r#"{"cmd": "scan", "qr": 5}"#,
+        concat!(
+            r#"{"cmd": "scan", "qr": "nosuchref,AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=,"#,
+            r#"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=,AAAA"}"#
+        ),
         r#"{"cmd": "scan", "qr": "r,AAAA,AAAA,AAAA", "account": -1}"#,
         r#"{"cmd": "scan", "qr": "r,AAAA,AAAA,AAAA", "account": 1e12}"#,
         r#"{"cmd": "message_from", "contact": "15550001111", "text": "hi"}"#,
@@ -460,6 +464,21 @@ async fn a_bad_command_line_gets_an_error_line() {
             "{answer}"
         );
     }
+    let unknown = line(
+        &server,
+        concat!(
+            r#"{"cmd": "scan", "qr": "https://wa.me/settings/linked_devices#nosuchref,"#,
+            r#"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=,"#,
+            r#"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=,AAAA"}"#
+        ),
+    )
+    .await;
+    assert!(
+        unknown["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("\"nosuchref\" was never sent")),
+        "{unknown}"
+    );
     // And it still serves.
     let answer = line(&server, r#"{"cmd": "counters"}"#).await;
     assert_eq!(answer["ok"], true, "{answer}");

@@ -49,7 +49,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::anyhow;
+use anyhow::{anyhow, bail};
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, broadcast};
 use tokio::task::JoinHandle;
@@ -439,11 +439,16 @@ impl MockServer {
     /// Plays account `k`'s phone scanning `qr_code`: sends `<pair-success>`
     /// for the account's device 1 to the connection whose Noise static key
     /// the code carries. Answers how many open connections got it (0 when
-    /// that client is gone), or why the code is no companion QR. When the
+    /// that client is gone), or why the code is no companion QR (or names
+    /// a ref this server never sent). When the
     /// client answers with `<pair-device-sign>`, the server closes with a
     /// 515.
     pub fn scan_as(&self, qr_code: &str, k: usize) -> anyhow::Result<usize> {
         let qr = phone::Qr::parse(qr_code)?;
+        // The phone hands the ref to the server, which knows its own.
+        if !self.shared.refs.lock().unwrap().contains(&qr.pairing_ref) {
+            bail!("ref {:?} was never sent by this server", qr.pairing_ref);
+        }
         let (pn, lid, identity) = {
             let mut dir = self.shared.directory.lock().unwrap();
             let a = dir.account(k);

@@ -31,7 +31,8 @@ const ADV_PREFIX_ACCOUNT_SIGNATURE: &[u8] = &[6, 0];
 pub const KEY_INDEX: u32 = 1;
 
 /// What the companion's QR code carries: `ref,noise,identity,adv[,type]`
-/// (wacore `PairUtils::make_qr_data`).
+/// (wacore `PairUtils::make_qr_data`; Baileys puts the same fields after a
+/// `https://wa.me/settings/linked_devices#` link).
 #[derive(Debug, Clone)]
 pub struct Qr {
     pub pairing_ref: String,
@@ -40,8 +41,15 @@ pub struct Qr {
     pub adv_secret: Vec<u8>,
 }
 
+/// What a phone's camera reads before the fields when the code is a link
+/// (Baileys 7 shows its QR as one).
+const LINK_PREFIX: &str = "https://wa.me/settings/linked_devices#";
+
 impl Qr {
+    /// Parses `ref,noise,identity,adv[,type]`, bare or after the
+    /// `wa.me/settings/linked_devices#` link.
     pub fn parse(code: &str) -> anyhow::Result<Qr> {
+        let code = code.strip_prefix(LINK_PREFIX).unwrap_or(code);
         let parts: Vec<&str> = code.split(',').collect();
         if parts.len() < 4 {
             bail!("QR code with {} fields: {code}", parts.len());
