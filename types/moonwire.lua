@@ -14,11 +14,14 @@
 ---| "logging_out"
 ---| "logged_out"
 
----A value bot.store can keep: it is stored as JSON, so tables must be arrays
----or have string keys, and functions or userdata cannot be stored.
+---A value bot.store and bot.json can hold: JSON, exactly. Tables are lists
+---(keys 1..n, no holes) or have string keys only, never both; numbers are
+---finite; strings are UTF-8; nesting is at most 64 deep; no functions,
+---userdata or cycles. Anything else is refused with an error saying why.
 ---@alias moonwire.Json nil|boolean|number|string|table
 
----An incoming (or own) message.
+---An incoming (or own) message. Read-only and shared by every handler of
+---the message: assigning a field is an error (copy into a table instead).
 ---@class moonwire.Message
 ---@field id string message id
 ---@field chat string JID of the chat it was sent in (reply there)
@@ -29,15 +32,19 @@
 ---@field is_group boolean the chat is a group
 ---@field push_name? string the sender's display name, if known
 ---@field timestamp integer when it was sent, unix seconds
+---@field mentions string[] JIDs mentioned in it (empty if none)
 local Message = {}
 
 ---Answers in the message's chat, quoting it.
 ---@param text string
----@return string id the id of the sent message
+---@return string? id the id of the sent message
+---@return string? err why it was not sent, e.g. "not open"
 function Message:reply(text) end
 
 ---Reacts to the message with an emoji.
 ---@param emoji string
+---@return string? id
+---@return string? err
 function Message:react(emoji) end
 
 ---A pairing code to show the user (`on_qr`).
@@ -98,13 +105,29 @@ local Store = {}
 ---@return moonwire.Json value nil if the key is not set
 function Store.get(key) end
 
----Stores a JSON value; `set(key, nil)` deletes the key.
+---Stores a JSON value; `set(key, nil)` deletes the key. A value JSON cannot
+---hold exactly raises an error naming the problem, and nothing is stored.
 ---@param key string
 ---@param value moonwire.Json
 function Store.set(key, value) end
 
 ---@param key string
 function Store.delete(key) end
+
+---JSON text, with the same exact conversion as bot.store.
+---@class moonwire.JsonLib
+local JsonLib = {}
+
+---@param value moonwire.Json
+---@return string? text
+---@return string? err why the value cannot be encoded
+function JsonLib.encode(value) end
+
+---JSON `null` is nil (so `[1, null]` has a hole).
+---@param text string
+---@return moonwire.Json value
+---@return string? err invalid JSON, or nested deeper than 64
+function JsonLib.decode(text) end
 
 ---Logging; the arguments are joined with spaces (each through tostring).
 ---@class moonwire.Log
@@ -123,6 +146,7 @@ function Log.error(...) end
 ---@field instance string the instance name, e.g. "default" or "console"
 ---@field prefix string the command prefix ("!" unless [script] command_prefix says otherwise)
 ---@field store moonwire.Store
+---@field json moonwire.JsonLib
 ---@field log moonwire.Log
 bot = {}
 
@@ -131,11 +155,17 @@ bot = {}
 function bot.state() end
 
 ---Sends a text message.
----@param chat string JID of the chat
+---@param chat string JID of the chat, or a phone number ("15551234567", "+15551234567")
 ---@param text string
----@return string? id the message id, or nil when the instance is not open
----@return string? err "not open"
+---@return string? id the message id, or nil
+---@return string? err "not open", or why `chat` is no recipient
 function bot.send(chat, text) end
+
+---Waits `ms` milliseconds. Only the calling handler waits: the bot answers
+---other messages meanwhile. Call it from a handler (a hook, command, hear or
+---timer function), not from a file's top level.
+---@param ms number
+function bot.sleep(ms) end
 
 ---Handles `<prefix><name>` (prefix "!" by default, `[script] command_prefix`).
 ---@param name string the command without its prefix
@@ -168,7 +198,11 @@ function bot.every(ms, fn) end
 ---Logs out: unlinks this device and deletes the session (`on_logout` with by = "script").
 function bot.logout() end
 
--- Hooks: global functions a script may define. Each runs under a time budget.
+-- Hooks: global functions a script may define. Each call runs in its own
+-- coroutine: it may wait (bot.sleep) without holding up other handlers.
+-- Each run between waits has a CPU budget ([script] hook_timeout_ms) that
+-- pcall cannot catch; a handler's whole life has a deadline
+-- ([script] handler_deadline_ms).
 
 ---Called on every (re)load of the scripts folder, after all files compiled.
 ---@type fun()|nil

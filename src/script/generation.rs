@@ -13,7 +13,7 @@ use super::api::{self, Ctx};
 use super::runner::LocalQueue;
 use super::{Actions, EngineConfig, ScriptError, budget, errors, sandbox};
 
-/// The hooks a script may define (DESIGN's table), for dispatch and for
+/// The hooks a script may define (README's table), for dispatch and for
 /// spotting misspellings.
 pub const HOOKS: &[&str] = &[
     "on_load",
