@@ -58,6 +58,9 @@ pub struct Generation {
     pub id: u64,
     pub ctx: Rc<Ctx>,
     pub scripts: RefCell<Vec<Script>>,
+    /// The hook names as Lua strings, made once: looking a hook up with a
+    /// Rust `&str` would intern the name again on every call.
+    hook_keys: Vec<(&'static str, mlua::String)>,
     threads: RefCell<Vec<Thread>>,
     stamps: Vec<(PathBuf, Stamp)>,
     // Declared last: dropped after everything that refers into it.
@@ -178,11 +181,16 @@ impl Generation {
                 }
             }
         }
+        let mut hook_keys = Vec::with_capacity(HOOKS.len());
+        for h in HOOKS {
+            hook_keys.push((*h, lua.create_string(h).map_err(engine_err)?));
+        }
         Ok(Loaded {
             generation: Generation {
                 id,
                 ctx,
                 scripts: RefCell::new(scripts),
+                hook_keys,
                 threads: RefCell::new(Vec::new()),
                 stamps,
                 lua,
@@ -193,7 +201,11 @@ impl Generation {
 
     /// A script's global `hook`, if it defines one.
     pub fn hook(&self, s: &Script, hook: &str) -> Option<Function> {
-        match s.env.raw_get::<Value>(hook) {
+        let found = match self.hook_keys.iter().find(|(n, _)| *n == hook) {
+            Some((_, key)) => s.env.raw_get::<Value>(key.clone()),
+            None => s.env.raw_get::<Value>(hook),
+        };
+        match found {
             Ok(Value::Function(f)) => Some(f),
             _ => None,
         }
