@@ -58,7 +58,10 @@ async fn serve() -> (u16, Arc<Stats>) {
                     .and_then(|v| v.to_str().ok())
                     .unwrap_or("-")
                     .to_string();
-                (StatusCode::CREATED, format!("{token}:{}", String::from_utf8_lossy(&body)))
+                (
+                    StatusCode::CREATED,
+                    format!("{token}:{}", String::from_utf8_lossy(&body)),
+                )
             }),
         )
         .route("/put", put(|| async { (StatusCode::ACCEPTED, "put ok") }))
@@ -74,7 +77,8 @@ async fn serve() -> (u16, Arc<Stats>) {
             "/stream",
             get(|| async {
                 // No Content-Length: the limit has to be found while reading.
-                let chunks = (0..40).map(|_| Ok::<_, std::io::Error>(Bytes::from(vec![b'y'; 64 * 1024])));
+                let chunks =
+                    (0..40).map(|_| Ok::<_, std::io::Error>(Bytes::from(vec![b'y'; 64 * 1024])));
                 Response::new(Body::from_stream(tokio_stream::iter(chunks)))
             }),
         )
@@ -194,7 +198,11 @@ async fn a_slow_server_times_out_at_the_scripts_or_the_configured_limit() {
         port,
     );
     let u = format!("http://127.0.0.1:{port}");
-    let out = console(sb, format!("!get {u}/slow 150\n/sleep 600\n!get {u}/slow 60000\n")).await;
+    let out = console(
+        sb,
+        format!("!get {u}/slow 150\n/sleep 600\n!get {u}/slow 60000\n"),
+    )
+    .await;
     out.assert_bot_lines(&[
         "bot> err timed out after 150 ms",
         // Asking for more than [script.http] timeout_ms gets that.
@@ -215,7 +223,8 @@ async fn bodies_over_the_limit_fail_both_ways() {
         format!("!get {u}/big\n/sleep 300\n!get {u}/stream\n/sleep 300\n!bigpost {u}/echo\n"),
     )
     .await;
-    let over = "bot> err response body larger than the 1048576 byte limit ([script.http] max_body_mb)";
+    let over =
+        "bot> err response body larger than the 1048576 byte limit ([script.http] max_body_mb)";
     out.assert_bot_lines(&[
         over,
         // Without a Content-Length the body is cut while it streams in.
@@ -282,7 +291,11 @@ async fn private_and_link_local_addresses_are_refused() {
     ];
     let want: Vec<&str> = lines.iter().map(String::as_str).collect();
     out.assert_bot_lines(&want);
-    assert_eq!(stats.total.load(Ordering::SeqCst), 0, "nothing reached the server");
+    assert_eq!(
+        stats.total.load(Ordering::SeqCst),
+        0,
+        "nothing reached the server"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
