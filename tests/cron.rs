@@ -406,3 +406,52 @@ async fn the_morning_summary_example_goes_out_on_weekday_mornings() {
     );
     bot.stop().await;
 }
+
+/// A route call whose caller gave up while it waited behind a busy slot
+/// (a cron's handler here) is dropped, not run for nobody.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_call_abandoned_in_the_queue_is_not_run() {
+    use moonwire::automation::routes::{HookRequest, RouteDispatch};
+    let clock = ManualClock::new(at("2025-01-06T07:00:00Z"));
+    let dir = folder(&[(
+        "t.lua",
+        &format!(
+            "{BUMP}bot.cron('0 8 * * *', function() bump('cron'); bot.sleep(300); bump('cron-done') end)\n\
+             bot.route('GET', '/r', function() bump('route') return 'ok' end)\n"
+        ),
+    )]);
+    let bot = Bot::start_with(dir.path(), &dir.path().join("scripts"), &clock, |e| {
+        e.max_waiting = 1
+    })
+    .await;
+    let id = bot
+        .app
+        .scripts
+        .routes()
+        .table(INSTANCE)
+        .unwrap()
+        .find("GET", "/r")
+        .unwrap()
+        .id;
+    let req = || HookRequest {
+        method: "GET".into(),
+        path: "/r".into(),
+        ..HookRequest::default()
+    };
+    clock.set(at("2025-01-06T08:00:00Z"));
+    bot.wait_count("cron", 1).await;
+    // The cron's handler holds the one slot: this call queues, and its
+    // caller gives up.
+    let gave_up = tokio::time::timeout(
+        Duration::from_millis(50),
+        bot.app.scripts.dispatch(INSTANCE, id, req()),
+    )
+    .await;
+    assert!(gave_up.is_err(), "answered while the slot was taken");
+    // A later call is answered after the first was dealt with (in order).
+    let answer = bot.app.scripts.dispatch(INSTANCE, id, req()).await.unwrap();
+    assert_eq!(answer.body, b"ok");
+    assert_eq!(bot.count("cron-done"), 1);
+    assert_eq!(bot.count("route"), 1, "the abandoned call ran");
+    bot.stop().await;
+}

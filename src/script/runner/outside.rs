@@ -19,6 +19,11 @@ impl Runner {
         reply: RouteReply,
         seq: u64,
     ) {
+        // The caller gave up while it queued (the API's own deadline): no
+        // one would see the answer.
+        if reply.is_closed() {
+            return;
+        }
         let Some(g) = self.current() else {
             let _ = reply.send(Err(RouteError::Gone));
             return;
