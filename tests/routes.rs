@@ -537,3 +537,37 @@ async fn a_flood_of_calls_is_turned_away_not_queued_without_bound() {
     );
     run.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn script_requests_are_counted_in_the_metrics() {
+    let sb = Sandbox::new();
+    sb.script(
+        "fetch.lua",
+        "bot.route('GET', '/fetch', function()\n\
+           local r, err = bot.http.get('http://127.0.0.1:9/')\n\
+           return err\n\
+         end)\n",
+    );
+    let run = Run::start(sb, "").await;
+    let (s, _, body) = run.send(run.hook("GET", "/fetch").bearer_auth(KEY)).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(
+        body.starts_with("refused to connect to 127.0.0.1"),
+        "{body}"
+    );
+    let metrics = run
+        .http
+        .get(format!("{}/metrics", run.base))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("moonwire_http_requests_total{class=\"refused\"} 1"),
+        "{metrics}"
+    );
+    run.stop().await;
+}
