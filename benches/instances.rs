@@ -1,6 +1,8 @@
 //! Memory per instance: starts N simulated (console) instances, each with
-//! its own Lua engine running the default script, opens them all, and prints
-//! the resident-set growth per instance. `BENCH_INSTANCES` sets N (default 200).
+//! its own Lua state running the default script on the shared engine
+//! workers, opens them all, and prints the resident-set growth per
+//! instance, the time to open them all and the process's OS threads.
+//! `BENCH_INSTANCES` sets N (default 2000).
 
 mod common;
 
@@ -19,7 +21,7 @@ fn main() {
     let n: usize = std::env::var("BENCH_INSTANCES")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(200);
+        .unwrap_or(2000);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -59,8 +61,13 @@ fn main() {
         let after = rss_kb();
         println!("instances: {n} opened in {:.0} ms", elapsed.as_secs_f64() * 1000.0);
         println!(
-            "rss: {before} kB before, {after} kB after, {:.1} kB per instance (host actor + Lua engine thread + default script)",
+            "rss: {before} kB before, {after} kB after, {:.1} kB per instance (host actor + Lua state + default script)",
             (after.saturating_sub(before)) as f64 / n as f64
+        );
+        println!(
+            "os threads: {} (engine workers: {}, tokio: one per core, plus the blocking pool)",
+            common::threads(),
+            std::thread::available_parallelism().map_or(0, |n| n.get())
         );
         app.shutdown().await;
     });

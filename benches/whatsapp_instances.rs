@@ -115,8 +115,14 @@ fn main() {
                 .filter(|(_, code)| !scanned.contains(*code))
                 .map(|(a, b)| (a.clone(), b.clone()))
                 .collect();
-            for (_, code) in pending {
-                if server.scan(&code) > 0 {
+            // Each instance links its own account (instance `waK` as
+            // account K).
+            for (instance, code) in pending {
+                let k = instance
+                    .trim_start_matches("wa")
+                    .parse::<usize>()
+                    .expect("instance waK");
+                if server.scan_as(&code, k).is_ok_and(|sent| sent > 0) {
                     scanned.insert(code);
                 }
             }

@@ -23,3 +23,16 @@ bot.command("help", function(m)
   end
   m:reply(table.concat(lines, "\n"))
 end, "list the commands")
+
+-- An unknown `!command` gets a hint instead of silence. Every text message
+-- passes through bot.hear; the ones naming a registered command (of any
+-- script) are left to it.
+local escaped_prefix = bot.prefix:gsub("%p", "%%%0")
+bot.hear("^" .. escaped_prefix .. "%s*(%S+)", function(m, name)
+  for _, c in ipairs(bot.commands()) do
+    if c.name == name then
+      return
+    end
+  end
+  m:reply("unknown command " .. bot.prefix .. name .. "; " .. bot.prefix .. "help lists the commands")
+end)

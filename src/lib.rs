@@ -1,6 +1,6 @@
 //! moonwire: a personal bot host for WhatsApp.
 //!
-//! Layout (DESIGN §1): `lifecycle` is the pure machine, `channel` the protocol
+//! Layout (ARCHITECTURE.md): `lifecycle` is the pure machine, `channel` the protocol
 //! clients, `store` the SQLite file, and `host` where they all meet.
 
 pub mod api;

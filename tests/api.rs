@@ -1,174 +1,17 @@
 //! The admin API over real HTTP on 127.0.0.1, with simulated (console)
 //! instances driven from the test through the library.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
-use moonwire::api::webhook::{WebhookOptions, Webhooks, sign};
-use moonwire::api::{self, ApiState};
-use moonwire::channel::console::ConsoleOut;
+use common::server::{ADMIN, Server, err_code, sse_until};
+use moonwire::api::webhook::sign;
+use moonwire::api::{self};
 use moonwire::config::{ApiConfig, WebhookConfig};
-use moonwire::host::app::App;
-use moonwire::host::{EventBus, HostSettings};
-use moonwire::lifecycle::Settings;
-use moonwire::script::EngineConfig;
-use moonwire::store::Store;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use tokio::sync::watch;
-
-const ADMIN: &str = "test-admin-key";
-
-struct Server {
-    base: String,
-    app: Arc<App>,
-    http: reqwest::Client,
-    stop: watch::Sender<bool>,
-    webhooks: Option<Arc<Webhooks>>,
-    _dir: tempfile::TempDir,
-}
-
-impl Server {
-    async fn start(hooks: Vec<WebhookConfig>, metrics_public: bool) -> Server {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(dir.path().join("scripts")).unwrap();
-        let store = Arc::new(Store::open(&dir.path().join("moonwire.db")).unwrap());
-        let bus = EventBus::default();
-        let settings = HostSettings {
-            reconnect: Settings {
-                base_ms: 10,
-                ..Settings::default()
-            },
-            ..HostSettings::default()
-        };
-        let engine = EngineConfig {
-            dir: dir.path().join("scripts"),
-            ..EngineConfig::default()
-        };
-        let app = Arc::new(
-            App::new(
-                store,
-                bus.clone(),
-                settings,
-                engine,
-                Arc::new(ConsoleOut::logging()),
-            )
-            .unwrap(),
-        );
-        let webhooks = (!hooks.is_empty()).then(|| {
-            let w = Arc::new(Webhooks::start(
-                &hooks,
-                WebhookOptions {
-                    base: Duration::from_millis(5),
-                    cap: Duration::from_millis(20),
-                    ..WebhookOptions::default()
-                },
-            ));
-            let sink = w.clone();
-            bus.observe(move |ev| {
-                let (kind, body) = api::events::event_json(ev);
-                sink.dispatch(kind, &body);
-            });
-            w
-        });
-        let (stop, stop_rx) = watch::channel(false);
-        let state = ApiState::new(
-            app.clone(),
-            ADMIN,
-            metrics_public,
-            webhooks.clone(),
-            stop_rx,
-        );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(api::serve(listener, state));
-        Server {
-            base,
-            app,
-            http: reqwest::Client::new(),
-            stop,
-            webhooks,
-            _dir: dir,
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{}", self.base, path)
-    }
-
-    async fn call(
-        &self,
-        method: &str,
-        path: &str,
-        key: Option<&str>,
-        body: Option<Value>,
-    ) -> (StatusCode, Value) {
-        let mut req = self.http.request(method.parse().unwrap(), self.url(path));
-        if let Some(k) = key {
-            req = req.bearer_auth(k);
-        }
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let resp = req.send().await.unwrap();
-        let status = resp.status();
-        let text = resp.text().await.unwrap();
-        let v = if text.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&text).unwrap_or(Value::String(text))
-        };
-        (status, v)
-    }
-
-    async fn admin(&self, method: &str, path: &str, body: Option<Value>) -> (StatusCode, Value) {
-        self.call(method, path, Some(ADMIN), body).await
-    }
-
-    /// Creates a console instance; returns its token.
-    async fn create(&self, name: &str) -> String {
-        let (s, v) = self
-            .admin(
-                "POST",
-                "/v1/instances",
-                Some(json!({"name": name, "channel": "console"})),
-            )
-            .await;
-        assert_eq!(s, StatusCode::CREATED, "{v}");
-        v["token"].as_str().unwrap().to_string()
-    }
-
-    async fn open(&self, name: &str) {
-        let (s, _) = self
-            .admin("POST", &format!("/v1/instances/{name}/connect"), None)
-            .await;
-        assert_eq!(s, StatusCode::ACCEPTED);
-        self.wait_state(name, "open").await;
-    }
-
-    async fn wait_state(&self, name: &str, state: &str) -> Value {
-        for _ in 0..200 {
-            let (_, v) = self
-                .admin("GET", &format!("/v1/instances/{name}"), None)
-                .await;
-            if v["state"] == state {
-                return v;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!("{name} never reached {state}");
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.stop.send(true);
-    }
-}
-
-fn err_code(v: &Value) -> &str {
-    v["error"]["code"].as_str().unwrap_or("")
-}
 
 #[tokio::test]
 async fn only_healthz_is_open() {
@@ -184,6 +27,7 @@ async fn only_healthz_is_open() {
         ("GET", "/v1/instances/x/qr"),
         ("POST", "/v1/instances/x/logout"),
         ("POST", "/v1/instances/x/restart"),
+        ("POST", "/v1/instances/x/scan"),
         ("POST", "/v1/instances/x/messages"),
         ("GET", "/v1/scripts"),
         ("POST", "/v1/scripts/reload"),
@@ -255,6 +99,7 @@ async fn an_instance_token_reaches_only_its_instance() {
         ("POST", "/v1/instances/b/logout"),
         ("DELETE", "/v1/instances/b"),
         ("GET", "/v1/instances/b/qr"),
+        ("POST", "/v1/instances/b/scan"),
         ("GET", "/v1/instances"),
         ("GET", "/v1/scripts"),
         ("GET", "/v1/events?instance=b"),
@@ -293,6 +138,18 @@ async fn pairing_shows_a_qr_as_json_and_png() {
     assert!(v["error"]["message"].as_str().unwrap().contains("idle"));
     // Log the simulated account out so the next connect has to pair.
     s.open("p").await;
+    // An open instance has no code, and connecting would not make one.
+    let (st, v) = s.admin("GET", "/v1/instances/p/qr", None).await;
+    assert_eq!((st, err_code(&v)), (StatusCode::NOT_FOUND, "not_pairing"));
+    let msg = v["error"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("state: open") && msg.contains("paired already"),
+        "{msg}"
+    );
+    assert!(
+        !msg.contains("connect"),
+        "no advice to connect an open instance: {msg}"
+    );
     sim.server_logout();
     s.wait_state("p", "logged_out").await;
     sim.set_manual_scan(true);
@@ -544,29 +401,6 @@ async fn scripts_status_and_reload() {
     );
 }
 
-/// Reads SSE `data:` lines until `pred` matches one.
-async fn sse_until(resp: &mut reqwest::Response, pred: impl Fn(&Value) -> bool) -> Value {
-    let mut buf = String::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        let chunk = tokio::time::timeout_at(deadline, resp.chunk())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        buf.push_str(&String::from_utf8_lossy(&chunk));
-        while let Some(i) = buf.find('\n') {
-            let line: String = buf.drain(..=i).collect();
-            if let Some(data) = line.trim_end().strip_prefix("data:") {
-                let v: Value = serde_json::from_str(data.trim()).unwrap();
-                if pred(&v) {
-                    return v;
-                }
-            }
-        }
-    }
-}
-
 #[tokio::test]
 async fn sse_shows_the_state_lines_a_console_drop_prints() {
     let s = Server::start(vec![], false).await;
@@ -717,6 +551,7 @@ async fn the_openapi_document_lists_every_route() {
             "/v1/instances/{name}/messages",
             "/v1/instances/{name}/qr",
             "/v1/instances/{name}/restart",
+            "/v1/instances/{name}/scan",
             "/v1/openapi.json",
             "/v1/scripts",
             "/v1/scripts/reload",

@@ -7,7 +7,7 @@ mod common;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use common::{Output, Sandbox};
+use common::{LINE_WAIT, Output, Sandbox, Session};
 
 const OPEN: [&str; 2] = ["* connecting attempt=1", "* open jid=me@console"];
 
@@ -20,9 +20,23 @@ fn example(dir: &str) -> PathBuf {
 /// Runs the console on `examples/<dir>` with `input` piped in.
 fn run(sb: &Sandbox, dir: &str, input: &str) -> Output {
     let scripts = example(dir);
-    let out = sb.console_with(input, |c| {
+    checked(sb.console_with(input, |c| {
+        c.env("MOONWIRE_SCRIPTS", &scripts);
+    }))
+}
+
+/// The console on `examples/<dir>`, open and fed line by line, for what
+/// has to wait for a timer.
+fn session(sb: &Sandbox, dir: &str) -> Session {
+    let scripts = example(dir);
+    let mut s = sb.session_with(|c| {
         c.env("MOONWIRE_SCRIPTS", &scripts);
     });
+    s.expect("* open jid=me@console", LINE_WAIT);
+    s
+}
+
+fn checked(out: Output) -> Output {
     assert_eq!(out.code, Some(0), "{}", out.stderr);
     assert_eq!(out.stdout[..2], OPEN, "{}", out.stderr);
     assert!(
@@ -31,6 +45,21 @@ fn run(sb: &Sandbox, dir: &str, input: &str) -> Output {
         out.stderr
     );
     out
+}
+
+/// Asks for the list and waits for the answer, whatever it says.
+fn reminders_answer(s: &mut Session) {
+    s.send("!reminders");
+    s.wait_line("the list", LINE_WAIT, |l| {
+        l.starts_with("bot> No reminders") || l.starts_with("bot> #")
+    });
+}
+
+/// Sends each line of `lines`.
+fn send_all(s: &mut Session, lines: &str) {
+    for l in lines.lines() {
+        s.send(l);
+    }
 }
 
 // office-hours
@@ -99,13 +128,15 @@ fn office_hours_remembers_its_settings_and_answers_across_a_restart() {
 #[test]
 fn reminders_fire_list_and_forget() {
     let sb = Sandbox::new();
-    let out = run(
-        &sb,
-        "reminders",
-        "!reminders\n!remind 10m buy milk\n!remind 1s tea\n/sleep 1500\n!reminders\n\
-         !remind 2h coffee\n!remind 90m lunch\n!reminders\n!forget 1\n!forget 1\n\
-         !forget x\n!remind 5 x\n!remind 5s\n!remind\n!reminders\n",
+    let mut s = session(&sb, "reminders");
+    send_all(&mut s, "!reminders\n!remind 10m buy milk\n!remind 1s tea\n");
+    s.expect("bot> ⏰ tea", LINE_WAIT);
+    send_all(
+        &mut s,
+        "!reminders\n!remind 2h coffee\n!remind 90m lunch\n!reminders\n!forget 1\n\
+         !forget 1\n!forget x\n!remind 5 x\n!remind 5s\n!remind\n!reminders\n",
     );
+    let out = checked(s.output());
     let usage = "bot> Usage: !remind 10m buy milk (units: s, m, h)";
     out.assert_bot_lines(&[
         "bot> No reminders. Try !remind 10m buy milk",
@@ -133,14 +164,17 @@ fn reminders_fire_list_and_forget() {
 #[test]
 fn a_forgotten_reminder_does_not_fire() {
     let sb = Sandbox::new();
-    let out = run(
-        &sb,
-        "reminders",
-        "!remind 1s tea\n!forget 1\n/sleep 1500\n!reminders\n",
-    );
+    let mut s = session(&sb, "reminders");
+    send_all(&mut s, "!remind 1s tea\n!forget 1\n!remind 2s coffee\n");
+    // Had "tea" (1 s) not been forgotten, it would be here before "coffee" (2 s).
+    s.expect("bot> ⏰ coffee", LINE_WAIT);
+    s.send("!reminders");
+    let out = checked(s.output());
     out.assert_bot_lines(&[
         "bot> Okay, reminder #1 in 1s: tea",
         "bot> Forgot #1: tea",
+        "bot> Okay, reminder #2 in 2s: coffee",
+        "bot> ⏰ coffee",
         "bot> No reminders. Try !remind 10m buy milk",
     ]);
 }
@@ -151,7 +185,10 @@ fn reminders_survive_a_restart() {
     let out = run(&sb, "reminders", "!remind 1s tea\n");
     out.assert_bot_lines(&["bot> Okay, reminder #1 in 1s: tea"]);
     // on_load schedules it again from bot.store; ids carry on.
-    let out = run(&sb, "reminders", "/sleep 1500\n!reminders\n!remind 1h x\n");
+    let mut s = session(&sb, "reminders");
+    s.expect("bot> ⏰ tea", LINE_WAIT);
+    send_all(&mut s, "!reminders\n!remind 1h x\n");
+    let out = checked(s.output());
     out.assert_bot_lines(&[
         "bot> ⏰ tea",
         "bot> No reminders. Try !remind 10m buy milk",
@@ -164,21 +201,28 @@ fn a_reminder_due_while_down_fires_right_after_start() {
     let sb = Sandbox::new();
     let out = run(&sb, "reminders", "!remind 1s tea\n");
     out.assert_bot_lines(&["bot> Okay, reminder #1 in 1s: tea"]);
+    // Wall time has to pass while the bot is down; nothing is waited for.
     std::thread::sleep(Duration::from_millis(2100));
     // Overdue at load, before the connection is open: sent once it opens,
-    // not RETRY_MS (5 s) later.
-    let out = run(&sb, "reminders", "/sleep 300\n!reminders\n");
+    // not RETRY_MS (5 s) later, so before an answer to a message sent then.
+    let mut s = session(&sb, "reminders");
+    reminders_answer(&mut s);
+    let out = checked(s.output());
     out.assert_bot_lines(&["bot> ⏰ tea", "bot> No reminders. Try !remind 10m buy milk"]);
 }
 
 #[test]
 fn a_reminder_due_while_disconnected_fires_on_reconnect() {
     let sb = Sandbox::new();
-    let out = run(
-        &sb,
-        "reminders",
-        "!remind 1s tea\n/drop 440\n/sleep 1500\n/connect\n/sleep 300\n!reminders\n",
-    );
+    let mut s = session(&sb, "reminders");
+    s.step("!remind 1s tea", "bot> Okay, reminder #1");
+    s.step("/drop 440", "* closed code=440");
+    // Wall time has to pass while disconnected, so the reminder is due.
+    std::thread::sleep(Duration::from_millis(1500));
+    s.step("/connect", "* open jid=me@console");
+    // Sent on open, so before the answer to a message sent then.
+    reminders_answer(&mut s);
+    let out = checked(s.output());
     assert_eq!(
         out.stdout[2..],
         [

@@ -1,29 +1,44 @@
 //! The lifecycle fault matrix, end to end: the real host and whatsapp-rust
-//! client against the mock WhatsApp server, one case per row of DESIGN §2's
-//! table (injected while `open` and while pairing), the logout paths, a
-//! flapping server, and a host restart.
+//! client against the mock WhatsApp server, one case per row of the
+//! close-reason table (README, "Connection lifecycle"; injected while `open`
+//! and while pairing), the logout paths, a flapping server, and a host
+//! restart.
 //!
 //! Its own `main` (no libtest): it prints one line per case,
 //! `case … expected … got … ok|FAILED`, then `N passed, N failed`, and
 //! exits non-zero if any case failed. `cargo test --test fault_matrix`
 //! runs it; words after `--` keep only the cases whose name contains one.
 //!
-//! A case's `got` is built from what was observed (the state after the
-//! fault, the reason and row persisted with it, the hooks the script saw,
-//! what happened next, whether the keys survived); `expected` is written
-//! from the table, in the same words.
+//! A case's `got` is built from what was observed, not from what the
+//! machine said it would do: the state after the fault; the reason and the
+//! row as read back from the SQLite file when that state was shown; the
+//! timing class as measured from when the next dial reached the mock
+//! (`measure::timing`); the hooks the script recorded; what happened next;
+//! whether the keys survived. `expected` is written from the table, in the
+//! same words. Faults are injected once the scripts are loaded (a close
+//! before that reaches no `on_close`).
 
+#[path = "fault_matrix/measure.rs"]
+mod measure;
+#[path = "fault_matrix/scenarios.rs"]
+mod scenarios;
 mod support;
 
 use std::future::Future;
 use std::pin::Pin;
 use std::process::ExitCode;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
+use measure::{DialLog, dials, quiet_dials, timing};
 use moonwire::host::HostSettings;
-use moonwire::lifecycle::{LogoutBy, Settings, State, StateName};
-use support::rig::{INSTANCE, Rig, WAIT, fast_settings, pairing_code};
+use moonwire::lifecycle::{LogoutBy, Settings, State};
+use scenarios::{
+    flapping, logout_silent_server, logout_socket_killed, logout_twice, logout_while_connecting,
+    logout_while_open, restart_uses_ik,
+};
+use support::rig::{DbRow, INSTANCE, Rig, WAIT, fast_settings, pairing_code};
 use support::{Failure, MockServer};
 
 type Run = Pin<Box<dyn Future<Output = Result<String, String>> + Send>>;
@@ -46,9 +61,30 @@ where
 }
 
 /// How long one case may take before it counts as failed.
-const CASE_TIMEOUT: Duration = Duration::from_secs(30);
+const CASE_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long "stays" watches for an attempt that should not come.
 const QUIET: Duration = Duration::from_millis(400);
+
+/// Backoff long enough to measure: a first failure waits up to 200 ms, a
+/// rate limit 400–800 ms, so a dial that ignores its timer shows as early.
+fn matrix_settings() -> HostSettings {
+    HostSettings {
+        reconnect: Settings {
+            base_ms: 200,
+            cap_ms: 2_000,
+            ..Settings::default()
+        },
+        ..fast_settings()
+    }
+}
+
+/// `row=` and the reason, from the file.
+fn file_row(row: &Option<DbRow>) -> (String, String) {
+    match row {
+        Some(r) => (r.connection_status.clone(), r.reason()),
+        None => ("unreadable".into(), "unreadable".into()),
+    }
+}
 
 fn main() -> ExitCode {
     let filters: Vec<String> = std::env::args()
@@ -396,7 +432,7 @@ fn cases() -> Vec<Case> {
     ));
     cases.push(case(
         "pairing × dial refused",
-        "reconnecting transport_error backoff then=pairing",
+        "reconnecting transport_error/- backoff then=pairing",
         dial_refused_while_pairing(),
     ));
 
@@ -427,7 +463,9 @@ fn cases() -> Vec<Case> {
     ));
     cases.push(case(
         "flapping server (drop 100 ms after login)",
-        "attempts<=6 bound=held delays=grew final_wait>=30s",
+        // At most 6 dials a minute, 2 of them the pairing's: 4 more, then
+        // the bound holds the next one back until the minute is over.
+        "dials=4 after 2 pairing dials bound=held delays=grew final_wait>=30s",
         flapping(),
     ));
     cases.push(case(
@@ -465,10 +503,16 @@ fn close_hooks(calls: &[String]) -> String {
 }
 
 async fn fault_case(from: From, fault: Fault) -> Result<String, String> {
-    let server = MockServer::start().await;
-    let rig = Rig::start(&server);
+    let server = Arc::new(MockServer::start().await);
+    let rig = Rig::start_with(&server, matrix_settings());
     let start = reach(&rig, &server, from).await?;
-    let calls_before = rig.hook_calls().len();
+    // Before the scripts load, a close reaches no on_close (this made
+    // `pairing × xmlstreamend` and `pairing × tcp drop` flake with hooks=[]).
+    rig.scripts_loaded().await;
+    let dials = DialLog::watch(&server);
+    // The hooks of getting here (the 515 after pairing) may still be
+    // running: count them once they are done.
+    let calls_before = rig.settled_hook_calls(0).await.len();
     if fault.inject(&server) == 0 {
         return Err("the fault reached no connection".into());
     }
@@ -479,35 +523,15 @@ async fn fault_case(from: From, fault: Fault) -> Result<String, String> {
             !matches!(s, State::Pairing { .. })
         })
         .await?;
-    let connections_then = server.connections();
-    let row = rig.states.row(i);
-    let reason = format!(
-        "{}/{}",
-        row.last_reason_kind.map(|k| k.as_str()).unwrap_or("-"),
-        row.last_reason_code
-            .map(|c| c.to_string())
-            .unwrap_or("-".into())
-    );
-    let base = fast_settings().reconnect.base_ms;
-    let timing = match &next {
-        State::Connecting { .. } => "now",
-        // The first failure's plain backoff is at most the base; the long
-        // one (rate limits) is at least twice it.
-        State::Reconnecting { delay_ms, .. } if *delay_ms > base => "long_backoff",
-        State::Reconnecting { .. } => "backoff",
-        State::Closed {
-            retry_at: Some(_), ..
-        } => "at_ban_expiry",
-        State::Closed { .. } | State::LoggedOut { .. } => "never",
-        _ => "unexpected",
-    };
+    let (row, reason) = file_row(&rig.states.db_row(i));
     // Whatever the fault left behind is lifted: what follows is the host's
     // own doing.
     server.go_silent(false);
-    let then = match (&fault, timing) {
+    let timing = timing(&rig, &dials, i, &matrix_settings().reconnect, QUIET).await;
+    let then = match (&fault, timing.as_str()) {
         (_, "never") => {
-            tokio::time::sleep(QUIET).await;
-            if server.connections() == connections_then && rig.states.len() == i + 1 {
+            // timing() watched QUIET for a dial; nothing else moved either?
+            if rig.states.len() == i + 1 && dials.count_after(rig.states.time(i)) == 0 {
                 "stays".to_string()
             } else {
                 let names: Vec<_> = rig.states.since(i + 1).iter().map(state_word).collect();
@@ -541,10 +565,7 @@ async fn fault_case(from: From, fault: Fault) -> Result<String, String> {
             state_word(&s).to_string()
         }
     };
-    let hooks = close_hooks(
-        &rig.hook_calls_after(calls_before, Duration::from_millis(500))
-            .await,
-    );
+    let hooks = close_hooks(&rig.settled_hook_calls(calls_before).await);
     let keys = if rig
         .app
         .store
@@ -556,9 +577,8 @@ async fn fault_case(from: From, fault: Fault) -> Result<String, String> {
         "deleted"
     };
     let got = format!(
-        "{} {reason} {timing} row={} hooks=[{hooks}] then={then} keys={keys}",
+        "{} {reason} {timing} row={row} hooks=[{hooks}] then={then} keys={keys}",
         state_word(&next),
-        row.connection_status.as_str(),
     );
     rig.stop().await;
     Ok(got)
@@ -567,9 +587,10 @@ async fn fault_case(from: From, fault: Fault) -> Result<String, String> {
 /// The server takes the handshake, then says nothing: no `<success>`, no
 /// pairing refs. The attempt must not sit in `connecting`.
 async fn login_never_answered() -> Result<String, String> {
-    let server = MockServer::start().await;
-    let rig = Rig::start(&server);
+    let server = Arc::new(MockServer::start().await);
+    let rig = Rig::start_with(&server, matrix_settings());
     let open = rig.pair(&server).await;
+    let dials = DialLog::watch(&server);
     server.go_silent(true);
     server.drop_tcp();
     let (c, _) = rig
@@ -586,7 +607,8 @@ async fn login_never_answered() -> Result<String, String> {
         })
         .await?;
     server.go_silent(false);
-    let row = rig.states.row(i);
+    let (row, reason) = file_row(&rig.states.db_row(i));
+    let timing = timing(&rig, &dials, i, &matrix_settings().reconnect, QUIET).await;
     let (_, back) = rig
         .states
         .wait_for_within(WAIT, i + 1, "open again", |s| {
@@ -594,17 +616,8 @@ async fn login_never_answered() -> Result<String, String> {
         })
         .await?;
     let got = format!(
-        "{} {}/{} {} row={} then={}",
+        "{} {reason} {timing} row={row} then={}",
         state_word(&next),
-        row.last_reason_kind.map(|k| k.as_str()).unwrap_or("-"),
-        row.last_reason_code
-            .map(|c| c.to_string())
-            .unwrap_or("-".into()),
-        match next {
-            State::Reconnecting { .. } => "backoff",
-            _ => "-",
-        },
-        row.connection_status.as_str(),
         state_word(&back),
     );
     rig.stop().await;
@@ -612,9 +625,10 @@ async fn login_never_answered() -> Result<String, String> {
 }
 
 async fn dial_refused_while_pairing() -> Result<String, String> {
-    let server = MockServer::start().await;
+    let server = Arc::new(MockServer::start().await);
     server.refuse_connections(true);
-    let rig = Rig::start(&server);
+    let dials = DialLog::watch(&server);
+    let rig = Rig::start_with(&server, matrix_settings());
     let (i, next) = rig
         .states
         .wait_for_within(WAIT, 0, "a refused dial", |s| {
@@ -624,10 +638,9 @@ async fn dial_refused_while_pairing() -> Result<String, String> {
             )
         })
         .await?;
-    let reason = match &next {
-        State::Reconnecting { reason, .. } => reason.kind.as_str(),
-        _ => "-",
-    };
+    let (_, reason) = file_row(&rig.states.db_row(i));
+    // The next dial, refused too, is what the timing is measured to.
+    let timing = timing(&rig, &dials, i, &matrix_settings().reconnect, QUIET).await;
     server.refuse_connections(false);
     let (_, s) = rig
         .states
@@ -636,7 +649,7 @@ async fn dial_refused_while_pairing() -> Result<String, String> {
         })
         .await?;
     let got = format!(
-        "{} {reason} backoff then={}",
+        "{} {reason} {timing} then={}",
         state_word(&next),
         state_word(&s)
     );
@@ -653,14 +666,7 @@ async fn pair_by_qr() -> Result<String, String> {
     for (k, s) in seen.iter().enumerate().take(open + 1) {
         let w = match s {
             State::Connecting { .. } if k > 0 => {
-                let row = rig.states.row(k);
-                format!(
-                    "connecting {}/{}",
-                    row.last_reason_kind.map(|k| k.as_str()).unwrap_or("-"),
-                    row.last_reason_code
-                        .map(|c| c.to_string())
-                        .unwrap_or("-".into())
-                )
+                format!("connecting {}", file_row(&rig.states.db_row(k)).1)
             }
             State::Connecting { .. } => continue, // the first dial
             State::Open { jid } => format!("open jid={}", jid.as_deref().unwrap_or("-")),
@@ -677,216 +683,4 @@ async fn pair_by_qr() -> Result<String, String> {
     };
     rig.stop().await;
     Ok(format!("{} keys={keys}", words.join(" → ")))
-}
-
-fn logout_settings() -> HostSettings {
-    HostSettings {
-        unlink_timeout: Duration::from_millis(500),
-        ..fast_settings()
-    }
-}
-
-/// What a finished logout left: the state, the row, the unlink IQs the
-/// server saw, the keys, the `on_logout` calls, and attempts after it.
-async fn after_logout(
-    rig: &Rig,
-    server: &MockServer,
-    row: &moonwire::lifecycle::StatusRow,
-    unlink: bool,
-) -> String {
-    let connections = server.connections();
-    tokio::time::sleep(QUIET).await;
-    let state = rig.handle.snapshot().state;
-    let by = match &state {
-        State::LoggedOut { by, .. } => match by {
-            LogoutBy::User => "user",
-            LogoutBy::Server => "server",
-            LogoutBy::Script => "script",
-        },
-        _ => "-",
-    };
-    let keys = match rig.app.store.session_exists(INSTANCE) {
-        Ok(false) => "deleted",
-        Ok(true) => "kept",
-        Err(_) => "unreadable",
-    };
-    let on_logout = rig
-        .hook_calls_after(0, Duration::from_millis(500))
-        .await
-        .iter()
-        .filter(|c| c.starts_with("on_logout"))
-        .count();
-    let unlinks = if unlink {
-        format!(" unlink_iqs={}", server.unlinks().len())
-    } else {
-        String::new()
-    };
-    format!(
-        "{} by={by} row={}/{}{unlinks} keys={keys} on_logout={on_logout} reconnects={}",
-        state_word(&state),
-        row.connection_status.as_str(),
-        row.state.as_str(),
-        server.connections() - connections,
-    )
-}
-
-/// Pairs, lets `prepare` set the server up, logs out while open and
-/// reports what the logout left.
-async fn logout_when_open(prepare: impl FnOnce(&MockServer)) -> Result<String, String> {
-    let server = MockServer::start().await;
-    let rig = Rig::start_with(&server, logout_settings());
-    rig.pair(&server).await;
-    prepare(&server);
-    let row = rig.handle.logout(LogoutBy::User).await;
-    let got = after_logout(&rig, &server, &row, true).await;
-    rig.stop().await;
-    Ok(got)
-}
-
-async fn logout_while_open() -> Result<String, String> {
-    logout_when_open(|_| {}).await
-}
-
-async fn logout_twice() -> Result<String, String> {
-    let server = MockServer::start().await;
-    let rig = Rig::start_with(&server, logout_settings());
-    rig.pair(&server).await;
-    let first = rig.handle.logout(LogoutBy::User).await;
-    let connections = server.connections();
-    let second = rig.handle.logout(LogoutBy::User).await;
-    tokio::time::sleep(QUIET).await;
-    let on_logout = rig
-        .hook_calls()
-        .iter()
-        .filter(|c| c.starts_with("on_logout"))
-        .count();
-    let got = format!(
-        "first={} second={} unlink_iqs={} on_logout={on_logout} reconnects={}",
-        first.state.as_str(),
-        second.state.as_str(),
-        server.unlinks().len(),
-        server.connections() - connections,
-    );
-    rig.stop().await;
-    Ok(got)
-}
-
-async fn logout_silent_server() -> Result<String, String> {
-    logout_when_open(|server| server.go_silent(true)).await
-}
-
-async fn logout_while_connecting() -> Result<String, String> {
-    let server = MockServer::start().await;
-    let rig = Rig::start_with(&server, logout_settings());
-    let open = rig.pair(&server).await;
-    // The next login gets no `<success>`: the attempt hangs in connecting.
-    server.go_silent(true);
-    server.drop_tcp();
-    rig.states
-        .wait_for_within(WAIT, open + 1, "connecting", |s| {
-            matches!(s, State::Connecting { .. })
-        })
-        .await?;
-    server
-        .wait_until(WAIT, "the silent login's handshake", |s| {
-            s.handshakes() >= 3
-        })
-        .await;
-    let row = rig.handle.logout(LogoutBy::User).await;
-    let got = after_logout(&rig, &server, &row, false).await;
-    rig.stop().await;
-    Ok(got)
-}
-
-async fn logout_socket_killed() -> Result<String, String> {
-    logout_when_open(|server| server.drop_on_unlink(true)).await
-}
-
-async fn flapping() -> Result<String, String> {
-    const MAX: u32 = 6;
-    let server = MockServer::start().await;
-    let settings = HostSettings {
-        reconnect: Settings {
-            base_ms: 20,
-            cap_ms: 400,
-            max_per_minute: MAX,
-            ..Settings::default()
-        },
-        ..HostSettings::default()
-    };
-    let rig = Rig::start_with(&server, settings);
-    let open = rig.pair(&server).await;
-    server.flap(Some(Duration::from_millis(100)));
-    server.drop_tcp();
-    tokio::time::sleep(Duration::from_secs(4)).await;
-    let seen = rig.states.since(0);
-    let attempts = seen
-        .iter()
-        .filter(|s| s.name() == StateName::Connecting)
-        .count();
-    let delays: Vec<u64> = rig
-        .states
-        .since(open + 1)
-        .iter()
-        .filter_map(|s| match s {
-            State::Reconnecting { delay_ms, .. } => Some(*delay_ms),
-            _ => None,
-        })
-        .collect();
-    let bound = if attempts <= MAX as usize {
-        "held"
-    } else {
-        "broken"
-    };
-    // Full jitter makes single delays random; what must grow is the
-    // ceiling, so compare the early ones with the later ones.
-    let grew = match delays.as_slice() {
-        [first, .., last] if last > first => "grew",
-        _ => "flat",
-    };
-    let final_wait = match delays.last() {
-        Some(d) if *d >= 30_000 => ">=30s".to_string(),
-        Some(d) => format!("={d}ms"),
-        None => "=none".into(),
-    };
-    server.flap(None);
-    rig.stop().await;
-    let attempts = if attempts <= MAX as usize {
-        format!("attempts<={MAX}")
-    } else {
-        format!("attempts={attempts}")
-    };
-    Ok(format!(
-        "{attempts} bound={bound} delays={grew} final_wait{final_wait}"
-    ))
-}
-
-async fn restart_uses_ik() -> Result<String, String> {
-    let server = MockServer::start().await;
-    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let rig = Rig::start_in(&server, dir.path(), fast_settings());
-    rig.pair(&server).await;
-    rig.stop().await;
-    let ik_before = server.ik_handshakes();
-    let qr_before = server.qr_codes_sent().len();
-
-    let rig = Rig::start_in(&server, dir.path(), fast_settings());
-    let (_, open) = rig
-        .states
-        .wait_for_within(WAIT, 0, "open after the restart", |s| {
-            matches!(s, State::Open { .. } | State::Pairing { .. })
-        })
-        .await?;
-    let jid = match &open {
-        State::Open { jid } => jid.clone().unwrap_or("-".into()),
-        other => format!("({})", state_word(other)),
-    };
-    let got = format!(
-        "{} jid={jid} ik={} new_qr={}",
-        state_word(&open),
-        server.ik_handshakes() - ik_before,
-        server.qr_codes_sent().len() - qr_before,
-    );
-    rig.stop().await;
-    Ok(got)
 }

@@ -248,11 +248,19 @@ async fn routes_need_a_key_unless_public_and_answer_as_the_handler_says() {
             .await,
         StatusCode::FORBIDDEN
     );
-    assert_eq!(
-        run.status(run.hook_of("other", "GET", "/echo").bearer_auth(&token))
-            .await,
-        StatusCode::OK
-    );
+    // Its scripts load in the background: its routes are there once loaded.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let s = run
+            .status(run.hook_of("other", "GET", "/echo").bearer_auth(&token))
+            .await;
+        if s != StatusCode::NOT_FOUND {
+            assert_eq!(s, StatusCode::OK);
+            break;
+        }
+        assert!(Instant::now() < deadline, "other's routes never came");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     // Public: no key needed, the script checks the signature.
     let payload = r#"{"workflow":"build","conclusion":"failure"}"#;

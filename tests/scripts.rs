@@ -1,5 +1,5 @@
 //! Scripts through the real binary: every hook, every `bot` function, the
-//! limits, the sandbox and hot reload (DESIGN §3).
+//! limits, the sandbox and hot reload.
 
 mod common;
 
@@ -77,52 +77,69 @@ function on_unload() bot.log.warn("UNLOADED") end
     assert!(e.contains("UNLOADED"), "{e}");
 }
 
-fn close_answer(ret: &str, input: &str) -> Vec<String> {
+/// With a script answering `ret`, the first `n` state lines after `line`
+/// (a `/drop`), each waited for: an answer still on its way at end of
+/// input would be settled as "stay" by the stop and look like `false`.
+fn close_answer(ret: &str, line: &str, n: usize) -> Vec<String> {
     let sb = Sandbox::new();
     sb.script(
         "policy.lua",
         &format!("function on_close(r) return {ret} end\n"),
     );
-    let out = sb.console(input);
-    assert_eq!(out.code, Some(0));
-    out.stdout
-        .into_iter()
-        .filter(|l| l.starts_with("* "))
-        .skip(2)
-        .collect()
+    state_lines_after(&sb, line, n)
+}
+
+fn state_lines_after(sb: &Sandbox, line: &str, n: usize) -> Vec<String> {
+    let mut s = sb.session();
+    s.expect("* open jid=me@console", SECS);
+    s.send(line);
+    let got = (0..n).map(|_| s.expect_starting("* ", SECS)).collect();
+    s.finish();
+    got
 }
 
 #[test]
-fn on_close_answers_change_what_a_drop_does() {
-    let first = |ret: &str| close_answer(ret, "/drop 408\n/sleep 100\n")[0].clone();
+fn on_close_answers_change_what_a_drop_does_and_say_so() {
+    let first = |ret: &str| close_answer(ret, "/drop 408", 1).remove(0);
     let nil = first("nil");
     assert!(
         nil.starts_with("* reconnecting code=408 kind=connection_lost attempt=1 delay_ms="),
         "{nil}"
     );
-    assert_eq!(first("false"), "* closed code=408 kind=connection_lost");
-    assert!(first("true").starts_with("* reconnecting code=408"));
+    assert!(
+        !nil.ends_with("by=script"),
+        "nil leaves it to the table: {nil}"
+    );
+    assert_eq!(
+        first("false"),
+        "* closed code=408 kind=connection_lost by=script"
+    );
+    let yes = first("true");
+    assert!(
+        yes.starts_with("* reconnecting code=408") && yes.ends_with(" by=script"),
+        "{yes}"
+    );
     assert_eq!(
         first("25"),
-        "* reconnecting code=408 kind=connection_lost attempt=1 delay_ms=25"
+        "* reconnecting code=408 kind=connection_lost attempt=1 delay_ms=25 by=script"
     );
     assert_eq!(
         first("{delay_ms = 30}"),
-        "* reconnecting code=408 kind=connection_lost attempt=1 delay_ms=30"
+        "* reconnecting code=408 kind=connection_lost attempt=1 delay_ms=30 by=script"
     );
     assert_eq!(
         first("{reconnect = false}"),
-        "* closed code=408 kind=connection_lost"
+        "* closed code=408 kind=connection_lost by=script"
     );
     // 440 stays closed by default; a script may bring it back.
     assert_eq!(
-        close_answer("nil", "/drop 440\n")[0],
-        "* closed code=440 kind=replaced"
+        close_answer("nil", "/drop 440", 1),
+        ["* closed code=440 kind=replaced"]
     );
     assert_eq!(
-        close_answer("5", "/drop 440\n/sleep 100\n")[..3],
+        close_answer("5", "/drop 440", 3),
         [
-            "* reconnecting code=440 kind=replaced attempt=1 delay_ms=5",
+            "* reconnecting code=440 kind=replaced attempt=1 delay_ms=5 by=script",
             "* connecting attempt=1",
             "* open jid=me@console"
         ]
@@ -133,17 +150,17 @@ fn on_close_answers_change_what_a_drop_does() {
 fn on_close_cannot_override_logout_or_restart() {
     for ret in ["true", "false", "0", "{reconnect=true, delay_ms=1}"] {
         assert_eq!(
-            close_answer(ret, "/drop 401\n"),
+            close_answer(ret, "/drop 401", 1),
             ["* logged_out code=401 kind=logged_out by=server"],
             "{ret}"
         );
         assert_eq!(
-            close_answer(ret, "/drop 515\n"),
+            close_answer(ret, "/drop 515", 2),
             ["* connecting attempt=1", "* open jid=me@console"],
             "{ret}"
         );
         assert_eq!(
-            close_answer(ret, "/drop 405\n"),
+            close_answer(ret, "/drop 405", 1),
             ["* closed code=405 kind=client_outdated"],
             "{ret}"
         );
@@ -156,19 +173,20 @@ fn the_first_script_with_an_answer_decides() {
     sb.script("a.lua", "function on_close(r) return nil end\n");
     sb.script("b.lua", "function on_close(r) return false end\n");
     sb.script("c.lua", "function on_close(r) return 5 end\n");
-    let out = sb.console("/drop 408\n");
-    assert_eq!(out.stdout[2], "* closed code=408 kind=connection_lost");
+    assert_eq!(
+        state_lines_after(&sb, "/drop 408", 1),
+        ["* closed code=408 kind=connection_lost by=script"]
+    );
     // A bad answer is reported and skipped.
     let sb = Sandbox::new();
     sb.script("a.lua", "function on_close(r) return 'soon' end\n");
     sb.script("b.lua", "function on_close(r) return false end\n");
-    let out = sb.console("/drop 408\n");
-    assert_eq!(out.stdout[2], "* closed code=408 kind=connection_lost");
-    assert!(
-        out.stderr.contains("on_close returned a string"),
-        "{}",
-        out.stderr
-    );
+    let mut s = sb.session();
+    s.expect("* open jid=me@console", SECS);
+    let line = s.step("/drop 408", "* ");
+    assert_eq!(line, "* closed code=408 kind=connection_lost by=script");
+    let (_, stderr) = s.finish();
+    assert!(stderr.contains("on_close returned a string"), "{stderr}");
 }
 
 #[test]
@@ -271,7 +289,19 @@ bot.command("never", function(m)
 end)
 "#,
     );
-    let out = sb.console("!later\n/sleep 200\n!tick\n/sleep 300\n!never\n/sleep 100\n");
+    let mut s = sb.session();
+    s.expect("* open jid=me@console", SECS);
+    s.step("!later", "bot> scheduled");
+    s.expect("bot> later", SECS);
+    s.send("!tick");
+    s.expect("bot> tick 3", SECS);
+    s.step("!never", "bot> true false");
+    // A 30 ms timer set now fires after anything the cancelled ones (20 ms
+    // each, set earlier) could still have sent: once it is here, they
+    // would have been too.
+    s.step("!later", "bot> scheduled");
+    s.expect("bot> later", SECS);
+    let out = s.output();
     out.assert_bot_lines(&[
         "bot> scheduled",
         "bot> later",
@@ -279,6 +309,8 @@ end)
         "bot> tick 2",
         "bot> tick 3",
         "bot> true false",
+        "bot> scheduled",
+        "bot> later",
     ]);
 }
 
@@ -423,7 +455,15 @@ function on_unload() error("unload failed") end
         "function on_message(m) m:reply('still here') end\n",
     );
     sb.script("c_noload.lua", "function on_load() error('nope') end\nfunction on_message(m) m:reply('should not run') end\n");
-    let out = sb.console("hi\n/drop 408\n/sleep 100\n/logout\n/connect\nhi\n");
+    let mut s = sb.session();
+    s.expect("* open jid=me@console", SECS);
+    s.step("hi", "bot> still here");
+    s.step("/drop 408", "* reconnecting");
+    s.expect("* open jid=me@console", SECS);
+    s.step("/logout", "* logged_out");
+    s.step("/connect", "* open jid=me@console");
+    s.step("hi", "bot> still here");
+    let out = s.output();
     out.assert_bot_lines(&["bot> still here", "bot> still here"]);
     for (line, what) in [
         (2, "open failed"),
@@ -637,7 +677,10 @@ fn rapid_rewrites_reload_a_few_times_and_leak_no_timers() {
         )
     };
     sb.script("t.lua", &version(0));
-    let mut s = sb.session();
+    // The console logs warnings only by default; the loads are info.
+    let mut s = sb.session_with(|c| {
+        c.env("MOONWIRE_LOG", "info");
+    });
     s.expect("bot> tick v0", SECS);
     for n in 1..=100 {
         sb.script("t.lua", &version(n));
@@ -729,11 +772,12 @@ fn the_first_on_close_answer_stands_even_if_later_scripts_overrun() {
     sb.script("a.lua", "function on_close(r) return false end\n");
     sb.script("b.lua", "function on_close(r) while true do end end\n");
     sb.script("c.lua", "function on_close(r) while true do end end\n");
-    let out = sb.console("/drop 408\n/sleep 500\n");
-    assert_eq!(
-        out.stdout[2], "* closed code=408 kind=connection_lost",
-        "{}",
-        out.stderr
-    );
-    assert_eq!(out.stdout.len(), 3, "{:?}", out.stdout);
+    let mut s = sb.session();
+    s.expect("* open jid=me@console", SECS);
+    // The answer is a.lua's, not the stop at end of input settling it
+    // (that line would not say by=script).
+    let line = s.step("/drop 408", "* ");
+    assert_eq!(line, "* closed code=408 kind=connection_lost by=script");
+    let (rest, stderr) = s.finish();
+    assert!(rest.is_empty(), "{rest:?}\n{stderr}");
 }

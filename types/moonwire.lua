@@ -2,7 +2,7 @@
 -- Definitions of moonwire's Lua API for lua-language-server (LuaLS):
 -- completion, hover docs and type checks while writing scripts.
 -- This file is never loaded by moonwire; .luarc.json at the repo root points
--- LuaLS here. README.md's "Scripts (Lua)" section describes the behaviour.
+-- LuaLS here. README.md (Scripts) describes the same API in prose.
 
 ---@alias moonwire.State
 ---| "idle"
@@ -14,11 +14,14 @@
 ---| "logging_out"
 ---| "logged_out"
 
----A value bot.store can keep: it is stored as JSON, so tables must be arrays
----or have string keys, and functions or userdata cannot be stored.
+---A value bot.store and bot.json can hold: JSON, exactly. Tables are lists
+---(keys 1..n, no holes) or have string keys only, never both; numbers are
+---finite; strings are UTF-8; nesting is at most 64 deep; no functions,
+---userdata or cycles. Anything else is refused with an error saying why.
 ---@alias moonwire.Json nil|boolean|number|string|table
 
----An incoming (or own) message.
+---An incoming (or own) message. Read-only and shared by every handler of
+---the message: assigning a field is an error (copy into a table instead).
 ---@class moonwire.Message
 ---@field id string message id
 ---@field chat string JID of the chat it was sent in (reply there)
@@ -29,15 +32,19 @@
 ---@field is_group boolean the chat is a group
 ---@field push_name? string the sender's display name, if known
 ---@field timestamp integer when it was sent, unix seconds
+---@field mentions string[] JIDs mentioned in it (empty if none)
 local Message = {}
 
 ---Answers in the message's chat, quoting it.
 ---@param text string
----@return string id the id of the sent message
+---@return string? id the id of the sent message
+---@return string? err why it was not sent, e.g. "not open"
 function Message:reply(text) end
 
 ---Reacts to the message with an emoji.
 ---@param emoji string
+---@return string? id
+---@return string? err
 function Message:react(emoji) end
 
 ---A pairing code to show the user (`on_qr`).
@@ -57,7 +64,7 @@ function Message:react(emoji) end
 ---@field code? integer close code (e.g. 408, 440, 503); nil for transport errors
 ---@field kind string reason: "connection_lost", "replaced", "transport_error", …
 ---@field message? string detail text, for logs
----@field attempt integer reconnect attempts in a row (reset once a connection stays open)
+---@field attempt integer the attempt about to be made since the connection was last stable (open for [reconnect] stable_ms): 1, 2, 3, … while it keeps failing, also when each try opens briefly; the backoff counter, shown as attempt= in the state lines
 ---@field will_reconnect boolean what moonwire does if the script returns nil
 ---@field delay_ms? integer the default delay before reconnecting; nil if it won't
 
@@ -174,20 +181,6 @@ function Crypto.hmac_sha256(key, data) end
 ---@return boolean
 function Crypto.equal(a, b) end
 
----JSON text and back.
----@class moonwire.JsonLib
-local JsonLib = {}
-
----@param v moonwire.Json
----@return string? text
----@return string? err
-function JsonLib.encode(v) end
-
----@param s string
----@return moonwire.Json value
----@return string? err
-function JsonLib.decode(s) end
-
 ---The words after a command: `!remind 10m buy milk` gives
 ---`{ "10m", "buy", "milk", text = "10m buy milk" }`.
 ---@class moonwire.CommandArgs
@@ -206,13 +199,29 @@ local Store = {}
 ---@return moonwire.Json value nil if the key is not set
 function Store.get(key) end
 
----Stores a JSON value; `set(key, nil)` deletes the key.
+---Stores a JSON value; `set(key, nil)` deletes the key. A value JSON cannot
+---hold exactly raises an error naming the problem, and nothing is stored.
 ---@param key string
 ---@param value moonwire.Json
 function Store.set(key, value) end
 
 ---@param key string
 function Store.delete(key) end
+
+---JSON text, with the same exact conversion as bot.store.
+---@class moonwire.JsonLib
+local JsonLib = {}
+
+---@param value moonwire.Json
+---@return string? text
+---@return string? err why the value cannot be encoded
+function JsonLib.encode(value) end
+
+---JSON `null` is nil (so `[1, null]` has a hole).
+---@param text string
+---@return moonwire.Json value
+---@return string? err invalid JSON, or nested deeper than 64
+function JsonLib.decode(text) end
 
 ---Logging; the arguments are joined with spaces (each through tostring).
 ---@class moonwire.Log
@@ -231,10 +240,10 @@ function Log.error(...) end
 ---@field instance string the instance name, e.g. "default" or "console"
 ---@field prefix string the command prefix ("!" unless [script] command_prefix says otherwise)
 ---@field store moonwire.Store
+---@field json moonwire.JsonLib
 ---@field log moonwire.Log
 ---@field http moonwire.Http
 ---@field crypto moonwire.Crypto
----@field json moonwire.JsonLib
 bot = {}
 
 ---The lifecycle state of the instance.
@@ -242,11 +251,17 @@ bot = {}
 function bot.state() end
 
 ---Sends a text message.
----@param chat string JID of the chat
+---@param chat string JID of the chat, or a phone number ("15551234567", "+15551234567")
 ---@param text string
----@return string? id the message id, or nil when the instance is not open
----@return string? err "not open"
+---@return string? id the message id, or nil
+---@return string? err "not open", or why `chat` is no recipient
 function bot.send(chat, text) end
+
+---Waits `ms` milliseconds. Only the calling handler waits: the bot answers
+---other messages meanwhile. Call it from a handler (a hook, command, hear,
+---timer, cron or route function), not from a file's top level.
+---@param ms number
+function bot.sleep(ms) end
 
 ---Handles `<prefix><name>` (prefix "!" by default, `[script] command_prefix`).
 ---@param name string the command without its prefix
@@ -286,10 +301,6 @@ function bot.every(ms, fn) end
 ---@return moonwire.Cron
 function bot.cron(spec, fn, opts) end
 
----Waits `ms` milliseconds; only this handler waits, others run meanwhile.
----@param ms number
-function bot.sleep(ms) end
-
 ---Serves `fn` at /v1/instances/<instance>/hooks<path>. Call it while the
 ---scripts load (at a script's top level); two scripts registering the same
 ---method and path is a load error. Errors in `fn` are a bare 500 to the
@@ -303,7 +314,11 @@ function bot.route(method, path, fn, opts) end
 ---Logs out: unlinks this device and deletes the session (`on_logout` with by = "script").
 function bot.logout() end
 
--- Hooks: global functions a script may define. Each runs under a time budget.
+-- Hooks: global functions a script may define. Each call runs in its own
+-- coroutine: it may wait (bot.sleep) without holding up other handlers.
+-- Each run between waits has a CPU budget ([script] hook_timeout_ms) that
+-- pcall cannot catch; a handler's whole life has a deadline
+-- ([script] handler_deadline_ms).
 
 ---Called on every (re)load of the scripts folder, after all files compiled.
 ---@type fun()|nil

@@ -22,6 +22,7 @@ pub fn event_json(ev: &HostEvent) -> (&'static str, Value) {
                 "connection_status": row.connection_status.as_str(),
                 "last_reason_code": row.last_reason_code,
                 "last_reason_kind": row.last_reason_kind.map(|k| k.as_str()),
+                "last_reason_message": row.last_reason_message,
                 "jid": row.jid,
                 "at": transition.at,
             }),

@@ -5,6 +5,7 @@
 
 pub mod events;
 pub mod hooks;
+mod instances;
 mod qr;
 pub mod webhook;
 
@@ -33,16 +34,22 @@ use tokio_stream::wrappers::BroadcastStream;
 use utoipa::{OpenApi, ToSchema};
 
 use crate::channel::Outgoing;
-use crate::config::{ApiConfig, ChannelKind, valid_instance_name};
+use crate::config::ApiConfig;
+use crate::host::SendError;
 use crate::host::app::{App, AppError};
 use crate::host::metrics::WebhookTotals;
-use crate::host::{InstanceHandle, SendError, now_ms};
-use crate::lifecycle::{LogoutBy, State as LState};
+use crate::lifecycle::State as LState;
 use hooks::HookDoc;
+use instances::{CreateInstance, Created, InstanceView, QrView, handle};
 use webhook::Webhooks;
 
 /// Largest request body accepted.
 pub const BODY_LIMIT: usize = 64 * 1024;
+
+/// How long a call that changes an instance (create, connect, logout,
+/// restart, delete, scan) or reloads the scripts may take before it is
+/// answered 504 `timeout`; the work itself goes on.
+pub const OPERATION_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// An API error: `{"error": {"code": ..., "message": ...}}` with a status.
 #[derive(Debug)]
@@ -110,11 +117,22 @@ impl From<AppError> for ApiError {
     fn from(e: AppError) -> ApiError {
         match e {
             AppError::NotFound(name) => ApiError::not_found(format!("instance {name:?} not found")),
-            AppError::Host(crate::host::HostError::Duplicate(name)) => ApiError::new(
-                StatusCode::CONFLICT,
-                "exists",
-                format!("instance {name:?} already exists"),
-            ),
+            AppError::Exists(name) | AppError::Host(crate::host::HostError::Duplicate(name)) => {
+                ApiError::new(
+                    StatusCode::CONFLICT,
+                    "exists",
+                    format!("instance {name:?} already exists"),
+                )
+            }
+            e @ AppError::Configured(_) => {
+                ApiError::new(StatusCode::CONFLICT, "configured", e.to_string())
+            }
+            e @ AppError::NotSimulated(_) => {
+                ApiError::new(StatusCode::CONFLICT, "not_simulated", e.to_string())
+            }
+            e @ AppError::NothingToScan { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "not_pairing", e.to_string())
+            }
             other => ApiError::internal(other),
         }
     }
@@ -158,6 +176,7 @@ pub struct ApiState {
     shutdown: watch::Receiver<bool>,
     /// Script routes; `None`: every hook path is 404.
     hooks: Option<Arc<hooks::Hooks>>,
+    operation_timeout: Duration,
 }
 
 impl ApiState {
@@ -175,12 +194,19 @@ impl ApiState {
             webhooks,
             shutdown,
             hooks: None,
+            operation_timeout: OPERATION_TIMEOUT,
         }
     }
 
     /// Serves the scripts' routes under `/v1/instances/{name}/hooks/`.
     pub fn with_hooks(mut self, hooks: hooks::Hooks) -> ApiState {
         self.hooks = Some(Arc::new(hooks));
+        self
+    }
+
+    /// Replaces [`OPERATION_TIMEOUT`] (tests make it short).
+    pub fn with_operation_timeout(mut self, timeout: Duration) -> ApiState {
+        self.operation_timeout = timeout;
         self
     }
 }
@@ -244,15 +270,28 @@ fn identify(st: &ApiState, headers: &HeaderMap) -> ApiResult<Caller> {
 /// The router: `/healthz` open, everything else behind the key.
 pub fn router(state: ApiState) -> Router {
     let protected = Router::new()
-        .route("/v1/instances", post(create_instance).get(list_instances))
+        .route(
+            "/v1/instances",
+            post(instances::create_instance).get(instances::list_instances),
+        )
         .route(
             "/v1/instances/{name}",
-            get(get_instance).delete(delete_instance),
+            get(instances::get_instance).delete(instances::delete_instance),
         )
-        .route("/v1/instances/{name}/connect", post(connect_instance))
-        .route("/v1/instances/{name}/qr", get(get_qr))
-        .route("/v1/instances/{name}/logout", post(logout_instance))
-        .route("/v1/instances/{name}/restart", post(restart_instance))
+        .route(
+            "/v1/instances/{name}/connect",
+            post(instances::connect_instance),
+        )
+        .route("/v1/instances/{name}/qr", get(instances::get_qr))
+        .route("/v1/instances/{name}/scan", post(instances::scan_instance))
+        .route(
+            "/v1/instances/{name}/logout",
+            post(instances::logout_instance),
+        )
+        .route(
+            "/v1/instances/{name}/restart",
+            post(instances::restart_instance),
+        )
         .route("/v1/instances/{name}/messages", post(send_message))
         .route("/v1/scripts", get(get_scripts))
         .route("/v1/scripts/reload", post(reload_scripts))
@@ -342,48 +381,6 @@ pub fn admin_key(api: &ApiConfig, data_dir: &Path) -> Result<String, KeyError> {
 
 // ---- schemas ---------------------------------------------------------------
 
-/// An instance as `status --json` shows it, from the live machine.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct InstanceView {
-    name: String,
-    channel: String,
-    /// `open`, `connecting` or `close` (Evolution-compatible)
-    connection_status: String,
-    state: String,
-    last_reason_code: Option<u16>,
-    last_reason_kind: Option<String>,
-    /// Unix milliseconds.
-    last_change_at: u64,
-    jid: Option<String>,
-    push_name: Option<String>,
-    created_at: Option<u64>,
-}
-
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CreateInstance {
-    /// `^[a-z0-9][a-z0-9_-]{0,62}$`
-    name: String,
-    /// `whatsapp` or `console`
-    channel: String,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct Created {
-    instance: InstanceView,
-    /// This instance's API token. Shown once; only its hash is stored.
-    token: String,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct QrView {
-    code: String,
-    /// `qr` or `pair_code`
-    kind: String,
-    /// Seconds until this code expires.
-    expires_in: u64,
-}
-
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SendMessage {
@@ -442,214 +439,9 @@ pub struct ErrorDetail {
 
 // ---- handlers --------------------------------------------------------------
 
-fn handle(st: &ApiState, name: &str) -> ApiResult<InstanceHandle> {
-    st.app
-        .host
-        .instance(name)
-        .ok_or_else(|| ApiError::not_found(format!("instance {name:?} not found")))
-}
-
-fn view(st: &ApiState, h: &InstanceHandle) -> ApiResult<InstanceView> {
-    let stored = st
-        .app
-        .store
-        .instance(h.name())
-        .map_err(ApiError::internal)?;
-    let live = h.snapshot().row;
-    Ok(InstanceView {
-        name: h.name().to_string(),
-        channel: stored
-            .as_ref()
-            .map(|r| r.channel.clone())
-            .unwrap_or_default(),
-        connection_status: live.connection_status.as_str().into(),
-        state: live.state.as_str().into(),
-        last_reason_code: live.last_reason_code,
-        last_reason_kind: live.last_reason_kind.map(|k| k.as_str().to_string()),
-        last_change_at: live.last_change_at,
-        jid: live.jid,
-        push_name: live.push_name,
-        created_at: stored.map(|r| r.created_at),
-    })
-}
-
 #[utoipa::path(get, path = "/healthz", responses((status = 200, description = "alive")), security(()))]
 async fn healthz() -> Json<Value> {
     Json(json!({"status": "ok"}))
-}
-
-#[utoipa::path(post, path = "/v1/instances", request_body = CreateInstance,
-    responses((status = 201, body = Created), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
-async fn create_instance(
-    State(st): State<ApiState>,
-    Extension(caller): Extension<Caller>,
-    body: Result<Json<CreateInstance>, JsonRejection>,
-) -> ApiResult<(StatusCode, Json<Created>)> {
-    caller.admin()?;
-    let Json(req) = body?;
-    if !valid_instance_name(&req.name) {
-        return Err(ApiError::invalid(format!(
-            "name {:?} must match ^[a-z0-9][a-z0-9_-]{{0,62}}$",
-            req.name
-        )));
-    }
-    let Some(channel) = ChannelKind::parse(&req.channel) else {
-        return Err(ApiError::invalid(format!(
-            "unknown channel {:?} (whatsapp or console)",
-            req.channel
-        )));
-    };
-    let exists = st.app.host.instance(&req.name).is_some()
-        || st
-            .app
-            .store
-            .instance(&req.name)
-            .map_err(ApiError::internal)?
-            .is_some();
-    if exists {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "exists",
-            format!("instance {:?} already exists", req.name),
-        ));
-    }
-    let h = st.app.start_instance(&req.name, channel)?;
-    let token = format!("mwt_{}", hex::encode(rand::random::<[u8; 24]>()));
-    st.app
-        .store
-        .set_token_hash(&req.name, &token_hash(&token), now_ms())
-        .map_err(ApiError::internal)?;
-    Ok((
-        StatusCode::CREATED,
-        Json(Created {
-            instance: view(&st, &h)?,
-            token,
-        }),
-    ))
-}
-
-#[utoipa::path(get, path = "/v1/instances", responses((status = 200, body = [InstanceView])))]
-async fn list_instances(
-    State(st): State<ApiState>,
-    Extension(caller): Extension<Caller>,
-) -> ApiResult<Json<Vec<InstanceView>>> {
-    caller.admin()?;
-    let list = st
-        .app
-        .host
-        .instances()
-        .iter()
-        .map(|h| view(&st, h))
-        .collect::<ApiResult<Vec<_>>>()?;
-    Ok(Json(list))
-}
-
-#[utoipa::path(get, path = "/v1/instances/{name}", params(("name" = String, Path)),
-    responses((status = 200, body = InstanceView), (status = 404, body = ErrorBody)))]
-async fn get_instance(
-    State(st): State<ApiState>,
-    Extension(caller): Extension<Caller>,
-    UrlPath(name): UrlPath<String>,
-) -> ApiResult<Json<InstanceView>> {
-    caller.reaches(&name)?;
-    Ok(Json(view(&st, &handle(&st, &name)?)?))
-}
-
-#[utoipa::path(post, path = "/v1/instances/{name}/connect", params(("name" = String, Path)),
-    responses((status = 202, body = InstanceView), (status = 404, body = ErrorBody)))]
-async fn connect_instance(
-    State(st): State<ApiState>,
-    Extension(caller): Extension<Caller>,
-    UrlPath(name): UrlPath<String>,
-) -> ApiResult<(StatusCode, Json<InstanceView>)> {
-    caller.reaches(&name)?;
-    let h = handle(&st, &name)?;
-    h.connect();
-    h.settle().await;
-    Ok((StatusCode::ACCEPTED, Json(view(&st, &h)?)))
-}
-
-#[utoipa::path(get, path = "/v1/instances/{name}/qr", params(("name" = String, Path)),
-    responses((status = 200, body = QrView, description = "JSON, or a PNG with `Accept: image/png`"),
-        (status = 404, body = ErrorBody, description = "not pairing")))]
-async fn get_qr(
-    State(st): State<ApiState>,
-    Extension(caller): Extension<Caller>,
-    UrlPath(name): UrlPath<String>,
-    headers: HeaderMap,
-) -> ApiResult<Response> {
-    caller.reaches(&name)?;
-    let h = handle(&st, &name)?;
-    let snap = h.snapshot();
-    let LState::Pairing {
-        code,
-        kind,
-        expires,
-    } = &snap.state
-    else {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_pairing",
-            format!(
-                "instance {name:?} is not pairing (state: {}); POST /v1/instances/{name}/connect to start",
-                snap.state.name().as_str()
-            ),
-        ));
-    };
-    let wants_png = headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|a| a.contains("image/png"));
-    if wants_png {
-        let png = qr::png(code).map_err(ApiError::internal)?;
-        return Ok(([(header::CONTENT_TYPE, "image/png")], png).into_response());
-    }
-    Ok(Json(QrView {
-        code: code.clone(),
-        kind: kind.as_str().into(),
-        expires_in: expires.saturating_sub(now_ms()).div_ceil(1000),
-    })
-    .into_response())
-}
-
-#[utoipa::path(post, path = "/v1/instances/{name}/logout", params(("name" = String, Path)),
-    responses((status = 200, body = InstanceView, description = "after the teardown finished")))]
-async fn logout_instance(
-    State(st): State<ApiState>,
-    Extension(caller): Extension<Caller>,
-    UrlPath(name): UrlPath<String>,
-) -> ApiResult<Json<InstanceView>> {
-    caller.reaches(&name)?;
-    let h = handle(&st, &name)?;
-    h.logout(LogoutBy::User).await;
-    Ok(Json(view(&st, &h)?))
-}
-
-#[utoipa::path(post, path = "/v1/instances/{name}/restart", params(("name" = String, Path)),
-    responses((status = 202, body = InstanceView)))]
-async fn restart_instance(
-    State(st): State<ApiState>,
-    Extension(caller): Extension<Caller>,
-    UrlPath(name): UrlPath<String>,
-) -> ApiResult<(StatusCode, Json<InstanceView>)> {
-    caller.reaches(&name)?;
-    let h = handle(&st, &name)?;
-    h.stop();
-    h.connect();
-    h.settle().await;
-    Ok((StatusCode::ACCEPTED, Json(view(&st, &h)?)))
-}
-
-#[utoipa::path(delete, path = "/v1/instances/{name}", params(("name" = String, Path)),
-    responses((status = 204, description = "logged out and removed")))]
-async fn delete_instance(
-    State(st): State<ApiState>,
-    Extension(caller): Extension<Caller>,
-    UrlPath(name): UrlPath<String>,
-) -> ApiResult<StatusCode> {
-    caller.reaches(&name)?;
-    st.app.delete_instance(&name).await?;
-    Ok(StatusCode::NO_CONTENT)
 }
 
 /// A JID as given, or a phone number turned into one (the parser scripts
@@ -759,13 +551,29 @@ async fn get_scripts(
     Ok(Json(scripts_view(&st, reports)))
 }
 
-#[utoipa::path(post, path = "/v1/scripts/reload", responses((status = 200, body = [ScriptsView])))]
+#[utoipa::path(post, path = "/v1/scripts/reload", responses((status = 200, body = [ScriptsView]),
+    (status = 504, body = ErrorBody, description = "not done within the operation timeout")))]
 async fn reload_scripts(
     State(st): State<ApiState>,
     Extension(caller): Extension<Caller>,
 ) -> ApiResult<Json<Vec<ScriptsView>>> {
     caller.admin()?;
-    let reports = st.app.scripts.reload().await;
+    let scripts = st.app.scripts.clone();
+    let reload = tokio::spawn(async move { scripts.reload().await });
+    let reports = match tokio::time::timeout(st.operation_timeout, reload).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => return Err(ApiError::internal(e)),
+        Err(_) => {
+            return Err(ApiError::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "timeout",
+                format!(
+                    "the reload did not finish within {} ms; it goes on: GET /v1/scripts shows the outcome",
+                    st.operation_timeout.as_millis()
+                ),
+            ));
+        }
+    };
     Ok(Json(scripts_view(&st, reports)))
 }
 
@@ -869,10 +677,11 @@ async fn metrics(
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "moonwire admin API", description = "Instances, pairing, logout, sending, scripts, events. Authenticate with `Authorization: Bearer <key>`: the admin key, or an instance's token for that instance's routes."),
-    paths(healthz, create_instance, list_instances, get_instance, connect_instance, get_qr,
-        logout_instance, restart_instance, delete_instance, send_message, get_scripts,
-        reload_scripts, events, metrics, openapi, hooks::serve_hook),
+    info(title = "moonwire admin API", description = "Instances, pairing, logout, sending, scripts, events. Authenticate with `Authorization: Bearer <key>`: the admin key, or an instance's token for that instance's routes and for this document (it holds no instance data). Calls that change an instance answer within 30 s, or 504 while the work goes on."),
+    paths(healthz, instances::create_instance, instances::list_instances, instances::get_instance,
+        instances::connect_instance, instances::get_qr, instances::scan_instance,
+        instances::logout_instance, instances::restart_instance, instances::delete_instance,
+        send_message, get_scripts, reload_scripts, events, metrics, openapi, hooks::serve_hook),
     components(schemas(InstanceView, CreateInstance, Created, QrView, SendMessage, Sent,
         ScriptsView, ScriptErrorView, ErrorBody, ErrorDetail)),
     modifiers(&BearerAuth, &HookDoc),
@@ -893,7 +702,9 @@ impl utoipa::Modify for BearerAuth {
     }
 }
 
-#[utoipa::path(get, path = "/v1/openapi.json", responses((status = 200, description = "this document")))]
+/// Any valid key may read it, an instance token too: it describes the routes
+/// and holds no instance's data, and a token holder needs it to build a client.
+#[utoipa::path(get, path = "/v1/openapi.json", responses((status = 200, description = "this document; any valid key or instance token")))]
 async fn openapi() -> Json<utoipa::openapi::OpenApi> {
     Json(ApiDoc::openapi())
 }

@@ -1,5 +1,5 @@
 //! The console channel: a simulated WhatsApp server driven from stdin, so
-//! scripts can be tried without an account (DESIGN §4). It goes through the
+//! scripts can be tried without an account (README: The console). It goes through the
 //! real host, machine and store; only the server is pretend.
 
 use std::collections::VecDeque;
@@ -11,7 +11,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use super::{
     BoxFuture, Channel, ChannelError, ChannelEvent, EventKind, Incoming, OutBody, Outgoing,
 };
-use crate::lifecycle::PairKind;
+use crate::lifecycle::{DefaultAction, PairKind, Reason};
 
 /// The console user's chat, and the bot's own account.
 pub const USER_CHAT: &str = "you@console";
@@ -146,12 +146,17 @@ impl ConsoleSim {
         }
     }
 
-    /// `/drop CODE`: the server closes the connection with that code.
+    /// `/drop CODE`: the server closes the connection with that code. A
+    /// code that means a server logout (401, 403, 406) also forgets the
+    /// device, as `/logout` does: the next connect pairs again.
     pub fn drop_connection(&self, code: u16) -> Result<(), String> {
         let mut st = self.lock();
         let Some(conn) = st.connected.take() else {
             return Err("not connected".into());
         };
+        if Reason::classify(code, false).default_action() == DefaultAction::LogOut {
+            st.paired = false;
+        }
         emit(
             &st,
             conn,
@@ -313,6 +318,10 @@ impl Channel for ConsoleChannel {
         Box::pin(std::future::ready(result))
     }
 
+    fn is_paired(&self) -> bool {
+        self.sim.lock().paired
+    }
+
     fn send(&mut self, out: Outgoing) -> BoxFuture<Result<(), ChannelError>> {
         let st = self.sim.lock();
         let result = if st.connected.is_none() {
@@ -400,6 +409,32 @@ mod tests {
         assert!(matches!(&ev[1], EventKind::Message(m) if m.text.as_deref() == Some("while away")));
         sim.drop_connection(408).expect("connected");
         assert!(!sim.is_connected());
+    }
+
+    #[test]
+    fn a_logout_code_unpairs_like_a_logout_and_other_codes_do_not() {
+        for (code, pairs_again) in [
+            (401, true),
+            (403, true),
+            (406, true),
+            (408, false),
+            (440, false),
+        ] {
+            let sim = ConsoleSim::new(true, Arc::new(ConsoleOut::default()), Arc::new(NoStore));
+            let (tx, mut rx) = mpsc::unbounded_channel();
+            let mut ch = sim.channel(tx);
+            ch.connect(1);
+            drain(&mut rx);
+            sim.drop_connection(code).expect("connected");
+            drain(&mut rx); // the close itself
+            ch.connect(2);
+            let first = drain(&mut rx).into_iter().next();
+            assert_eq!(
+                matches!(first, Some(EventKind::PairingCode { .. })),
+                pairs_again,
+                "{code}: {first:?}"
+            );
+        }
     }
 
     #[test]

@@ -11,7 +11,7 @@ use crate::lifecycle::{PairKind, ReasonKind};
 
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
-/// An incoming message, already reduced to what scripts see (DESIGN §3).
+/// An incoming message, already reduced to what scripts see (`on_message`'s `m`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Incoming {
     pub id: String,
@@ -169,6 +169,12 @@ pub trait Channel: Send + 'static {
     fn unlink(&mut self) -> BoxFuture<Result<(), ChannelError>>;
     /// Sends a message or reaction under `out.id`.
     fn send(&mut self, out: Outgoing) -> BoxFuture<Result<(), ChannelError>>;
+    /// Whether this device was ever paired with an account (and not logged
+    /// out since): only then is there anything for a logout to unlink.
+    /// When unsure, say yes: asking the server is the safe side.
+    fn is_paired(&self) -> bool {
+        true
+    }
     /// Closes for good and waits until the library has written what it
     /// buffered (keys, device state), so a restart finds them.
     fn shutdown(&mut self) -> BoxFuture<()> {

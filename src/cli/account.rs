@@ -123,9 +123,11 @@ pub fn logout(config: &Config, name: Option<String>) -> anyhow::Result<ExitCode>
             "a running moonwire holds this data dir: log out through its API, or stop it first",
         )?;
         let (app, handle) = start(config, &inst, None)?;
-        // The server can only be told while connected; an instance with a
-        // session is brought online first, briefly.
-        if app.store.session_exists(&inst.name)? {
+        // The server can only be told while connected; a paired instance
+        // is brought online first, briefly. One that never paired (keys
+        // made at a first dial are not a pairing) is on no phone's list:
+        // nothing to tell, no dial.
+        if app.is_paired(&inst.name)? {
             let mut watch = handle.watch();
             handle.connect();
             let online = tokio::time::timeout(

@@ -1,5 +1,5 @@
 //! `moonwire console`: the instance `console` on a simulated connection,
-//! through the real host, machine and store (DESIGN §4).
+//! through the real host, machine and store.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use moonwire::channel::console::ConsoleOut;
 use moonwire::config::{ChannelKind, Config};
-use moonwire::host::app::App;
+use moonwire::host::app::{App, StartOptions};
 use moonwire::host::{DataDirLock, EventBus, Host, HostEvent};
 use moonwire::store::Store;
 use tokio::io::AsyncBufReadExt;
@@ -22,6 +22,7 @@ enum Line {
     Drop(u16),
     Logout,
     Connect,
+    Scan,
     Sleep(u64),
     Quit,
     Empty,
@@ -57,15 +58,16 @@ fn parse(line: &str) -> Result<Line, String> {
                 .parse()
                 .map_err(|_| need("a whole number of milliseconds"))?,
         ),
-        "logout" | "connect" | "quit" if arg.is_some() => {
+        "logout" | "connect" | "scan" | "quit" if arg.is_some() => {
             return Err(format!("/{name} takes no argument"));
         }
         "logout" => Line::Logout,
         "connect" => Line::Connect,
+        "scan" => Line::Scan,
         "quit" => Line::Quit,
         _ => {
             return Err(format!(
-                "unknown command /{name} (known: /drop CODE, /logout, /connect, /sleep MS, /quit)"
+                "unknown command /{name} (known: /drop CODE, /logout, /connect, /scan, /sleep MS, /quit)"
             ));
         }
     };
@@ -75,11 +77,20 @@ fn parse(line: &str) -> Result<Line, String> {
     Ok(parsed)
 }
 
-pub fn run(config: &Config) -> anyhow::Result<ExitCode> {
-    super::runtime()?.block_on(run_async(config))
+pub fn run(config: &Config, manual_scan: bool) -> anyhow::Result<ExitCode> {
+    let rt = super::runtime()?;
+    let code = rt.block_on(run_async(config, manual_scan));
+    // stdin is read by a blocking thread no one can interrupt: after a
+    // signal it may still wait for a line that never comes.
+    rt.shutdown_background();
+    code
 }
 
-async fn run_async(config: &Config) -> anyhow::Result<ExitCode> {
+async fn run_async(config: &Config, manual_scan: bool) -> anyhow::Result<ExitCode> {
+    // Ctrl-C and SIGTERM end the run like /quit: hooks finish, on_unload
+    // runs, the row ends closed/stopped, exit 0. Listening starts here, so
+    // a signal during start-up is not lost.
+    let mut signals = super::run::StopSignals::new();
     let _lock = DataDirLock::acquire(&config.data_dir)?;
     let db = config.db_path();
     let store = Arc::new(Store::open(&db).with_context(|| format!("opening {}", db.display()))?);
@@ -100,7 +111,11 @@ async fn run_async(config: &Config) -> anyhow::Result<ExitCode> {
         super::engine_config(config),
         out.clone(),
     )?;
-    let handle = app.start_instance(INSTANCE, ChannelKind::Console)?;
+    let opts = StartOptions {
+        manual_scan,
+        ..StartOptions::default()
+    };
+    let handle = app.start_configured(INSTANCE, ChannelKind::Console, opts)?;
     let sim = app
         .console_sim(INSTANCE)
         .context("the console instance has no simulated server")?;
@@ -111,7 +126,11 @@ async fn run_async(config: &Config) -> anyhow::Result<ExitCode> {
 
     let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
     loop {
-        let line = match lines.next_line().await {
+        let read = tokio::select! {
+            read = lines.next_line() => read,
+            () = signals.recv() => break,
+        };
+        let line = match read {
             Ok(Some(line)) => line,
             Ok(None) => break,
             Err(e) => {
@@ -129,7 +148,22 @@ async fn run_async(config: &Config) -> anyhow::Result<ExitCode> {
             }
             Ok(Line::Logout) => sim.server_logout(),
             Ok(Line::Connect) => handle.connect(),
-            Ok(Line::Sleep(ms)) => tokio::time::sleep(Duration::from_millis(ms)).await,
+            Ok(Line::Scan) => {
+                if let Err(e) = sim.scan() {
+                    let hint = if manual_scan {
+                        ""
+                    } else {
+                        " (pairing waits for /scan only with --manual-scan)"
+                    };
+                    eprintln!("console: /scan ignored: {e}{hint}");
+                }
+            }
+            Ok(Line::Sleep(ms)) => {
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_millis(ms)) => {}
+                    () = signals.recv() => break,
+                }
+            }
             Ok(Line::Quit) => break,
             Err(e) => eprintln!("console: {e}"),
         }
@@ -177,6 +211,8 @@ mod tests {
         assert_eq!(parse("/sleep 50\r"), Ok(Line::Sleep(50)));
         assert_eq!(parse("/logout"), Ok(Line::Logout));
         assert_eq!(parse("/connect"), Ok(Line::Connect));
+        assert_eq!(parse("/scan"), Ok(Line::Scan));
+        assert!(parse("/scan now").is_err());
         assert_eq!(parse("/quit"), Ok(Line::Quit));
         assert!(parse("/drop").unwrap_err().contains("close code"));
         assert!(parse("/drop abc").unwrap_err().contains("close code"));

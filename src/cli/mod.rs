@@ -3,6 +3,7 @@
 mod account;
 mod check;
 mod console;
+mod logging;
 mod run;
 mod status;
 mod terminal;
@@ -11,8 +12,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
-use moonwire::config::{Config, LogFormat, Overrides};
+use clap::{Args, Parser, Subcommand};
+use moonwire::config::{Config, ConfigError, ENV_LOG, ENV_SCRIPTS, Overrides};
 use moonwire::host::HostSettings;
 use moonwire::lifecycle::Settings;
 use moonwire::script::EngineConfig;
@@ -24,41 +25,82 @@ use moonwire::script::EngineConfig;
     about = "A personal bot host for WhatsApp, scripted in Lua"
 )]
 pub struct Cli {
-    /// Config file (default: ./moonwire.toml if present) [env: MOONWIRE_CONFIG]
-    #[arg(long, global = true, value_name = "FILE")]
-    config: Option<PathBuf>,
-    /// Where moonwire.db lives [env: MOONWIRE_DATA_DIR]
-    #[arg(long, global = true, value_name = "DIR")]
-    data_dir: Option<PathBuf>,
-    /// Log level or filter, e.g. "debug" [env: MOONWIRE_LOG]
-    #[arg(long, global = true, value_name = "FILTER")]
-    log: Option<String>,
-    /// First reconnect delay ceiling [env: MOONWIRE_RECONNECT_BASE_MS]
-    #[arg(long, global = true, value_name = "MS")]
-    reconnect_base_ms: Option<u64>,
-    /// Longest reconnect delay [env: MOONWIRE_RECONNECT_CAP_MS]
-    #[arg(long, global = true, value_name = "MS")]
-    reconnect_cap_ms: Option<u64>,
     #[command(subcommand)]
     command: Command,
+}
+
+/// Where the configuration comes from.
+#[derive(Debug, Args)]
+struct ConfigArg {
+    /// Config file (default: ./moonwire.toml if present) [env: MOONWIRE_CONFIG]
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct DataDirArg {
+    /// Where moonwire.db lives [env: MOONWIRE_DATA_DIR]
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct LogArg {
+    /// Log level or filter, e.g. "debug" [env: MOONWIRE_LOG]
+    #[arg(long, value_name = "FILTER")]
+    log: Option<String>,
+}
+
+/// For the commands that keep connections up.
+#[derive(Debug, Args)]
+struct ReconnectArgs {
+    /// First reconnect delay ceiling [env: MOONWIRE_RECONNECT_BASE_MS]
+    #[arg(long, value_name = "MS")]
+    reconnect_base_ms: Option<u64>,
+    /// Longest reconnect delay [env: MOONWIRE_RECONNECT_CAP_MS]
+    #[arg(long, value_name = "MS")]
+    reconnect_cap_ms: Option<u64>,
+}
+
+/// Everything a command that runs instances reads.
+#[derive(Debug, Args)]
+struct HostArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    #[command(flatten)]
+    data_dir: DataDirArg,
+    #[command(flatten)]
+    log: LogArg,
+    #[command(flatten)]
+    reconnect: ReconnectArgs,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Chat with your scripts on stdin/stdout over a simulated connection
     Console {
+        #[command(flatten)]
+        host: HostArgs,
         /// Scripts folder [env: MOONWIRE_SCRIPTS]
         #[arg(long, value_name = "DIR")]
         scripts: Option<PathBuf>,
+        /// A new simulated account is not paired, and pairing waits for
+        /// `/scan`, so the QR and `on_qr` can be tried
+        #[arg(long)]
+        manual_scan: bool,
     },
     /// Run every configured instance, the scripts, the API and webhooks until Ctrl-C/SIGTERM
     Run {
+        #[command(flatten)]
+        host: HostArgs,
         /// Scripts folder [env: MOONWIRE_SCRIPTS]
         #[arg(long, value_name = "DIR")]
         scripts: Option<PathBuf>,
     },
     /// Pair an instance: show the QR code (or a pairing code with --phone) until paired
     Pair {
+        #[command(flatten)]
+        host: HostArgs,
         /// Which configured instance (default: the only one)
         #[arg(long, value_name = "NAME")]
         instance: Option<String>,
@@ -68,62 +110,129 @@ enum Command {
     },
     /// Log an instance out: unlink it on the server and delete its keys
     Logout {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(flatten)]
+        data_dir: DataDirArg,
+        #[command(flatten)]
+        log: LogArg,
         /// Which configured instance (default: the only one)
         #[arg(long, value_name = "NAME")]
         instance: Option<String>,
     },
     /// Load scripts in a dry run and report problems as path:line: message
     Check {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(flatten)]
+        log: LogArg,
         /// Script files or folders (default: the scripts folder)
         paths: Vec<PathBuf>,
     },
     /// Show every instance's connection state
     Status {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(flatten)]
+        data_dir: DataDirArg,
         /// Print a JSON array instead of a table
         #[arg(long)]
         json: bool,
     },
 }
 
-pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let scripts = match &cli.command {
-        Command::Console { scripts } | Command::Run { scripts } => scripts.clone(),
-        Command::Status { .. }
-        | Command::Check { .. }
-        | Command::Pair { .. }
-        | Command::Logout { .. } => None,
-    };
-    let overrides = Overrides {
-        config: cli.config.clone(),
-        data_dir: cli.data_dir.clone(),
-        scripts,
-        reconnect_base_ms: cli.reconnect_base_ms,
-        reconnect_cap_ms: cli.reconnect_cap_ms,
-        log: cli.log.clone(),
-    };
-    // Config errors stop us before the database is touched.
-    let config = Config::load(&overrides)?;
-    init_logging(&config)?;
-    match cli.command {
-        Command::Console { .. } => console::run(&config),
-        Command::Run { .. } => run::run(&config),
-        Command::Pair { instance, phone } => account::pair(&config, instance, phone),
-        Command::Logout { instance } => account::logout(&config, instance),
-        Command::Status { json } => status::run(&config, json),
-        Command::Check { paths } => check::run(&config, paths),
+impl Command {
+    /// The flags that feed the configuration; those a command does not
+    /// take stay unset.
+    fn overrides(&self) -> Overrides {
+        let mut o = Overrides::default();
+        let host = |o: &mut Overrides, h: &HostArgs| {
+            o.config = h.config.config.clone();
+            o.data_dir = h.data_dir.data_dir.clone();
+            o.log = h.log.log.clone();
+            o.reconnect_base_ms = h.reconnect.reconnect_base_ms;
+            o.reconnect_cap_ms = h.reconnect.reconnect_cap_ms;
+        };
+        match self {
+            Command::Console {
+                host: h, scripts, ..
+            }
+            | Command::Run { host: h, scripts } => {
+                host(&mut o, h);
+                o.scripts = scripts.clone();
+            }
+            Command::Pair { host: h, .. } => host(&mut o, h),
+            Command::Logout {
+                config,
+                data_dir,
+                log,
+                ..
+            } => {
+                o.config = config.config.clone();
+                o.data_dir = data_dir.data_dir.clone();
+                o.log = log.log.clone();
+            }
+            Command::Check { config, log, .. } => {
+                o.config = config.config.clone();
+                o.log = log.log.clone();
+            }
+            Command::Status {
+                config, data_dir, ..
+            } => {
+                o.config = config.config.clone();
+                o.data_dir = data_dir.data_dir.clone();
+            }
+        }
+        o
     }
 }
 
-fn init_logging(config: &Config) -> anyhow::Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_new(&config.log.level)
-        .with_context(|| format!("log filter {:?}", config.log.level))?;
-    let builder = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(filter);
-    match config.log.format {
-        LogFormat::Text => builder.with_target(false).init(),
-        LogFormat::Json => builder.json().init(),
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let overrides = cli.command.overrides();
+    // Config errors stop us before the database is touched.
+    let mut config = Config::load(&overrides)?;
+    let console = matches!(cli.command, Command::Console { .. });
+    if console && overrides.log.is_none() && std::env::var_os(ENV_LOG).is_none() {
+        // Log lines would interleave with the chat: only what needs a look.
+        config.log.level = "warn".into();
+    }
+    if matches!(cli.command, Command::Console { .. } | Command::Run { .. }) {
+        check_scripts_folder(&config, &overrides)?;
+    }
+    logging::init(&config)?;
+    match cli.command {
+        Command::Console { manual_scan, .. } => console::run(&config, manual_scan),
+        Command::Run { .. } => run::run(&config),
+        Command::Pair {
+            instance, phone, ..
+        } => account::pair(&config, instance, phone),
+        Command::Logout { instance, .. } => account::logout(&config, instance),
+        Command::Status { json, .. } => status::run(&config, json),
+        Command::Check { paths, .. } => check::run(&config, paths),
+    }
+}
+
+/// A scripts folder named on the command line or in the environment must
+/// exist: a typo would otherwise run the bot without its scripts, quietly.
+fn check_scripts_folder(config: &Config, overrides: &Overrides) -> Result<(), ConfigError> {
+    if config.scripts.is_dir() {
+        return Ok(());
+    }
+    let message = format!(
+        "{}: no such folder (create it, or fix the path)",
+        config.scripts.display()
+    );
+    if overrides.scripts.is_some() {
+        return Err(ConfigError::Flag {
+            flag: moonwire::config::FLAG_SCRIPTS.into(),
+            message,
+        });
+    }
+    if std::env::var_os(ENV_SCRIPTS).is_some() {
+        return Err(ConfigError::Env {
+            var: ENV_SCRIPTS.into(),
+            message,
+        });
     }
     Ok(())
 }

@@ -21,6 +21,7 @@ pub fn run(config: &Config) -> anyhow::Result<ExitCode> {
 }
 
 async fn run_async(config: &Config) -> anyhow::Result<ExitCode> {
+    let mut signals = StopSignals::new();
     let _lock = DataDirLock::acquire(&config.data_dir)?;
     // Decide the API key before anything starts: a public listener without
     // an explicit key is refused outright.
@@ -46,10 +47,21 @@ async fn run_async(config: &Config) -> anyhow::Result<ExitCode> {
     let mut handles = Vec::new();
     for inst in &config.instances {
         let h = app
-            .start_configured(inst)
+            .start_configured(
+                &inst.name,
+                inst.channel,
+                moonwire::host::app::StartOptions::from_config(inst),
+            )
             .with_context(|| format!("instance {:?}", inst.name))?;
         handles.push(h);
     }
+    // The API's own instances are rows like the configured ones: listed,
+    // managed, and reconnected if they were paired and had been connected.
+    let configured: Vec<&str> = config.instances.iter().map(|i| i.name.as_str()).collect();
+    let restored = app
+        .restore_api_instances(&configured)
+        .context("starting the instances created through the API")?;
+    handles.extend(restored);
     app.scripts.watch();
 
     let webhooks = (!config.webhooks.is_empty()).then(|| {
@@ -90,7 +102,7 @@ async fn run_async(config: &Config) -> anyhow::Result<ExitCode> {
     for h in &handles {
         h.connect();
     }
-    wait_for_signal().await;
+    signals.recv().await;
     tracing::info!("stopping");
     let _ = stop_tx.send(true);
     app.shutdown().await;
@@ -107,25 +119,50 @@ async fn run_async(config: &Config) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn wait_for_signal() {
+/// Ctrl-C (SIGINT) and SIGTERM, listened for from the moment this is made:
+/// a signal that comes before the first wait is not lost (nor does it kill
+/// the process by default action).
+pub struct StopSignals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
+    unix: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
+}
+
+impl StopSignals {
+    pub fn new() -> StopSignals {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let unix = match (
+                signal(SignalKind::interrupt()),
+                signal(SignalKind::terminate()),
+            ) {
+                (Ok(int), Ok(term)) => Some((int, term)),
+                (Err(e), _) | (_, Err(e)) => {
+                    tracing::warn!(error = %e, "cannot listen for SIGINT/SIGTERM; Ctrl-C only");
+                    None
                 }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGTERM; Ctrl-C only");
-                let _ = tokio::signal::ctrl_c().await;
-            }
+            };
+            StopSignals { unix }
         }
+        #[cfg(not(unix))]
+        StopSignals {}
     }
-    #[cfg(not(unix))]
-    {
+
+    /// Resolves at the next signal.
+    pub async fn recv(&mut self) {
+        #[cfg(unix)]
+        if let Some((int, term)) = &mut self.unix {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
         let _ = tokio::signal::ctrl_c().await;
     }
+}
+
+/// Waits for Ctrl-C or SIGTERM (listening from the first poll on).
+pub async fn wait_for_signal() {
+    StopSignals::new().recv().await
 }

@@ -33,7 +33,7 @@ pub fn run(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
         println!("no instances yet ({})", db.display());
         return Ok(ExitCode::SUCCESS);
     }
-    let table: Vec<[String; 6]> = rows
+    let table: Vec<[String; 7]> = rows
         .iter()
         .map(|r| {
             let s = &r.status;
@@ -49,10 +49,20 @@ pub fn run(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
                 s.state.as_str().into(),
                 reason,
                 s.jid.clone().unwrap_or_else(|| "-".into()),
+                // Last: the cause can be long, and nothing comes after it.
+                s.last_reason_message.clone().unwrap_or_else(|| "-".into()),
             ]
         })
         .collect();
-    let header = ["NAME", "CHANNEL", "STATUS", "STATE", "LAST REASON", "JID"];
+    let header = [
+        "NAME",
+        "CHANNEL",
+        "STATUS",
+        "STATE",
+        "LAST REASON",
+        "JID",
+        "CAUSE",
+    ];
     let mut widths = header.map(str::len);
     for row in &table {
         for (w, cell) in widths.iter_mut().zip(row) {

@@ -10,8 +10,10 @@ use tokio::time::Instant;
 
 use super::{EventBus, Hooks, HostEvent, HostSettings, now_ms};
 use crate::channel::{Channel, ChannelError, ChannelEvent, EventKind, Incoming, Outgoing};
-use crate::lifecycle::{CloseAnswer, Effect, HookCall, Input, LogoutBy, Machine, State, StatusRow};
-use crate::store::Store;
+use crate::lifecycle::{
+    CloseAnswer, Effect, HookCall, Input, LogoutBy, Machine, Reason, ReasonKind, State, StatusRow,
+};
+use crate::store::{Store, StoreError};
 
 /// What an instance looks like right now, for readers that must not wait.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,6 +68,11 @@ impl std::fmt::Debug for InstanceHandle {
 impl InstanceHandle {
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Whether the actor has ended (stopped, or its row was deleted).
+    pub fn is_closed(&self) -> bool {
+        self.tx.is_closed()
     }
 
     pub fn snapshot(&self) -> Snapshot {
@@ -208,6 +215,36 @@ struct Actor {
     /// Messages that arrived before the session was open (the offline
     /// backlog comes before `Connected`): delivered at the next open.
     early: Vec<Incoming>,
+    /// The row is gone (the instance was deleted): no write can ever land,
+    /// so the actor ends instead of retrying for ever.
+    gone: bool,
+}
+
+/// The longest close message kept: it reaches the row, the log, the API and
+/// scripts, and a server or library may say a lot.
+const MAX_REASON_MESSAGE: usize = 500;
+
+/// Cuts `message` to [`MAX_REASON_MESSAGE`] bytes on a character boundary.
+fn bounded(mut message: String) -> String {
+    if message.len() > MAX_REASON_MESSAGE {
+        let mut end = MAX_REASON_MESSAGE;
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        message.truncate(end);
+        message.push('…');
+    }
+    message
+}
+
+/// The reason a state carries, if any.
+fn reason_of(state: &State) -> Option<&Reason> {
+    match state {
+        State::Reconnecting { reason, .. }
+        | State::Closed { reason, .. }
+        | State::LoggedOut { reason, .. } => Some(reason),
+        _ => None,
+    }
 }
 
 /// The most early messages held; beyond it they are dropped and counted.
@@ -269,6 +306,7 @@ pub(super) fn spawn(
         settle_waiters: Vec::new(),
         sends: spawn_sender(name_for_sender, bus_for_sender),
         early: Vec::new(),
+        gone: false,
     };
     let task = tokio::spawn(async move {
         loop {
@@ -305,6 +343,10 @@ pub(super) fn spawn(
                     actor.retry_at = None;
                     actor.retry_write();
                 }
+            }
+            if actor.gone {
+                actor.end_gone().await;
+                break;
             }
         }
     });
@@ -370,7 +412,7 @@ impl Actor {
             } => Input::Closed {
                 code,
                 kind,
-                message,
+                message: message.map(bounded),
                 retry_after_ms,
             },
             EventKind::Message(msg) => {
@@ -483,7 +525,9 @@ impl Actor {
     /// Steps the machine with `input` and everything the effects queue up.
     async fn feed(&mut self, input: Input) {
         self.queue.push_back(input);
-        while let Some(input) = self.queue.pop_front() {
+        while !self.gone
+            && let Some(input) = self.queue.pop_front()
+        {
             let now = now_ms();
             let effects = self.machine.step(input, now);
             // Readers (scripts in hooks this step fires) must already see
@@ -521,6 +565,9 @@ impl Actor {
     }
 
     async fn apply(&mut self, effect: Effect) {
+        if self.gone {
+            return; // nothing of a deleted instance may dial or call hooks
+        }
         match effect {
             Effect::Persist(row) => self.write(Write::Status(row)),
             Effect::EndSession(row) => {
@@ -544,6 +591,11 @@ impl Actor {
                 }
             }
             Effect::StopInbound => self.inbound = false,
+            // A device that was never paired is listed on no phone: there
+            // is nothing to unlink and nobody to warn.
+            Effect::Unlink if !self.channel.is_paired() => {
+                tracing::debug!(instance = %self.name, "never paired; nothing to unlink")
+            }
             Effect::Unlink => {
                 match tokio::time::timeout(self.settings.unlink_timeout, self.channel.unlink())
                     .await
@@ -566,7 +618,19 @@ impl Actor {
             }
             Effect::Hook(call) => self.hook(call),
             Effect::Emit(transition) => {
-                tracing::info!(instance = %self.name, "{transition}");
+                let reason = reason_of(&transition.state);
+                let cause = reason.and_then(|r| r.message.as_deref());
+                // A failed dial is worth a warning with its cause (DNS,
+                // refused, TLS...): nothing else tells why it keeps trying.
+                match (reason.map(|r| r.kind), cause) {
+                    (Some(ReasonKind::TransportError), c) => {
+                        tracing::warn!(instance = %self.name, cause = c.unwrap_or("unknown"), "{transition}")
+                    }
+                    (_, Some(c)) => {
+                        tracing::info!(instance = %self.name, cause = c, "{transition}")
+                    }
+                    (_, None) => tracing::info!(instance = %self.name, "{transition}"),
+                }
                 self.bus.publish(HostEvent::State {
                     instance: self.name.to_string(),
                     transition,
@@ -637,10 +701,31 @@ impl Actor {
             Write::Status(row) => self.store.write_status(&self.name, row),
             Write::EndSession(row) => self.store.end_session(&self.name, row),
         };
-        if let Err(e) = result {
-            tracing::error!(instance = %self.name, error = %e, "status write failed; will retry");
-            self.unwritten = Some(w);
-            self.retry_at = Some(Instant::now() + self.settings.write_retry);
+        match result {
+            Ok(()) => {}
+            Err(StoreError::NoSuchInstance(_)) => {
+                tracing::error!(instance = %self.name, "the instance's row is gone (deleted); stopping it");
+                self.gone = true;
+            }
+            Err(e) => {
+                tracing::error!(instance = %self.name, error = %e, "status write failed; will retry");
+                self.unwritten = Some(w);
+                self.retry_at = Some(Instant::now() + self.settings.write_retry);
+            }
+        }
+    }
+
+    /// The row is gone: close the connection, answer whoever waits with
+    /// the last state, and let the actor end.
+    async fn end_gone(&mut self) {
+        self.timer = None;
+        self.retry_at = None;
+        self.channel.close();
+        self.close_channel().await;
+        let row = self.machine.row();
+        self.answer_logout_waiters(row);
+        for w in self.settle_waiters.drain(..) {
+            let _ = w.send(());
         }
     }
 
@@ -685,7 +770,7 @@ impl Actor {
     /// Before the actor ends, a failed write gets a few more tries.
     async fn flush_writes_before_exit(&mut self) {
         for _ in 0..10 {
-            if self.unwritten.is_none() {
+            if self.unwritten.is_none() || self.gone {
                 return;
             }
             tokio::time::sleep(self.settings.write_retry).await;

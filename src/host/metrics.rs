@@ -37,6 +37,7 @@ pub struct Metrics {
     instances: Family<Labels, Gauge>,
     state_changes: Family<Labels, Counter>,
     reconnects: Family<Labels, Counter>,
+    attempts: Family<Labels, Gauge>,
     messages: Family<Labels, Counter>,
     hook_calls: Family<Labels, Counter>,
     hook_errors: Family<Labels, Counter>,
@@ -57,6 +58,7 @@ impl Default for Metrics {
             instances: Default::default(),
             state_changes: Default::default(),
             reconnects: Default::default(),
+            attempts: Default::default(),
             messages: Default::default(),
             hook_calls: Default::default(),
             hook_errors: Default::default(),
@@ -85,6 +87,11 @@ impl Default for Metrics {
                 "reconnects",
                 "Reconnects scheduled, by close reason",
                 m.reconnects.clone(),
+            );
+            r.register(
+                "connection_attempt",
+                "Each instance's latest attempt number: the backoff counter its state lines and on_close show",
+                m.attempts.clone(),
             );
             r.register(
                 "messages",
@@ -167,7 +174,11 @@ pub struct WebhookTotals {
 impl Metrics {
     pub fn observe(&self, ev: &HostEvent) {
         match ev {
-            HostEvent::State { transition, .. } => {
+            HostEvent::State {
+                instance,
+                transition,
+                ..
+            } => {
                 self.state_changes
                     .get_or_create(&label("state", transition.state.name().as_str()))
                     .inc();
@@ -175,6 +186,13 @@ impl Metrics {
                     self.reconnects
                         .get_or_create(&label("reason", reason.kind.as_str()))
                         .inc();
+                }
+                if let State::Connecting { attempt } | State::Reconnecting { attempt, .. } =
+                    &transition.state
+                {
+                    self.attempts
+                        .get_or_create(&label("instance", instance))
+                        .set(i64::from(*attempt));
                 }
             }
             HostEvent::MessageIn { .. } => {
@@ -246,6 +264,7 @@ mod tests {
             state: StateName::Reconnecting,
             last_reason_code: Some(408),
             last_reason_kind: Some(ReasonKind::ConnectionLost),
+            last_reason_message: None,
             last_change_at: 0,
             jid: None,
             push_name: None,
@@ -254,9 +273,10 @@ mod tests {
             instance: "a".into(),
             transition: Transition {
                 state: State::Reconnecting {
-                    attempt: 1,
+                    attempt: 3,
                     delay_ms: 5,
                     reason: Reason::new(Some(408), ReasonKind::ConnectionLost),
+                    by_script: false,
                 },
                 at: 0,
             },
@@ -283,6 +303,7 @@ mod tests {
             "moonwire_instances{state=\"closed\"} 1",
             "moonwire_instances{state=\"pairing\"} 0",
             "moonwire_reconnects_total{reason=\"connection_lost\"} 1",
+            "moonwire_connection_attempt{instance=\"a\"} 3",
             "moonwire_hook_calls_total{hook=\"on_message\"} 2",
             "moonwire_hook_errors_total{hook=\"on_message\"} 1",
             "moonwire_hook_duration_seconds_count{hook=\"on_message\"} 2",

@@ -1,5 +1,5 @@
 //! The supervisor: one actor per instance, where channels, the machine, the
-//! store and the scripts meet (DESIGN §1). Nothing else knows all of them.
+//! store and the scripts meet. Nothing else knows all of them.
 
 pub mod app;
 pub mod instance;
@@ -244,8 +244,8 @@ pub struct Host {
 }
 
 impl Host {
-    /// Repairs rows a crashed process left behind (DESIGN §2 invariant 4)
-    /// before any instance starts.
+    /// Repairs rows a crashed process left behind (a row left open or
+    /// connecting becomes closed/interrupted) before any instance starts.
     pub fn new(
         store: Arc<Store>,
         hooks: Arc<dyn Hooks>,
@@ -269,6 +269,7 @@ impl Host {
                     state: StateName::LoggedOut,
                     last_reason_code: Some(401),
                     last_reason_kind: Some(ReasonKind::LoggedOut),
+                    last_reason_message: None,
                     last_change_at: now_ms(),
                     jid: None,
                     push_name: None,
@@ -303,6 +304,7 @@ impl Host {
         make_channel: impl FnOnce(mpsc::UnboundedSender<ChannelEvent>) -> Box<dyn Channel>,
     ) -> Result<InstanceHandle, HostError> {
         let mut instances = self.instances.lock().unwrap_or_else(|e| e.into_inner());
+        instances.retain(|_, h| !h.is_closed());
         if instances.contains_key(name) {
             return Err(HostError::Duplicate(name.into()));
         }
@@ -338,21 +340,20 @@ impl Host {
         Some(handle)
     }
 
+    /// The running instance of that name. An actor that ended by itself
+    /// (its row was deleted) is forgotten here.
     pub fn instance(&self, name: &str) -> Option<InstanceHandle> {
-        self.instances
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(name)
-            .cloned()
+        let mut instances = self.instances.lock().unwrap_or_else(|e| e.into_inner());
+        if instances.get(name).is_some_and(InstanceHandle::is_closed) {
+            instances.remove(name);
+        }
+        instances.get(name).cloned()
     }
 
     pub fn instances(&self) -> Vec<InstanceHandle> {
-        self.instances
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .cloned()
-            .collect()
+        let mut instances = self.instances.lock().unwrap_or_else(|e| e.into_inner());
+        instances.retain(|_, h| !h.is_closed());
+        instances.values().cloned().collect()
     }
 
     /// Waits until everything queued so far — events, hooks and what the

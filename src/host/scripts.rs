@@ -208,9 +208,6 @@ pub struct ScriptHooks {
     net: Net,
 }
 
-/// How long a folder must be quiet before it reloads.
-const DEBOUNCE: std::time::Duration = std::time::Duration::from_millis(50);
-
 impl ScriptHooks {
     /// Starts the engine workers (`config.workers`, 0: one per core).
     pub fn new(
@@ -415,7 +412,7 @@ impl ScriptHooks {
             return;
         }
         let d = dir.to_path_buf();
-        match watch::watch(dir, DEBOUNCE, move || {
+        match watch::watch(dir, watch::DEBOUNCE, move || {
             let Some(me) = me.upgrade() else { return };
             let d = d.clone();
             rt.spawn(async move {

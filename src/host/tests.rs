@@ -26,9 +26,13 @@ struct Fake {
     unlink: Unlink,
     unlinks: Arc<AtomicUsize>,
     closes: Arc<AtomicUsize>,
+    paired: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Channel for Fake {
+    fn is_paired(&self) -> bool {
+        self.paired.load(Ordering::SeqCst)
+    }
     fn connect(&mut self, conn: u64) {
         if !self.auto_open {
             return;
@@ -94,6 +98,7 @@ struct Rig {
     handle: InstanceHandle,
     unlinks: Arc<AtomicUsize>,
     closes: Arc<AtomicUsize>,
+    paired: Arc<std::sync::atomic::AtomicBool>,
     events: Arc<Mutex<Option<UnboundedSender<ChannelEvent>>>>,
 }
 
@@ -112,7 +117,8 @@ async fn rig_with(unlink: Unlink, auto_open: bool) -> Rig {
     let host = Host::new(store.clone(), hooks.clone(), EventBus::default(), settings).unwrap();
     let unlinks = Arc::new(AtomicUsize::new(0));
     let closes = Arc::new(AtomicUsize::new(0));
-    let (u, c) = (unlinks.clone(), closes.clone());
+    let paired = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let (u, c, p) = (unlinks.clone(), closes.clone(), paired.clone());
     let events_slot: Arc<Mutex<Option<UnboundedSender<ChannelEvent>>>> = Default::default();
     let slot = events_slot.clone();
     let handle = host
@@ -124,6 +130,7 @@ async fn rig_with(unlink: Unlink, auto_open: bool) -> Rig {
                 unlink,
                 unlinks: u,
                 closes: c,
+                paired: p,
             })
         })
         .unwrap();
@@ -135,6 +142,7 @@ async fn rig_with(unlink: Unlink, auto_open: bool) -> Rig {
         handle,
         unlinks,
         closes,
+        paired,
         events: events_slot,
     }
 }
@@ -364,4 +372,79 @@ async fn queued_sends_are_refused_once_logged_out() {
     let out = Outgoing::text("a@fake", "later", None);
     let id = out.id.clone();
     assert_eq!(r.handle.send_queued(out).await, Ok(id));
+}
+
+#[tokio::test]
+async fn a_never_paired_device_is_logged_out_without_asking_the_server() {
+    let r = rig(Unlink::Hangs).await;
+    r.paired.store(false, Ordering::SeqCst);
+    let row = tokio::time::timeout(Duration::from_secs(5), r.handle.logout(LogoutBy::User))
+        .await
+        .expect("no unlink to wait for");
+    assert_eq!(row.state, StateName::LoggedOut);
+    assert_eq!(r.unlinks.load(Ordering::SeqCst), 0, "nothing to unlink");
+    assert_logged_out(&r, "user");
+}
+
+#[tokio::test]
+async fn a_deleted_row_ends_the_actor_instead_of_retrying_for_ever() {
+    let r = rig(Unlink::Ok).await;
+    open(&r).await;
+    assert!(r.store.delete_instance("i").unwrap());
+    // The next state change cannot be written: the actor ends, and a
+    // logout waiting on it is answered instead of hanging.
+    let h = r.handle.clone();
+    let logout = tokio::spawn(async move { h.logout(LogoutBy::User).await });
+    tokio::time::timeout(Duration::from_secs(5), logout)
+        .await
+        .expect("the logout is answered")
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !r.handle.is_closed() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "actor still running"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(r.host.instance("i").is_none(), "forgotten by the host");
+    assert!(r.host.instances().is_empty());
+    assert!(r.store.instance("i").unwrap().is_none(), "no row conjured");
+    // Commands to it answer at once.
+    r.handle.settle().await;
+    r.handle.connect();
+    assert!(
+        tokio::time::timeout(Duration::from_secs(1), r.host.shutdown())
+            .await
+            .is_ok()
+    );
+}
+
+#[tokio::test]
+async fn the_cause_of_a_close_reaches_the_row_bounded() {
+    let r = rig(Unlink::Ok).await;
+    open(&r).await;
+    let events = r.events.lock().unwrap().clone().unwrap();
+    let long = "refused ".repeat(200);
+    events
+        .send(ChannelEvent {
+            conn: 1,
+            kind: EventKind::Closed {
+                code: None,
+                kind: Some(ReasonKind::TransportError),
+                message: Some(long.clone()),
+                retry_after_ms: None,
+            },
+        })
+        .unwrap();
+    r.host.settle().await;
+    let row = r.store.instance("i").unwrap().unwrap().status;
+    assert_eq!(row.last_reason_kind, Some(ReasonKind::TransportError));
+    let message = row.last_reason_message.expect("the cause is kept");
+    assert!(message.starts_with("refused refused"), "{message}");
+    assert!(message.len() < 600 && message.len() < long.len(), "bounded");
+    assert_eq!(
+        r.handle.snapshot().row.last_reason_message.as_deref(),
+        Some(&*message)
+    );
 }

@@ -3,7 +3,7 @@
 //! Nothing here reads a clock, touches a socket, a database or a script: time
 //! comes in as `now` (unix milliseconds), randomness from a seed given at
 //! construction, and everything the outside world must do comes back as
-//! [`Effect`]s. That is what lets every row of DESIGN §2 be tested exhaustively.
+//! [`Effect`]s. That is what lets every row of the close-reason table be tested exhaustively.
 
 pub mod backoff;
 pub mod reason;
@@ -99,6 +99,9 @@ pub struct StatusRow {
     pub state: StateName,
     pub last_reason_code: Option<u16>,
     pub last_reason_kind: Option<ReasonKind>,
+    /// The last reason's detail: the underlying cause (a DNS, refused or TLS
+    /// error of a failed dial, the server's words), for people to read.
+    pub last_reason_message: Option<String>,
     /// Unix milliseconds.
     pub last_change_at: u64,
     pub jid: Option<String>,
@@ -139,7 +142,7 @@ impl LogoutBy {
     }
 }
 
-/// The lifecycle states of DESIGN §2.
+/// The lifecycle states (README.md, "Connection lifecycle").
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum State {
     Idle,
@@ -159,11 +162,15 @@ pub enum State {
         attempt: u32,
         delay_ms: u64,
         reason: Reason,
+        /// A script's `on_close` answer chose this, not the table.
+        by_script: bool,
     },
     Closed {
         reason: Reason,
         /// Unix ms of an automatic retry (a temporary ban's expiry), if any.
         retry_at: Option<u64>,
+        /// A script's `on_close` answer chose this, not the table.
+        by_script: bool,
     },
     LoggingOut {
         by: LogoutBy,
@@ -244,7 +251,7 @@ pub enum Input {
     CloseAnswer { seq: u64, answer: CloseAnswer },
 }
 
-/// The `on_close` argument (DESIGN §3).
+/// The `on_close` argument (`r` in README.md's hook table).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CloseInfo {
     pub reason: Reason,
@@ -282,7 +289,7 @@ pub enum HookCall {
 pub enum Effect {
     /// Write the status row (before anything else of the same step).
     Persist(StatusRow),
-    /// Dial the server; `attempt` counts tries since the last open.
+    /// Dial the server; `attempt` is the backoff counter (see [`Machine`]).
     StartAttempt {
         attempt: u32,
     },
@@ -306,7 +313,7 @@ pub enum Effect {
     Emit(Transition),
 }
 
-/// A printable state change: `Display` gives DESIGN §4's `STATE key=value ...`.
+/// A printable state change: `Display` gives the console's `STATE key=value ...` line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transition {
     pub state: State,
@@ -320,6 +327,13 @@ impl std::fmt::Display for Transition {
                 write!(f, " code={code}")?;
             }
             write!(f, " kind={}", r.kind)
+        }
+        fn by(f: &mut std::fmt::Formatter<'_>, by_script: bool) -> std::fmt::Result {
+            if by_script {
+                f.write_str(" by=script")
+            } else {
+                Ok(())
+            }
         }
         f.write_str(self.state.name().as_str())?;
         match &self.state {
@@ -343,19 +357,22 @@ impl std::fmt::Display for Transition {
                 attempt,
                 delay_ms,
                 reason: r,
+                by_script,
             } => {
                 reason(f, r)?;
-                write!(f, " attempt={attempt} delay_ms={delay_ms}")
+                write!(f, " attempt={attempt} delay_ms={delay_ms}")?;
+                by(f, *by_script)
             }
             State::Closed {
                 reason: r,
                 retry_at,
+                by_script,
             } => {
                 reason(f, r)?;
-                match retry_at {
-                    Some(at) => write!(f, " retry_in_ms={}", at.saturating_sub(self.at)),
-                    None => Ok(()),
+                if let Some(at) = retry_at {
+                    write!(f, " retry_in_ms={}", at.saturating_sub(self.at))?;
                 }
+                by(f, *by_script)
             }
             State::LoggingOut { by } => write!(f, " by={}", by.as_str()),
             State::LoggedOut { reason: r, by } => {
@@ -411,10 +428,17 @@ struct Pending {
     seq: u64,
     reason: Reason,
     default: Plan,
-    attempt: u32,
 }
 
 /// The lifecycle of one instance. See the module docs.
+///
+/// `attempt` (in `connecting`, `reconnecting`, `on_close` and
+/// [`Effect::StartAttempt`]) is the backoff counter: the consecutive failed
+/// closes since the connection was last stable (open for `stable_ms`), at
+/// least 1. It grows while a connection flaps, even when each try opens
+/// briefly, and attempt N waits up to `base_ms * 2^(N-1)`. A user's connect
+/// from `idle`, `closed` or `logged_out` starts a fresh series at 1; a
+/// restart the server asks for (515) is not a failure and leaves it as it is.
 #[derive(Debug, Clone)]
 pub struct Machine {
     settings: Settings,
@@ -424,9 +448,8 @@ pub struct Machine {
     push_name: Option<String>,
     last_reason: Option<Reason>,
     last_change_at: u64,
-    /// Tries since the last open (or since a user asked).
-    attempt: u32,
-    /// Consecutive failures since the last stable connection: the backoff exponent.
+    /// Consecutive failures since the last stable connection (or since a
+    /// user asked): the backoff exponent and, at least 1, the attempt number.
     failures: u32,
     opened_at: Option<u64>,
     /// Start times of recent attempts, for the per-minute bound.
@@ -449,11 +472,12 @@ impl Machine {
             jid: restored.and_then(|r| r.jid.clone()),
             push_name: restored.and_then(|r| r.push_name.clone()),
             last_reason: restored.and_then(|r| {
-                r.last_reason_kind
-                    .map(|kind| Reason::new(r.last_reason_code, kind))
+                r.last_reason_kind.map(|kind| Reason {
+                    message: r.last_reason_message.clone(),
+                    ..Reason::new(r.last_reason_code, kind)
+                })
             }),
             last_change_at: restored.map(|r| r.last_change_at).unwrap_or(0),
-            attempt: 0,
             failures: 0,
             opened_at: None,
             attempt_log: Default::default(),
@@ -480,6 +504,7 @@ impl Machine {
             state: name,
             last_reason_code: self.last_reason.as_ref().and_then(|r| r.code),
             last_reason_kind: self.last_reason.as_ref().map(|r| r.kind),
+            last_reason_message: self.last_reason.as_ref().and_then(|r| r.message.clone()),
             last_change_at: self.last_change_at,
             jid: self.jid.clone(),
             push_name: self.push_name.clone(),
@@ -573,8 +598,7 @@ impl Machine {
                             } else if let State::Reconnecting { attempt, .. } = self.state {
                                 self.start_attempt(attempt, now, &mut fx);
                             } else {
-                                let attempt = self.attempt + 1;
-                                self.start_attempt(attempt, now, &mut fx);
+                                self.start_attempt(self.attempt(), now, &mut fx);
                             }
                         }
                         _ => {}
@@ -584,7 +608,8 @@ impl Machine {
             Input::CloseAnswer { seq, answer } => {
                 if let Some(p) = self.pending.take_if(|p| p.seq == seq) {
                     let plan = self.resolve(&p, answer);
-                    self.apply_plan(plan, p.reason, p.attempt, now, &mut fx);
+                    let by_script = answer != CloseAnswer::Default;
+                    self.apply_plan(plan, p.reason, by_script, now, &mut fx);
                 }
             }
         }
@@ -640,10 +665,14 @@ impl Machine {
         (self.attempt_log[n - max] + MINUTE_MS).saturating_sub(now)
     }
 
+    /// The number of the attempt about to be made (see [`Machine`]).
+    fn attempt(&self) -> u32 {
+        self.failures.max(1)
+    }
+
     fn start_attempt(&mut self, attempt: u32, now: u64, fx: &mut Vec<Effect>) {
         self.cancel_timer(fx);
         self.pending = None;
-        self.attempt = attempt;
         self.attempt_log.push_back(now);
         self.enter(State::Connecting { attempt }, now, fx);
         fx.push(Effect::StartAttempt { attempt });
@@ -679,6 +708,7 @@ impl Machine {
                     State::Closed {
                         reason,
                         retry_at: None,
+                        by_script: false,
                     },
                     now,
                     fx,
@@ -690,7 +720,7 @@ impl Machine {
                 // ban's retry.
                 self.cancel_timer(fx);
                 if let Some(p) = self.pending.take() {
-                    self.apply_plan(Plan::Stay, p.reason, p.attempt, now, fx);
+                    self.apply_plan(Plan::Stay, p.reason, false, now, fx);
                     return;
                 }
                 if let State::Closed { retry_at, .. } = &mut self.state
@@ -719,7 +749,6 @@ impl Machine {
                 if push_name.is_some() {
                     self.push_name = push_name;
                 }
-                self.attempt = 0;
                 self.opened_at = Some(now);
                 self.enter(
                     State::Open {
@@ -807,7 +836,12 @@ impl Machine {
         {
             self.failures = 0;
         }
-        let next_attempt = if was_open { 1 } else { self.attempt + 1 };
+        // A brief open does not reset the counter: a flapping connection
+        // backs off like one that never opens.
+        if kind.is_failure() {
+            self.failures = self.failures.saturating_add(1);
+        }
+        let next_attempt = self.attempt();
         self.last_reason = Some(reason.clone());
 
         if kind.default_action() == DefaultAction::LogOut {
@@ -837,7 +871,6 @@ impl Machine {
         // keep a session the machine considers closed.
         fx.push(Effect::CloseTransport);
         if kind.is_failure() {
-            self.failures = self.failures.saturating_add(1);
             self.close_log.push_back(now);
         }
         let default = self.default_plan(kind, retry_after_ms);
@@ -861,11 +894,11 @@ impl Machine {
                 seq,
                 reason: reason.clone(),
                 default,
-                attempt: next_attempt,
             });
             self.state = State::Closed {
                 reason,
                 retry_at: None,
+                by_script: false,
             };
             self.last_change_at = now;
             fx.push(Effect::Persist(self.row()));
@@ -875,7 +908,7 @@ impl Machine {
             }));
         } else {
             // The state change (and its row) first; the hook only informs.
-            self.apply_plan(default, reason, next_attempt, now, fx);
+            self.apply_plan(default, reason, false, now, fx);
             fx.push(Effect::Hook(HookCall::Close {
                 info,
                 answer_seq: None,
@@ -888,7 +921,7 @@ impl Machine {
         if self.close_log.len() > s.flap_closes as usize {
             return backoff::equal_jitter(&mut self.rng, s.cap_ms);
         }
-        let ceiling = backoff::ceiling(s.base_ms, s.cap_ms, self.failures.max(1));
+        let ceiling = backoff::ceiling(s.base_ms, s.cap_ms, self.attempt());
         backoff::full_jitter(&mut self.rng, ceiling)
     }
 
@@ -903,7 +936,7 @@ impl Machine {
                 let ceiling = if self.close_log.len() > s.flap_closes as usize {
                     s.cap_ms
                 } else {
-                    backoff::ceiling(s.base_ms, s.cap_ms, self.failures.max(1).saturating_add(2))
+                    backoff::ceiling(s.base_ms, s.cap_ms, self.attempt().saturating_add(2))
                 };
                 Plan::Reconnect {
                     delay_ms: backoff::equal_jitter(&mut self.rng, ceiling),
@@ -933,15 +966,17 @@ impl Machine {
         }
     }
 
+    /// Carries out a decided plan; `by_script` marks a script's answer as
+    /// its origin, so the state line can say so.
     fn apply_plan(
         &mut self,
         plan: Plan,
         reason: Reason,
-        attempt: u32,
+        by_script: bool,
         now: u64,
         fx: &mut Vec<Effect>,
     ) {
-        self.attempt = attempt.saturating_sub(1);
+        let attempt = self.attempt();
         match plan {
             Plan::Reconnect { delay_ms } => {
                 let wait = self.bound_wait(now);
@@ -955,6 +990,7 @@ impl Machine {
                         attempt,
                         delay_ms,
                         reason,
+                        by_script,
                     },
                     now,
                     fx,
@@ -967,6 +1003,7 @@ impl Machine {
                     State::Closed {
                         reason,
                         retry_at: None,
+                        by_script,
                     },
                     now,
                     fx,
@@ -978,6 +1015,7 @@ impl Machine {
                     State::Closed {
                         reason,
                         retry_at: Some(now.saturating_add(delay)),
+                        by_script,
                     },
                     now,
                     fx,
@@ -1023,7 +1061,6 @@ impl Machine {
         self.jid = None;
         self.push_name = None;
         self.failures = 0;
-        self.attempt = 0;
         self.last_reason = Some(reason.clone());
         self.state = State::LoggedOut {
             reason: reason.clone(),

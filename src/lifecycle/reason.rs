@@ -1,4 +1,5 @@
-//! Close reasons and what moonwire does about each one by default (DESIGN §2).
+//! Close reasons and what moonwire does about each one by default (the
+//! table in README.md, "Connection lifecycle").
 
 use std::fmt;
 
@@ -122,7 +123,7 @@ impl ReasonKind {
         })
     }
 
-    /// DESIGN §2's "default" column.
+    /// The table's "default" column.
     pub fn default_action(self) -> DefaultAction {
         match self {
             ReasonKind::RestartRequired => DefaultAction::ReconnectNow,
@@ -145,7 +146,7 @@ impl ReasonKind {
         }
     }
 
-    /// DESIGN §2's "override" column: may a script's `on_close` answer change it?
+    /// The table's "override" column: may a script's `on_close` answer change it?
     pub fn overridable(self) -> bool {
         !matches!(
             self,

@@ -14,7 +14,7 @@ use super::runner::LocalQueue;
 use super::{Actions, EngineConfig, ScriptError, budget, errors, sandbox};
 use crate::automation::cron::Zone;
 
-/// The hooks a script may define (DESIGN's table), for dispatch and for
+/// The hooks a script may define (README's table), for dispatch and for
 /// spotting misspellings.
 pub const HOOKS: &[&str] = &[
     "on_load",

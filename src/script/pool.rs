@@ -81,7 +81,9 @@ impl Pool {
             .ok_or_else(|| std::io::Error::other("the engine pool has no workers"))?;
         let (tx, rx) = mpsc::unbounded_channel();
         let status = Arc::new(Mutex::new(LoadReport::default()));
-        let has_on_close = Arc::new(AtomicBool::new(false));
+        // Until the first load says otherwise, a close asks the engine: it
+        // answers after that load, so an early on_close is not skipped.
+        let has_on_close = Arc::new(AtomicBool::new(true));
         let (st, flag, count) = (status.clone(), has_on_close.clone(), worker.engines.clone());
         count.fetch_add(1, Ordering::Relaxed);
         let spawn: Spawn = Box::new(move || {

@@ -152,7 +152,12 @@ impl Runner {
         self.publish(report);
         let mut backlog: VecDeque<Item> = VecDeque::new();
         loop {
-            // Everything that arrived, in order; a shutdown goes first.
+            // Work made while handling earlier jobs (timers due now) goes
+            // before jobs that arrive after it; then everything that
+            // arrived, in order; a shutdown goes first.
+            while let Some(l) = self.local.pop() {
+                backlog.push_back(Item::Local(l));
+            }
             while let Ok(job) = rx.try_recv() {
                 if let Job::Shutdown(tx) = job {
                     self.shutdown(backlog.len()).await;
@@ -160,9 +165,6 @@ impl Runner {
                     return;
                 }
                 backlog.push_back(Item::Job(job));
-            }
-            while let Some(l) = self.local.pop() {
-                backlog.push_back(Item::Local(l));
             }
             let Some(front) = backlog.front() else {
                 tokio::select! {
@@ -237,6 +239,11 @@ impl Runner {
                         self.publish(report);
                     }
                 }
+                // What this job queued for itself (a timer due at once)
+                // comes next, before jobs that arrive later.
+                while let Some(l) = self.local.pop() {
+                    backlog.push_back(Item::Local(l));
+                }
                 done += 1;
                 let next_needs_slot = matches!(
                     backlog.front(),
@@ -273,15 +280,16 @@ impl Runner {
     // Reporting
 
     pub fn report(self: &Rc<Self>, e: ScriptError) {
+        if e.is_load_error() {
+            // One per file and folder generation already (reloads are
+            // debounced): never folded, so each generation's show.
+            self.actions.report(&e, self.folder_gen.get());
+            return;
+        }
         let now = Instant::now();
         let admitted = self.limiter.borrow_mut().admit(&e, now);
         if let Some(e) = admitted {
-            let generation = if e.is_load_error() {
-                self.folder_gen.get()
-            } else {
-                0
-            };
-            self.actions.report(&e, generation);
+            self.actions.report(&e, 0);
         }
         if self.limiter.borrow().pending() && !self.flushing.get() {
             self.flushing.set(true);

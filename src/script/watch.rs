@@ -19,6 +19,10 @@ use notify::{Event, EventKind, RecommendedWatcher, RecursiveMode, Watcher as _};
 
 pub type Watcher = RecommendedWatcher;
 
+/// How long a folder must be quiet before it reloads (editors save in
+/// bursts of a few ms).
+pub const DEBOUNCE: Duration = Duration::from_millis(50);
+
 /// The longest a file may stay open for writing before the reload goes
 /// ahead anyway (a writer that never closes, a backend without close events).
 const MAX_SETTLE: Duration = Duration::from_secs(2);

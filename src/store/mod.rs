@@ -5,6 +5,9 @@
 //! write that silently vanished would make the next start-up lie about what
 //! happened, so the caller decides whether to retry.
 
+#[cfg(test)]
+mod instance_tests;
+mod instances;
 mod schema;
 #[cfg(test)]
 mod tests;
@@ -13,11 +16,14 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
-use crate::lifecycle::{ConnectionStatus, ReasonKind, StateName, StatusRow};
+use crate::lifecycle::StatusRow;
 
+pub use instances::{CreatedBy, InstanceRow, NewInstance, Reconciled};
 pub use schema::SESSION_TABLES;
+
+use instances::update_status;
 
 /// The journal keeps at most about this many rows (plus up to
 /// [`JOURNAL_TRIM_EVERY`] between trims); older ones are dropped.
@@ -76,6 +82,8 @@ pub enum StoreError {
     },
     #[error("no such instance: {0:?}")]
     NoSuchInstance(String),
+    #[error("instance {0:?} already exists")]
+    Exists(String),
     /// The file was written by a newer moonwire; migrating "down" is guesswork.
     #[error(
         "store schema version {found} is newer than this moonwire knows ({known}); upgrade moonwire"
@@ -115,44 +123,6 @@ fn from_sql_int(instance: &str, column: &'static str, value: i64) -> Result<u64,
     u64::try_from(value).map_err(|_| corrupt(instance, column, value))
 }
 
-/// One `instances` row.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InstanceRow {
-    pub name: String,
-    pub channel: String,
-    pub status: StatusRow,
-    /// Unix milliseconds.
-    pub created_at: u64,
-}
-
-impl InstanceRow {
-    /// The row as the HTTP API shows it (flat, Evolution-style field names).
-    pub fn to_json(&self) -> serde_json::Value {
-        let s = &self.status;
-        serde_json::json!({
-            "name": self.name,
-            "channel": self.channel,
-            "connection_status": s.connection_status.as_str(),
-            "state": s.state.as_str(),
-            "last_reason_code": s.last_reason_code,
-            "last_reason_kind": s.last_reason_kind.map(ReasonKind::as_str),
-            "last_change_at": s.last_change_at,
-            "jid": s.jid,
-            "push_name": s.push_name,
-            "created_at": self.created_at,
-        })
-    }
-}
-
-/// An instance that [`Store::reconcile`] found open or connecting after a crash.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Reconciled {
-    pub name: String,
-    pub previous_state: StateName,
-    /// Whether it still has session data, i.e. can reconnect without pairing.
-    pub has_session: bool,
-}
-
 /// One journal row.
 #[derive(Debug, Clone, PartialEq)]
 pub struct JournalEntry {
@@ -162,121 +132,6 @@ pub struct JournalEntry {
     pub instance: Option<String>,
     pub kind: String,
     pub data: serde_json::Value,
-}
-
-const INSTANCE_COLUMNS: &str = "name, channel, connection_status, state, last_reason_code, \
-     last_reason_kind, last_change_at, jid, push_name, created_at";
-
-/// An `instances` row as SQLite returned it, before its text is trusted.
-struct RawInstance {
-    name: String,
-    channel: String,
-    connection_status: String,
-    state: String,
-    last_reason_code: Option<i64>,
-    last_reason_kind: Option<String>,
-    last_change_at: i64,
-    jid: Option<String>,
-    push_name: Option<String>,
-    created_at: i64,
-}
-
-impl RawInstance {
-    /// Reads [`INSTANCE_COLUMNS`], in that order.
-    fn from_row(r: &Row<'_>) -> rusqlite::Result<RawInstance> {
-        Ok(RawInstance {
-            name: r.get(0)?,
-            channel: r.get(1)?,
-            connection_status: r.get(2)?,
-            state: r.get(3)?,
-            last_reason_code: r.get(4)?,
-            last_reason_kind: r.get(5)?,
-            last_change_at: r.get(6)?,
-            jid: r.get(7)?,
-            push_name: r.get(8)?,
-            created_at: r.get(9)?,
-        })
-    }
-
-    /// Parses the text columns; a value no variant matches is [`StoreError::Corrupt`].
-    fn parse(self) -> Result<InstanceRow, StoreError> {
-        let name = self.name.as_str();
-        let connection_status = ConnectionStatus::parse(&self.connection_status)
-            .ok_or_else(|| corrupt(name, "connection_status", &self.connection_status))?;
-        let state =
-            StateName::parse(&self.state).ok_or_else(|| corrupt(name, "state", &self.state))?;
-        let last_reason_code = self
-            .last_reason_code
-            .map(|c| u16::try_from(c).map_err(|_| corrupt(name, "last_reason_code", c)))
-            .transpose()?;
-        let last_reason_kind = self
-            .last_reason_kind
-            .as_deref()
-            .map(|k| ReasonKind::parse(k).ok_or_else(|| corrupt(name, "last_reason_kind", k)))
-            .transpose()?;
-        let last_change_at = from_sql_int(name, "last_change_at", self.last_change_at)?;
-        let created_at = from_sql_int(name, "created_at", self.created_at)?;
-        Ok(InstanceRow {
-            status: StatusRow {
-                connection_status,
-                state,
-                last_reason_code,
-                last_reason_kind,
-                last_change_at,
-                jid: self.jid,
-                push_name: self.push_name,
-            },
-            name: self.name,
-            channel: self.channel,
-            created_at,
-        })
-    }
-}
-
-fn read_instance(
-    conn: &Connection,
-    op: &'static str,
-    name: &str,
-) -> Result<Option<InstanceRow>, StoreError> {
-    conn.query_row(
-        &format!("SELECT {INSTANCE_COLUMNS} FROM instances WHERE name = ?1"),
-        [name],
-        RawInstance::from_row,
-    )
-    .optional()
-    .map_err(sql(op))?
-    .map(RawInstance::parse)
-    .transpose()
-}
-
-/// Overwrites an instance's status columns; a missing row is an error, never
-/// an implicit insert, so a typo cannot conjure an instance.
-fn update_status(
-    conn: &Connection,
-    op: &'static str,
-    name: &str,
-    row: &StatusRow,
-) -> Result<(), StoreError> {
-    let changed = conn
-        .execute(
-            "UPDATE instances SET connection_status = ?2, state = ?3, last_reason_code = ?4, \
-             last_reason_kind = ?5, last_change_at = ?6, jid = ?7, push_name = ?8 WHERE name = ?1",
-            params![
-                name,
-                row.connection_status.as_str(),
-                row.state.as_str(),
-                row.last_reason_code,
-                row.last_reason_kind.map(ReasonKind::as_str),
-                to_sql_int(op, "last_change_at", row.last_change_at)?,
-                row.jid,
-                row.push_name,
-            ],
-        )
-        .map_err(sql(op))?;
-    if changed == 0 {
-        return Err(StoreError::NoSuchInstance(name.to_owned()));
-    }
-    Ok(())
 }
 
 fn has_session(conn: &Connection, op: &'static str, instance: &str) -> Result<bool, StoreError> {
@@ -417,116 +272,6 @@ impl Store {
             .unwrap_or(0)
     }
 
-    /// Returns the instance, creating it idle and closed if it does not exist.
-    /// An existing row is returned as is: its channel is not changed.
-    pub fn ensure_instance(
-        &self,
-        name: &str,
-        channel: &str,
-        now_ms: u64,
-    ) -> Result<InstanceRow, StoreError> {
-        const OP: &str = "ensure_instance";
-        let mut conn = self.conn();
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(sql(OP))?;
-        let now = to_sql_int(OP, "created_at", now_ms)?;
-        tx.execute(
-            "INSERT INTO instances (name, channel, connection_status, state, last_change_at, created_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?5) ON CONFLICT (name) DO NOTHING",
-            params![
-                name,
-                channel,
-                ConnectionStatus::Close.as_str(),
-                StateName::Idle.as_str(),
-                now
-            ],
-        )
-        .map_err(sql(OP))?;
-        let row = read_instance(&tx, OP, name)?
-            .ok_or_else(|| StoreError::NoSuchInstance(name.to_owned()))?;
-        tx.commit().map_err(sql(OP))?;
-        Ok(row)
-    }
-
-    /// Persists an instance's status; [`StoreError::NoSuchInstance`] if absent.
-    pub fn write_status(&self, name: &str, row: &StatusRow) -> Result<(), StoreError> {
-        update_status(&self.conn(), "write_status", name, row)
-    }
-
-    pub fn instance(&self, name: &str) -> Result<Option<InstanceRow>, StoreError> {
-        read_instance(&self.conn(), "reading instance", name)
-    }
-
-    /// All instances, ordered by name.
-    pub fn instances(&self) -> Result<Vec<InstanceRow>, StoreError> {
-        const OP: &str = "listing instances";
-        let conn = self.conn();
-        let mut stmt = conn
-            .prepare(&format!(
-                "SELECT {INSTANCE_COLUMNS} FROM instances ORDER BY name"
-            ))
-            .map_err(sql(OP))?;
-        let raws = stmt
-            .query_map([], RawInstance::from_row)
-            .map_err(sql(OP))?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(sql(OP))?;
-        raws.into_iter().map(RawInstance::parse).collect()
-    }
-
-    /// Removes the instance with its session data and script key-values.
-    /// Returns whether the instance row existed. The journal keeps its history.
-    pub fn delete_instance(&self, name: &str) -> Result<bool, StoreError> {
-        const OP: &str = "delete_instance";
-        let mut conn = self.conn();
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(sql(OP))?;
-        delete_sessions(&tx, OP, name)?;
-        tx.execute("DELETE FROM kv WHERE instance = ?1", [name])
-            .map_err(sql(OP))?;
-        tx.execute("DELETE FROM api_tokens WHERE instance = ?1", [name])
-            .map_err(sql(OP))?;
-        let deleted = tx
-            .execute("DELETE FROM instances WHERE name = ?1", [name])
-            .map_err(sql(OP))?;
-        tx.commit().map_err(sql(OP))?;
-        Ok(deleted > 0)
-    }
-
-    /// Sets (or replaces) the instance's API token digest.
-    pub fn set_token_hash(
-        &self,
-        instance: &str,
-        hash: &str,
-        now_ms: u64,
-    ) -> Result<(), StoreError> {
-        const OP: &str = "set_token_hash";
-        let now = to_sql_int(OP, "created_at", now_ms)?;
-        self.conn()
-            .execute(
-                "INSERT INTO api_tokens (hash, instance, created_at) VALUES (?1, ?2, ?3)
-                 ON CONFLICT(instance) DO UPDATE SET hash = excluded.hash, created_at = excluded.created_at",
-                params![hash, instance, now],
-            )
-            .map_err(sql(OP))?;
-        Ok(())
-    }
-
-    /// Which instance a token digest belongs to, if any.
-    pub fn token_instance(&self, hash: &str) -> Result<Option<String>, StoreError> {
-        const OP: &str = "token_instance";
-        self.conn()
-            .query_row(
-                "SELECT instance FROM api_tokens WHERE hash = ?1",
-                [hash],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(sql(OP))
-    }
-
     pub fn session_put(&self, instance: &str, key: &str, value: &[u8]) -> Result<(), StoreError> {
         self.conn()
             .execute(
@@ -577,59 +322,6 @@ impl Store {
             .entry(instance.to_string())
             .or_default() += 1;
         Ok(())
-    }
-
-    /// Start-up repair: a row still saying open/connecting belongs to a
-    /// process that died without closing it. Marks each such row closed with
-    /// reason `interrupted` and reports it, so the host can reconnect those
-    /// that kept a session. Other rows are untouched.
-    pub fn reconcile(&self, now_ms: u64) -> Result<Vec<Reconciled>, StoreError> {
-        const OP: &str = "reconcile";
-        let now = to_sql_int(OP, "last_change_at", now_ms)?;
-        let mut conn = self.conn();
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(sql(OP))?;
-        let stale = {
-            let mut stmt = tx
-                .prepare("SELECT name, state FROM instances WHERE connection_status IN (?1, ?2) ORDER BY name")
-                .map_err(sql(OP))?;
-            stmt.query_map(
-                [
-                    ConnectionStatus::Open.as_str(),
-                    ConnectionStatus::Connecting.as_str(),
-                ],
-                |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)),
-            )
-            .map_err(sql(OP))?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(sql(OP))?
-        };
-        let mut out = Vec::with_capacity(stale.len());
-        for (name, state) in stale {
-            let previous_state =
-                StateName::parse(&state).ok_or_else(|| corrupt(&name, "state", &state))?;
-            let has_session = has_session(&tx, OP, &name)?;
-            tx.execute(
-                "UPDATE instances SET connection_status = ?2, state = ?3, last_reason_code = NULL, \
-                 last_reason_kind = ?4, last_change_at = ?5 WHERE name = ?1",
-                params![
-                    name,
-                    ConnectionStatus::Close.as_str(),
-                    StateName::Closed.as_str(),
-                    ReasonKind::Interrupted.as_str(),
-                    now
-                ],
-            )
-            .map_err(sql(OP))?;
-            out.push(Reconciled {
-                name,
-                previous_state,
-                has_session,
-            });
-        }
-        tx.commit().map_err(sql(OP))?;
-        Ok(out)
     }
 
     pub fn kv_get(

@@ -154,6 +154,14 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         message_ts INTEGER NOT NULL,
         PRIMARY KEY (instance, chat, sender, msg_id)
     );",
+    // 4: the cause of the last close (e.g. the DNS or TLS error of a failed
+    // dial); who made the instance, so a restart brings back the API's own
+    // (only the API ever issued tokens, so rows with one were made by it);
+    // and whether a simulated account waits for a scan when it pairs.
+    "ALTER TABLE instances ADD COLUMN last_reason_message TEXT;
+    ALTER TABLE instances ADD COLUMN created_by TEXT NOT NULL DEFAULT 'config';
+    ALTER TABLE instances ADD COLUMN manual_scan INTEGER NOT NULL DEFAULT 0;
+    UPDATE instances SET created_by = 'api' WHERE name IN (SELECT instance FROM api_tokens);",
 ];
 
 /// Every table holding an instance's protocol/session data, each with an

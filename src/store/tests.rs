@@ -3,6 +3,7 @@ use std::sync::Arc;
 use serde_json::json;
 
 use super::*;
+use crate::lifecycle::{ConnectionStatus, ReasonKind, StateName};
 
 const ALL_STATES: [StateName; 8] = StateName::ALL;
 
@@ -22,6 +23,7 @@ fn status(state: StateName, at: u64) -> StatusRow {
         state,
         last_reason_code: None,
         last_reason_kind: None,
+        last_reason_message: None,
         last_change_at: at,
         jid: None,
         push_name: None,
@@ -123,6 +125,7 @@ fn ensure_instance_creates_idle_and_keeps_an_existing_row() {
             state: StateName::Idle,
             last_reason_code: None,
             last_reason_kind: None,
+            last_reason_message: None,
             last_change_at: 1_000,
             jid: None,
             push_name: None,
@@ -158,6 +161,7 @@ fn every_state_status_and_reason_round_trips() {
                     state,
                     last_reason_code: kind.and_then(ReasonKind::default_code),
                     last_reason_kind: kind,
+                    last_reason_message: (n % 4 == 0).then(|| format!("dial: refused ✗ {n}")),
                     last_change_at: at,
                     jid: (n % 2 == 0).then(|| format!("{n}@s.whatsapp.net")),
                     push_name: (n % 3 == 0).then(|| format!("Näme {n} ✓")),
@@ -236,10 +240,12 @@ fn to_json_has_exactly_the_documented_fields() {
             "channel",
             "connection_status",
             "created_at",
+            "created_by",
             "jid",
             "last_change_at",
             "last_reason_code",
             "last_reason_kind",
+            "last_reason_message",
             "name",
             "push_name",
             "state",
@@ -250,7 +256,8 @@ fn to_json_has_exactly_the_documented_fields() {
         json!({
             "name": "bot", "channel": "whatsapp", "connection_status": "close",
             "state": "idle", "last_reason_code": null, "last_reason_kind": null,
-            "last_change_at": 7, "jid": null, "push_name": null, "created_at": 7,
+            "last_reason_message": null, "last_change_at": 7, "jid": null,
+            "push_name": null, "created_at": 7, "created_by": "config",
         })
     );
     let full = InstanceRow {
@@ -259,6 +266,7 @@ fn to_json_has_exactly_the_documented_fields() {
             state: StateName::LoggedOut,
             last_reason_code: Some(401),
             last_reason_kind: Some(ReasonKind::LoggedOut),
+            last_reason_message: None,
             last_change_at: 9,
             jid: Some("1@s.whatsapp.net".into()),
             push_name: Some("Me".into()),
@@ -499,6 +507,7 @@ fn reconcile_after_a_simulated_crash() {
             state: StateName::Closed,
             last_reason_code: None,
             last_reason_kind: Some(ReasonKind::Interrupted),
+            last_reason_message: None,
             last_change_at: 100,
             jid: Some("1@s.whatsapp.net".into()),
             push_name: Some("Me".into()),
@@ -672,6 +681,10 @@ fn corrupt_text_is_an_error_naming_the_column() {
         (
             "last_change_at",
             "UPDATE instances SET last_reason_code = NULL, last_change_at = -1 WHERE name = 'bad'",
+        ),
+        (
+            "created_by",
+            "UPDATE instances SET last_change_at = 1, created_by = 'aliens' WHERE name = 'bad'",
         ),
     ] {
         store.conn().execute(sql, []).expect("corrupt it");

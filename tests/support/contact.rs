@@ -1,27 +1,37 @@
-//! A simulated contact: someone with their own Signal identity who writes to
-//! the paired companion. It builds a session from the pre-key bundle the
-//! companion uploaded at login (the server hands that bundle out, so the
-//! mock has it) and encrypts with wacore's own libsignal, so the client
-//! decrypts a real `pkmsg`, then `msg`s on the same session.
+//! A Signal party the mock plays: a contact who writes to an account, or an
+//! account's primary phone. It has its own identity, registration id, signed
+//! pre-key and one-time pre-keys, so a client can fetch its bundle
+//! (`<iq xmlns="encrypt" type="get"><key>`) and open a session with a
+//! `pkmsg`, and it can open a session from the pre-keys a companion uploaded.
+//! Everything runs on wacore's own libsignal, in memory.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use anyhow::{Context, anyhow, bail};
 use whatsapp_rust::buffa::Message as _;
 use whatsapp_rust::wacore::libsignal::protocol::{
-    CiphertextMessage, Direction, IdentityChange, IdentityKey, IdentityKeyPair, IdentityKeyStore,
-    PreKeyBundle, ProtocolAddress, PublicKey, SessionRecord, SessionStore, SignalMessage,
-    SignalProtocolError, UsePQRatchet, message_decrypt_signal, message_encrypt,
+    CiphertextMessage, Direction, GenericSignedPreKey, IdentityChange, IdentityKey,
+    IdentityKeyPair, IdentityKeyStore, KeyPair, PreKeyBundle, PreKeyId, PreKeyRecord,
+    PreKeySignalMessage, PreKeyStore, ProtocolAddress, PublicKey, SessionRecord, SessionStore,
+    SignalMessage, SignalProtocolError, SignedPreKeyId, SignedPreKeyRecord, SignedPreKeyStore,
+    Timestamp, UsePQRatchet, message_decrypt_prekey, message_decrypt_signal, message_encrypt,
     process_prekey_bundle,
 };
 use whatsapp_rust::wacore::messages::MessageUtils;
 use whatsapp_rust::wacore_binary::Node;
+use whatsapp_rust::wacore_binary::builder::NodeBuilder;
 use whatsapp_rust::wacore_binary::node::NodeContent;
 use whatsapp_rust::waproto::whatsapp as wa;
 
 type SignalResult<T> = Result<T, SignalProtocolError>;
 
-/// The companion's pre-keys as its login's upload IQ carried them.
+/// One-time pre-keys a party keeps on offer; more are made as they go.
+const ONE_TIME_POOL: usize = 5;
+
+/// The signed pre-key's id (each party has one).
+const SIGNED_ID: u32 = 1;
+
+/// A companion's pre-keys as its login's upload IQ carried them.
 #[derive(Debug, Clone)]
 pub struct Bundle {
     pub registration_id: u32,
@@ -73,18 +83,137 @@ impl Bundle {
             one_time,
         })
     }
+
+    /// What the server holds after `upload` arrived: the same companion
+    /// (identity) adds its new one-time pre-keys to those still on offer
+    /// and may replace its signed pre-key; a new identity replaces it all.
+    pub fn merge(old: Option<Bundle>, upload: Bundle) -> Bundle {
+        match old {
+            Some(mut old) if old.identity == upload.identity => {
+                for (id, key) in upload.one_time {
+                    if !old.one_time.iter().any(|(have, _)| *have == id) {
+                        old.one_time.push((id, key));
+                    }
+                }
+                Bundle {
+                    one_time: old.one_time,
+                    ..upload
+                }
+            }
+            _ => upload,
+        }
+    }
+
+    /// Hands out the oldest one-time pre-key (the client's newest stays
+    /// unused: Baileys re-uploads at login when it was taken).
+    pub fn take_one_time(&mut self) -> Option<(u32, [u8; 32])> {
+        (!self.one_time.is_empty()).then(|| self.one_time.remove(0))
+    }
+
+    /// The `<user jid>` entry of a `<key>` fetch's answer, handing out one
+    /// one-time pre-key (as the server does; none left: the bundle goes out
+    /// without one, which Signal allows). `device_identity` is the
+    /// companion's signed ADV identity, which clients check for a
+    /// companion device.
+    pub fn user_node(&mut self, jid: &str, device_identity: Option<&[u8]>) -> Node {
+        let one_time = self.take_one_time();
+        user_node(
+            jid,
+            self.registration_id,
+            &self.identity,
+            (self.signed_id, &self.signed_public, &self.signed_signature),
+            one_time.as_ref().map(|(id, key)| (*id, key)),
+            device_identity,
+        )
+    }
 }
 
-/// The contact's identity and the identities it has seen, in memory.
+/// `<user jid><registration/><type/><identity/><skey/>[<key/>]
+/// [<device-identity/>]</user>`.
+fn user_node(
+    jid: &str,
+    registration_id: u32,
+    identity: &[u8; 32],
+    signed: (u32, &[u8; 32], &[u8]),
+    one_time: Option<(u32, &[u8; 32])>,
+    device_identity: Option<&[u8]>,
+) -> Node {
+    let id3 = |id: u32| id.to_be_bytes()[1..].to_vec();
+    let mut children = vec![
+        NodeBuilder::new("registration")
+            .bytes(registration_id.to_be_bytes().to_vec())
+            .build(),
+        NodeBuilder::new("type").bytes(vec![5u8]).build(),
+        NodeBuilder::new("identity")
+            .bytes(identity.to_vec())
+            .build(),
+        NodeBuilder::new("skey")
+            .children([
+                NodeBuilder::new("id").bytes(id3(signed.0)).build(),
+                NodeBuilder::new("value").bytes(signed.1.to_vec()).build(),
+                NodeBuilder::new("signature")
+                    .bytes(signed.2.to_vec())
+                    .build(),
+            ])
+            .build(),
+    ];
+    if let Some((id, key)) = one_time {
+        children.push(
+            NodeBuilder::new("key")
+                .children([
+                    NodeBuilder::new("id").bytes(id3(id)).build(),
+                    NodeBuilder::new("value").bytes(key.to_vec()).build(),
+                ])
+                .build(),
+        );
+    }
+    if let Some(di) = device_identity {
+        children.push(
+            NodeBuilder::new("device-identity")
+                .bytes(di.to_vec())
+                .build(),
+        );
+    }
+    NodeBuilder::new("user")
+        .attr("jid", jid.to_string())
+        .children(children)
+        .build()
+}
+
+fn djb(key: &PublicKey) -> [u8; 32] {
+    key.public_key_bytes().try_into().unwrap_or([0; 32])
+}
+
+fn rng() -> rand_010::rngs::StdRng {
+    rand_010::make_rng::<rand_010::rngs::StdRng>()
+}
+
+/// The party's identity and the identities it has seen, in memory.
 struct Ids {
     identity: IdentityKeyPair,
     registration_id: u32,
     known: HashMap<String, IdentityKey>,
 }
 
-/// The contact's sessions, in memory.
+/// The party's sessions, in memory.
 #[derive(Default)]
 struct Sessions(HashMap<String, SessionRecord>);
+
+/// The party's signed pre-key.
+struct Signed {
+    record: SignedPreKeyRecord,
+    public: [u8; 32],
+    signature: Vec<u8>,
+}
+
+/// The party's one-time pre-keys.
+struct OneTime {
+    /// Every one not yet consumed by a `pkmsg`.
+    records: HashMap<u32, PreKeyRecord>,
+    /// Those not handed out yet, in id order.
+    on_offer: Vec<u32>,
+    next_id: u32,
+}
 
 #[async_trait::async_trait]
 impl IdentityKeyStore for Ids {
@@ -142,49 +271,189 @@ impl SessionStore for Sessions {
     }
 }
 
+#[async_trait::async_trait]
+impl PreKeyStore for OneTime {
+    async fn get_pre_key(&self, id: PreKeyId) -> SignalResult<PreKeyRecord> {
+        self.records
+            .get(&u32::from(id))
+            .cloned()
+            .ok_or(SignalProtocolError::InvalidPreKeyId)
+    }
+
+    async fn save_pre_key(&mut self, id: PreKeyId, record: &PreKeyRecord) -> SignalResult<()> {
+        self.records.insert(id.into(), record.clone());
+        Ok(())
+    }
+
+    async fn remove_pre_key(&mut self, id: PreKeyId) -> SignalResult<()> {
+        self.records.remove(&u32::from(id));
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl SignedPreKeyStore for Signed {
+    async fn get_signed_pre_key(&self, id: SignedPreKeyId) -> SignalResult<SignedPreKeyRecord> {
+        if u32::from(id) == SIGNED_ID {
+            Ok(self.record.clone())
+        } else {
+            Err(SignalProtocolError::InvalidSignedPreKeyId)
+        }
+    }
+
+    async fn save_signed_pre_key(
+        &mut self,
+        _id: SignedPreKeyId,
+        _record: &SignedPreKeyRecord,
+    ) -> SignalResult<()> {
+        Ok(())
+    }
+}
+
+impl Signed {
+    fn generate(identity: &IdentityKeyPair) -> Signed {
+        let pair = KeyPair::generate(&mut rng());
+        let signature = identity
+            .private_key()
+            .calculate_signature(&pair.public_key.serialize(), &mut rng())
+            .expect("signing a pre-key");
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        Signed {
+            record: SignedPreKeyRecord::new(
+                SIGNED_ID.into(),
+                Timestamp::from_epoch_millis(now),
+                &pair,
+                &signature,
+            ),
+            public: djb(&pair.public_key),
+            signature: signature.to_vec(),
+        }
+    }
+}
+
+impl OneTime {
+    fn top_up(&mut self) {
+        while self.on_offer.len() < ONE_TIME_POOL {
+            let id = self.next_id;
+            self.next_id += 1;
+            let pair = KeyPair::generate(&mut rng());
+            self.records.insert(id, PreKeyRecord::new(id.into(), &pair));
+            self.on_offer.push(id);
+        }
+    }
+
+    /// Hands out the oldest key on offer.
+    fn take(&mut self) -> Option<(u32, [u8; 32])> {
+        self.top_up();
+        let id = self.on_offer.remove(0);
+        let record = self.records.get(&id)?;
+        Some((id, djb(&record.public_key().ok()?)))
+    }
+}
+
 pub struct Contact {
     /// The phone number (the JID's user part).
     pub user: String,
+    /// The LID's user part.
+    pub lid: String,
     ids: Ids,
     sessions: Sessions,
+    signed: Signed,
+    one_time: OneTime,
     /// Ids of the messages already decrypted (each can be only once).
-    read: std::collections::HashSet<String>,
-    /// What the companion sent this contact, in order.
+    read: HashSet<String>,
+    /// What was sent to this party so far, in order.
     pub inbox: Vec<wa::Message>,
 }
 
 impl Contact {
-    pub fn new(user: &str) -> Contact {
-        let mut rng = rand_010::make_rng::<rand_010::rngs::StdRng>();
+    pub fn new(user: &str, lid: &str) -> Contact {
+        let identity = IdentityKeyPair::generate(&mut rng());
+        let signed = Signed::generate(&identity);
         Contact {
             user: user.to_string(),
+            lid: lid.to_string(),
             ids: Ids {
-                identity: IdentityKeyPair::generate(&mut rng),
+                identity,
                 registration_id: rand_010::random::<u32>() & 0x3fff,
                 known: HashMap::new(),
             },
             sessions: Sessions::default(),
+            signed,
+            one_time: OneTime {
+                records: HashMap::new(),
+                on_offer: Vec::new(),
+                next_id: 1,
+            },
             read: Default::default(),
             inbox: Vec::new(),
         }
     }
 
+    /// The identity key pair (a phone signs its companions' ADV identity
+    /// with it: the account key is the primary's identity key).
+    pub fn identity(&self) -> &IdentityKeyPair {
+        &self.ids.identity
+    }
+
+    /// The identity public key as 32 raw bytes.
+    pub fn identity_public(&self) -> [u8; 32] {
+        djb(self.ids.identity.public_key())
+    }
+
+    /// This party's entry in a `<key>` fetch's answer under `jid`, handing
+    /// out one of its one-time pre-keys.
+    pub fn user_node(&mut self, jid: &str) -> Node {
+        let one_time = self.one_time.take();
+        user_node(
+            jid,
+            self.ids.registration_id,
+            &self.identity_public(),
+            (SIGNED_ID, &self.signed.public, &self.signed.signature),
+            one_time.as_ref().map(|(id, key)| (*id, key)),
+            None,
+        )
+    }
+
+    /// Whether writing to `device` needs a new session from `bundle` (none
+    /// yet, or the companion's identity changed: it was linked anew).
+    pub fn needs_session(&self, device: &ProtocolAddress, bundle: &Bundle) -> bool {
+        let key = device.to_string();
+        let same_identity = self
+            .ids
+            .known
+            .get(&key)
+            .is_some_and(|k| djb(k.public_key()) == bundle.identity);
+        !(same_identity && self.sessions.0.contains_key(&key))
+    }
+
     /// Encrypts `message` (padded as WhatsApp pads) for the companion
-    /// `device`, starting a session from `bundle` the first time. Answers the
-    /// `<enc type>` (`pkmsg` until the companion answers, then `msg`) and the
-    /// ciphertext.
+    /// `device`, starting a session from `bundle` the first time, or again
+    /// once the companion's identity changed (it was linked anew). Answers
+    /// the `<enc type>` (`pkmsg` until the companion answers, then `msg`)
+    /// and the ciphertext.
     pub async fn encrypt(
         &mut self,
         device: &ProtocolAddress,
         bundle: &mut Bundle,
         message: &wa::Message,
     ) -> anyhow::Result<(&'static str, Vec<u8>)> {
-        if !self.sessions.0.contains_key(&device.to_string()) {
-            let one_time = bundle.one_time.pop();
-            let pre_key = match one_time {
-                Some((id, key)) => Some((
+        let key = device.to_string();
+        let identity = IdentityKey::new(
+            PublicKey::from_djb_public_key_bytes(&bundle.identity).context("the identity key")?,
+        );
+        if self.ids.known.get(&key).is_some_and(|k| *k != identity) {
+            self.sessions.0.remove(&key);
+            self.ids.known.remove(&key);
+        }
+        if !self.sessions.0.contains_key(&key) {
+            let pre_key = match bundle.one_time.pop() {
+                Some((id, k)) => Some((
                     id.into(),
-                    PublicKey::from_djb_public_key_bytes(&key).context("a pre-key")?,
+                    PublicKey::from_djb_public_key_bytes(&k).context("a pre-key")?,
                 )),
                 None => None,
             };
@@ -196,18 +465,14 @@ impl Contact {
                 PublicKey::from_djb_public_key_bytes(&bundle.signed_public)
                     .context("the signed pre-key")?,
                 bundle.signed_signature.clone(),
-                IdentityKey::new(
-                    PublicKey::from_djb_public_key_bytes(&bundle.identity)
-                        .context("the identity key")?,
-                ),
+                identity,
             )?;
-            let mut rng = rand_010::make_rng::<rand_010::rngs::StdRng>();
             process_prekey_bundle(
                 device,
                 &mut self.sessions,
                 &mut self.ids,
                 &signal_bundle,
-                &mut rng,
+                &mut rng(),
                 UsePQRatchet::No,
             )
             .await?;
@@ -221,30 +486,65 @@ impl Contact {
         })
     }
 
-    /// Decrypts the companion's message `id` (an `<enc>` of `kind`) into
-    /// the inbox, once. The contact owns no pre-keys, so the companion can
-    /// only answer on the session the contact started: `msg`, not `pkmsg`.
+    /// Decrypts the companion's message `id` (an `<enc>` of `kind`: `msg`
+    /// on a session either side started, `pkmsg` for one the companion
+    /// started from this party's pre-keys) into the inbox, once. Answers
+    /// whether it was new.
     pub async fn receive(
         &mut self,
         from: &ProtocolAddress,
         id: &str,
         kind: &str,
         ciphertext: &[u8],
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<bool> {
         if self.read.contains(id) {
-            return Ok(());
+            return Ok(false);
         }
-        if kind != "msg" {
-            bail!("message {id}: <enc type={kind:?}> (the contact only reads msg)");
-        }
-        let m = SignalMessage::try_from(ciphertext).context("parsing a SignalMessage")?;
-        let mut rng = rand_010::make_rng::<rand_010::rngs::StdRng>();
-        let plain =
-            message_decrypt_signal(&m, from, &mut self.sessions, &mut self.ids, &mut rng).await?;
+        let plain = match kind {
+            "msg" => {
+                let m = SignalMessage::try_from(ciphertext).context("parsing a SignalMessage")?;
+                message_decrypt_signal(&m, from, &mut self.sessions, &mut self.ids, &mut rng())
+                    .await?
+            }
+            "pkmsg" => {
+                let m = PreKeySignalMessage::try_from(ciphertext)
+                    .context("parsing a PreKeySignalMessage")?;
+                message_decrypt_prekey(
+                    &m,
+                    from,
+                    &mut self.sessions,
+                    &mut self.ids,
+                    &mut self.one_time,
+                    &self.signed,
+                    &mut rng(),
+                    UsePQRatchet::No,
+                )
+                .await?
+            }
+            other => bail!("message {id}: <enc type={other:?}> is not for a 1:1 session"),
+        };
         let body = MessageUtils::unpad_message_ref(&plain.plaintext, 2)?;
-        self.inbox
-            .push(wa::Message::decode_from_slice(body).context("decoding the message")?);
+        let mut message = wa::Message::decode_from_slice(body).context("decoding the message")?;
+        // A copy for the sender's own devices wraps the message.
+        if let Some(inner) = message
+            .device_sent_message
+            .as_option()
+            .and_then(|d| d.message.as_option())
+        {
+            message = inner.clone();
+        }
+        self.inbox.push(message);
         self.read.insert(id.to_string());
-        Ok(())
+        Ok(true)
     }
+}
+
+/// The text a message carries, if any (plain or extended).
+pub fn text_of(message: &wa::Message) -> Option<String> {
+    message.conversation.clone().or_else(|| {
+        message
+            .extended_text_message
+            .as_option()
+            .and_then(|e| e.text.clone())
+    })
 }

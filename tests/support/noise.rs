@@ -54,39 +54,54 @@ impl Keys {
     }
 }
 
-/// A `CertChain` whose leaf key is the server's static key. The signatures
-/// are zeros: the test build's client has `danger-skip-cert-chain-verify`,
-/// which skips both XEdDSA checks but still checks the structure (issuer
-/// serial 0 on the intermediate, the leaf's issuer serial = the
-/// intermediate's serial, the leaf key = the decrypted static key).
-pub fn cert_chain(leaf_key: &[u8; 32]) -> Vec<u8> {
+/// Signs `message` with an XEdDSA signature (what WhatsApp's certs carry).
+fn sign(private: &[u8; 32], message: &[u8]) -> Vec<u8> {
+    PrivateKey::deserialize(private)
+        .and_then(|k| {
+            k.calculate_signature(message, &mut rand_010::make_rng::<rand_010::rngs::StdRng>())
+        })
+        .expect("a 32-byte private key signs")
+        .to_vec()
+}
+
+/// A `CertChain` whose leaf key is the server's static key, signed the way
+/// the real server's is: the intermediate (issuer serial 0) by `root`, the
+/// leaf (issuer serial = the intermediate's serial) by the intermediate.
+/// A client that checks the chain against its hard-coded root (Baileys 7
+/// reads `WA_CERT_DETAILS.PUBLIC_KEY`) accepts it once that root is this
+/// server's; whatsapp-rust's test build (`danger-skip-cert-chain-verify`)
+/// checks only the structure.
+pub fn cert_chain(root: &Keys, leaf_key: &[u8; 32]) -> Vec<u8> {
     use wa::cert_chain::{NoiseCertificate, noise_certificate::Details};
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .expect("clock after 1970")
         .as_secs();
+    let intermediate_keys = Keys::generate();
     let intermediate = Details {
         serial: Some(7),
         issuer_serial: Some(0),
-        key: Some(Keys::generate().public.to_vec()),
+        key: Some(intermediate_keys.public.to_vec()),
         not_before: Some(now - 3600),
         not_after: Some(now + 30 * 86_400),
-    };
+    }
+    .encode_to_vec();
     let leaf = Details {
         serial: Some(8),
         issuer_serial: Some(7),
         key: Some(leaf_key.to_vec()),
         not_before: Some(now - 3600),
         not_after: Some(now + 7 * 86_400),
-    };
+    }
+    .encode_to_vec();
     wa::CertChain {
         intermediate: buffa::MessageField::some(NoiseCertificate {
-            details: Some(intermediate.encode_to_vec()),
-            signature: Some(vec![0; 64]),
+            signature: Some(sign(&root.private, &intermediate)),
+            details: Some(intermediate),
         }),
         leaf: buffa::MessageField::some(NoiseCertificate {
-            details: Some(leaf.encode_to_vec()),
-            signature: Some(vec![0; 64]),
+            signature: Some(sign(&intermediate_keys.private, &leaf)),
+            details: Some(leaf),
         }),
     }
     .encode_to_vec()

@@ -21,10 +21,8 @@ use anyhow::{Context, anyhow, bail};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use whatsapp_rust::buffa::Message as _;
-use whatsapp_rust::wacore::libsignal::protocol::PrivateKey;
+use whatsapp_rust::wacore::libsignal::protocol::IdentityKeyPair;
 use whatsapp_rust::waproto::whatsapp as wa;
-
-use super::noise::Keys;
 
 /// `ADV_PREFIX_ACCOUNT_SIGNATURE` in wacore's pair.rs.
 const ADV_PREFIX_ACCOUNT_SIGNATURE: &[u8] = &[6, 0];
@@ -33,7 +31,8 @@ const ADV_PREFIX_ACCOUNT_SIGNATURE: &[u8] = &[6, 0];
 pub const KEY_INDEX: u32 = 1;
 
 /// What the companion's QR code carries: `ref,noise,identity,adv[,type]`
-/// (wacore `PairUtils::make_qr_data`).
+/// (wacore `PairUtils::make_qr_data`; Baileys puts the same fields after a
+/// `https://wa.me/settings/linked_devices#` link).
 #[derive(Debug, Clone)]
 pub struct Qr {
     pub pairing_ref: String,
@@ -42,8 +41,15 @@ pub struct Qr {
     pub adv_secret: Vec<u8>,
 }
 
+/// What a phone's camera reads before the fields when the code is a link
+/// (Baileys 7 shows its QR as one).
+const LINK_PREFIX: &str = "https://wa.me/settings/linked_devices#";
+
 impl Qr {
+    /// Parses `ref,noise,identity,adv[,type]`, bare or after the
+    /// `wa.me/settings/linked_devices#` link.
     pub fn parse(code: &str) -> anyhow::Result<Qr> {
+        let code = code.strip_prefix(LINK_PREFIX).unwrap_or(code);
         let parts: Vec<&str> = code.split(',').collect();
         if parts.len() < 4 {
             bail!("QR code with {} fields: {code}", parts.len());
@@ -64,9 +70,13 @@ impl Qr {
 }
 
 /// The `<device-identity>` bytes for a companion with identity key
-/// `companion_identity`, signed by a fresh phone identity key and MACed with
-/// the companion's ADV secret.
+/// `companion_identity`, signed by the phone's identity key (the account
+/// key: a client trusts it as the primary device's Signal identity) and
+/// MACed with the companion's ADV secret. `raw_id` names the account's
+/// ADV identity; the device lists the server hands out carry it too.
 pub fn device_identity(
+    phone: &IdentityKeyPair,
+    raw_id: u32,
     companion_identity: &[u8; 32],
     adv_secret: &[u8],
 ) -> anyhow::Result<Vec<u8>> {
@@ -74,7 +84,7 @@ pub fn device_identity(
         .duration_since(std::time::UNIX_EPOCH)?
         .as_secs();
     let inner = wa::ADVDeviceIdentity {
-        raw_id: Some(rand_010::random()),
+        raw_id: Some(raw_id),
         timestamp: Some(now),
         key_index: Some(KEY_INDEX),
         account_type: Some(wa::ADVEncryptionType::E2EE),
@@ -82,11 +92,11 @@ pub fn device_identity(
     }
     .encode_to_vec();
 
-    let phone = Keys::generate();
     let mut to_sign = ADV_PREFIX_ACCOUNT_SIGNATURE.to_vec();
     to_sign.extend_from_slice(&inner);
     to_sign.extend_from_slice(companion_identity);
-    let signature = PrivateKey::deserialize(&phone.private)?
+    let signature = phone
+        .private_key()
         .calculate_signature(
             &to_sign,
             &mut rand_010::make_rng::<rand_010::rngs::StdRng>(),
@@ -95,7 +105,7 @@ pub fn device_identity(
 
     let signed = wa::ADVSignedDeviceIdentity {
         details: Some(inner),
-        account_signature_key: Some(phone.public.to_vec()),
+        account_signature_key: Some(phone.public_key().public_key_bytes().to_vec()),
         account_signature: Some(signature.to_vec()),
         device_signature: None,
     }
@@ -110,6 +120,39 @@ pub fn device_identity(
         account_type: Some(wa::ADVEncryptionType::E2EE),
     }
     .encode_to_vec())
+}
+
+/// `ADV_PREFIX_KEY_INDEX_LIST`: what the account signs a key index list
+/// under. Neither client here verifies that signature.
+const ADV_PREFIX_KEY_INDEX_LIST: &[u8] = &[6, 2];
+
+/// The signed `<key-index-list>` bytes a device list carries: which
+/// companion key indexes of the account `raw_id` are valid.
+pub fn key_index_list(phone: &IdentityKeyPair, raw_id: u32, valid: &[u32]) -> Vec<u8> {
+    let details = wa::ADVKeyIndexList {
+        raw_id: Some(raw_id),
+        timestamp: Some(super::now_secs()),
+        current_index: valid.iter().copied().max(),
+        valid_indexes: valid.to_vec(),
+        ..Default::default()
+    }
+    .encode_to_vec();
+    let mut to_sign = ADV_PREFIX_KEY_INDEX_LIST.to_vec();
+    to_sign.extend_from_slice(&details);
+    let signature = phone
+        .private_key()
+        .calculate_signature(
+            &to_sign,
+            &mut rand_010::make_rng::<rand_010::rngs::StdRng>(),
+        )
+        .map(|s| s.to_vec())
+        .ok();
+    wa::ADVSignedKeyIndexList {
+        details: Some(details),
+        account_signature: signature,
+        account_signature_key: None,
+    }
+    .encode_to_vec()
 }
 
 /// Standard padded base64, the inverse of [`super::base64`].

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use moonwire::channel::console::ConsoleOut;
 use moonwire::config::ChannelKind;
@@ -22,7 +22,10 @@ use super::MockServer;
 /// fetch the client would otherwise make before each attempt.
 pub const VERSION: (u32, u32, u32) = (2, 3000, 1_000_000_000);
 
-pub const WAIT: Duration = Duration::from_secs(5);
+/// How long a wait for something that must happen may take before the test
+/// fails: generous, since a loaded 2-core machine is slow and only a failing
+/// test ever waits it out.
+pub const WAIT: Duration = Duration::from_secs(15);
 
 /// The instance every rig runs.
 pub const INSTANCE: &str = "wa";
@@ -47,13 +50,43 @@ function on_message(m)
 end
 "#;
 
+/// The instance's row as the SQLite file holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DbRow {
+    pub connection_status: String,
+    pub state: String,
+    pub last_reason_code: Option<u16>,
+    pub last_reason_kind: Option<String>,
+}
+
+impl DbRow {
+    /// `kind/code`, `-` for what is missing.
+    pub fn reason(&self) -> String {
+        format!(
+            "{}/{}",
+            self.last_reason_kind.as_deref().unwrap_or("-"),
+            self.last_reason_code
+                .map(|c| c.to_string())
+                .unwrap_or("-".into())
+        )
+    }
+}
+
 /// Every state the instance went through, in order (a watch would miss the
 /// short ones: with a 10 ms base, `reconnecting` lasts a few ms).
 #[derive(Default)]
 pub struct States {
     pub seen: Mutex<Vec<State>>,
-    /// The status row written with each state in `seen`, at the same index.
+    /// The status row the event carried with each state in `seen`.
     pub rows: Mutex<Vec<StatusRow>>,
+    /// The row read back from the database file when each state was shown:
+    /// the host persists a state before it shows it, so this is what a
+    /// reader of the file saw at that moment (`None`: unreadable).
+    pub db: Mutex<Vec<Option<DbRow>>>,
+    /// When each state was shown, on this process's clock.
+    pub times: Mutex<Vec<Instant>>,
+    /// The transition's own time (unix ms), for delays given as deadlines.
+    pub at_ms: Mutex<Vec<u64>>,
     changed: Notify,
 }
 
@@ -110,6 +143,31 @@ impl States {
         self.rows.lock().unwrap()[i].clone()
     }
 
+    /// The row in the database file when state `i` was shown.
+    pub fn db_row(&self, i: usize) -> Option<DbRow> {
+        self.db.lock().unwrap()[i].clone()
+    }
+
+    /// When state `i` was shown.
+    pub fn time(&self, i: usize) -> Instant {
+        self.times.lock().unwrap()[i]
+    }
+
+    /// The delay state `i` declared before the next dial: 0 for a dial at
+    /// once, the backoff, or the time to a ban's expiry; `None` if it plans
+    /// no dial.
+    pub fn declared_delay(&self, i: usize) -> Option<u64> {
+        let at = self.at_ms.lock().unwrap()[i];
+        match &self.seen.lock().unwrap()[i] {
+            State::Connecting { .. } => Some(0),
+            State::Reconnecting { delay_ms, .. } => Some(*delay_ms),
+            State::Closed {
+                retry_at: Some(t), ..
+            } => Some(t.saturating_sub(at)),
+            _ => None,
+        }
+    }
+
     pub fn since(&self, from: usize) -> Vec<State> {
         let seen = self.seen.lock().unwrap();
         seen[from.min(seen.len())..].to_vec()
@@ -156,18 +214,25 @@ impl Rig {
         let scripts = dir.join("scripts");
         std::fs::create_dir_all(&scripts).unwrap();
         std::fs::write(scripts.join("hooks.lua"), HOOKS_LUA).unwrap();
-        let store = Arc::new(Store::open(&dir.join("moonwire.db")).unwrap());
+        let db_path = dir.join("moonwire.db");
+        let store = Arc::new(Store::open(&db_path).unwrap());
         let bus = EventBus::default();
         let states = Arc::new(States::default());
         {
             let states = states.clone();
+            let file = Mutex::new(DbReader::new(db_path));
             bus.observe(move |ev| {
                 if let HostEvent::State {
                     transition, row, ..
                 } = ev
                 {
-                    // Row first: whoever sees the state may look its row up.
+                    let shown = Instant::now();
+                    let db = file.lock().unwrap().read(INSTANCE);
+                    // Rows first: whoever sees the state may look its row up.
                     states.rows.lock().unwrap().push(row.clone());
+                    states.db.lock().unwrap().push(db);
+                    states.times.lock().unwrap().push(shown);
+                    states.at_ms.lock().unwrap().push(transition.at);
                     states.seen.lock().unwrap().push(transition.state.clone());
                     states.changed.notify_waiters();
                 }
@@ -187,10 +252,10 @@ impl Rig {
         .unwrap()
         .with_whatsapp_url(server.url())
         .with_whatsapp_version(VERSION)
-        // Quick to notice a silent server, yet slow enough to answer that a
-        // busy test machine does not look like one.
-        .with_whatsapp_ping(Duration::from_millis(300), Duration::from_secs(1))
-        .with_whatsapp_login_timeout(Duration::from_secs(1));
+        // Quick to notice a silent server, yet with room enough that a
+        // loaded test machine (a build beside it) does not look like one.
+        .with_whatsapp_ping(Duration::from_millis(500), Duration::from_secs(3))
+        .with_whatsapp_login_timeout(Duration::from_secs(3));
         let handle = app.start_instance(INSTANCE, ChannelKind::Whatsapp).unwrap();
         handle.connect();
         Rig {
@@ -227,19 +292,48 @@ impl Rig {
         }
     }
 
-    /// Waits (up to `within`) for hook calls beyond the first `from`.
-    pub async fn hook_calls_after(&self, from: usize, within: Duration) -> Vec<String> {
-        let deadline = tokio::time::Instant::now() + within;
+    /// The hook calls beyond the first `from`, once every hook queued so
+    /// far has run (the actor's queue, then the scripts').
+    pub async fn settled_hook_calls(&self, from: usize) -> Vec<String> {
+        self.app.host.settle().await;
+        self.hook_calls()
+            .get(from..)
+            .map(<[String]>::to_vec)
+            .unwrap_or_default()
+    }
+
+    /// Waits until the instance's scripts are loaded: before that a close
+    /// reaches no `on_close` (the engine skips the round trip while it does
+    /// not know of one). Answers the generation.
+    pub async fn scripts_loaded(&self) -> u64 {
+        let deadline = tokio::time::Instant::now() + WAIT;
         loop {
-            let calls = self.hook_calls();
-            if calls.len() > from || tokio::time::Instant::now() >= deadline {
-                return calls
-                    .get(from..)
-                    .map(<[String]>::to_vec)
-                    .unwrap_or_default();
+            let generation = self.generation();
+            if generation > 0 {
+                return generation;
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the scripts did not load within {WAIT:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
+    }
+
+    /// The loaded script generation (0: not loaded yet).
+    pub fn generation(&self) -> u64 {
+        self.app
+            .scripts
+            .status()
+            .into_iter()
+            .find(|(name, _)| name == INSTANCE)
+            .map(|(_, report)| report.generation)
+            .unwrap_or(0)
+    }
+
+    /// The instance's row in the database file now.
+    pub fn file_row(&self) -> Option<DbRow> {
+        DbReader::new(self.dir.join("moonwire.db")).read(INSTANCE)
     }
 
     /// The whatsapp-rust device row in the instance's key store, as JSON.
@@ -255,12 +349,14 @@ impl Rig {
         serde_json::from_slice(&bytes).ok()
     }
 
-    /// Waits for the first QR code; answers its state's index and the code.
+    /// Waits for the first QR code and for the scripts to be loaded;
+    /// answers the QR state's index and the code.
     pub async fn first_qr(&self) -> (usize, String) {
         let (i, state) = self
             .states
             .wait_for(0, "pairing", |s| pairing_code(s).is_some())
             .await;
+        self.scripts_loaded().await;
         (i, pairing_code(&state).unwrap_or_default().to_string())
     }
 
@@ -284,5 +380,46 @@ pub fn pairing_code(s: &State) -> Option<&str> {
     match s {
         State::Pairing { code, .. } => Some(code),
         _ => None,
+    }
+}
+
+/// Reads the instance row from the database file on its own connection, as
+/// any other reader of the file would.
+struct DbReader {
+    path: PathBuf,
+    conn: Option<rusqlite::Connection>,
+}
+
+impl DbReader {
+    fn new(path: PathBuf) -> DbReader {
+        DbReader { path, conn: None }
+    }
+
+    fn read(&mut self, instance: &str) -> Option<DbRow> {
+        if self.conn.is_none() {
+            let c = rusqlite::Connection::open_with_flags(
+                &self.path,
+                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+            )
+            .ok()?;
+            c.busy_timeout(Duration::from_secs(2)).ok()?;
+            self.conn = Some(c);
+        }
+        self.conn
+            .as_ref()?
+            .query_row(
+                "SELECT connection_status, state, last_reason_code, last_reason_kind \
+                 FROM instances WHERE name = ?1",
+                [instance],
+                |r| {
+                    Ok(DbRow {
+                        connection_status: r.get(0)?,
+                        state: r.get(1)?,
+                        last_reason_code: r.get(2)?,
+                        last_reason_kind: r.get(3)?,
+                    })
+                },
+            )
+            .ok()
     }
 }

@@ -14,6 +14,7 @@ const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct ReqwestHttpClient {
     client: reqwest::Client,
+    failure: super::transport::LastFailure,
 }
 
 impl ReqwestHttpClient {
@@ -25,7 +26,17 @@ impl ReqwestHttpClient {
             .connect_timeout(timeout.min(MAX_CONNECT_TIMEOUT))
             .build()
             .context("building the HTTP client")?;
-        Ok(ReqwestHttpClient { client })
+        Ok(ReqwestHttpClient {
+            client,
+            failure: Default::default(),
+        })
+    }
+
+    /// Where the cause of a failed exchange is recorded (the version lookup
+    /// before a dial can be what fails an attempt).
+    pub fn with_failure(mut self, failure: super::transport::LastFailure) -> Self {
+        self.failure = failure;
+        self
     }
 }
 
@@ -48,10 +59,15 @@ impl HttpClient for ReqwestHttpClient {
         if let Some(body) = request.body {
             builder = builder.body(body);
         }
-        let response = builder
-            .send()
-            .await
-            .map_err(|e| anyhow!("HTTP {method} to {host} failed: {}", e.without_url()))?;
+        let response = builder.send().await.map_err(|e| {
+            let e = e.without_url();
+            let why = format!(
+                "HTTP {method} to {host} failed: {}",
+                super::transport::error_chain(&e)
+            );
+            self.failure.record(why.clone());
+            anyhow!(why)
+        })?;
         let status_code = response.status().as_u16();
         let body = response.bytes().await.map_err(|e| {
             anyhow!(

@@ -264,8 +264,9 @@ fn disconnected(reason: &wacore::net::DisconnectReason) -> EventKind {
     }
 }
 
-/// Library events → channel events (DESIGN §2's table). Pure, so each
-/// mapping is unit-tested with events built by hand.
+/// Library events → channel events (the close-reason table in
+/// `lifecycle::reason`). Pure, so each mapping is unit-tested with events
+/// built by hand.
 pub fn map_event(event: &Event, own: Option<&OwnIds>) -> Vec<EventKind> {
     let own = own.cloned().unwrap_or_default();
     match event {
@@ -459,12 +460,40 @@ impl WhatsappChannel {
     }
 }
 
+/// Lines whatsapp-rust logs that say the opposite of what happens with its
+/// auto-reconnect off: "Failed to connect: ... Will retry..." for a failed
+/// dial or version lookup (nothing in the library retries: the host's
+/// machine decides, and its own warning carries the same cause, recorded by
+/// the transport and HTTP client, and says when) and "Auto-reconnect
+/// disabled, shutting down." after every attempt (only that attempt's
+/// client ends). The log setup drops them. Other connect failures (a
+/// handshake) keep their line: it has the only detail of the cause.
+pub fn misleading_library_line(message: &str) -> bool {
+    let recorded = ["failed to open transport", "failed to resolve app version"]
+        .iter()
+        .any(|c| message.starts_with(&format!("Failed to connect: {c}")));
+    (recorded && message.ends_with("Will retry..."))
+        || message == "Auto-reconnect disabled, shutting down."
+}
+
+/// Whether the instance's WhatsApp device finished pairing. A store that
+/// cannot be read counts as paired: a logout then still asks the server.
+pub fn is_paired(store: &Arc<Store>, instance: &str) -> bool {
+    WaStore::new(store.clone(), instance)
+        .is_registered()
+        .unwrap_or_else(|e| {
+            tracing::warn!(instance, error = %e, "cannot tell whether the device is paired");
+            true
+        })
+}
+
 /// One attempt: a fresh client over the same key store, `run()` once, and
 /// if the library said nothing about why it ended, say it here.
 async fn attempt(st: Arc<AttemptState>, options: WhatsappOptions) {
     let backend = st.backend.clone();
+    let failure = transport::LastFailure::default();
     let http = match ReqwestHttpClient::new(options.http_timeout) {
-        Ok(h) => h,
+        Ok(h) => h.with_failure(failure.clone()),
         Err(e) => {
             st.emit(closed(
                 None,
@@ -474,8 +503,9 @@ async fn attempt(st: Arc<AttemptState>, options: WhatsappOptions) {
             return;
         }
     };
-    let transport =
-        WsTransportFactory::new(options.url.clone()).with_connect_timeout(options.connect_timeout);
+    let transport = WsTransportFactory::new(options.url.clone())
+        .with_connect_timeout(options.connect_timeout)
+        .with_failure(failure.clone());
     let mut builder = Bot::builder()
         .with_backend_arc(backend)
         .with_transport_factory(transport)
@@ -539,11 +569,19 @@ async fn attempt(st: Arc<AttemptState>, options: WhatsappOptions) {
             "the connection ended",
         )
     } else {
-        closed(
-            None,
-            Some(ReasonKind::TransportError),
-            format!("could not connect to {}", options.url),
-        )
+        // The client only logs why its connect failed; the transport and
+        // HTTP client recorded the cause for us.
+        let why = failure.take().unwrap_or_else(|| {
+            if failure.was_opened() {
+                format!(
+                    "the server at {} took the connection but the login handshake failed",
+                    options.url
+                )
+            } else {
+                format!("could not connect to {}", options.url)
+            }
+        });
+        closed(None, Some(ReasonKind::TransportError), why)
     };
     st.emit(st.ended(fallback));
 }
@@ -727,6 +765,10 @@ impl Channel for WhatsappChannel {
         })
     }
 
+    fn is_paired(&self) -> bool {
+        is_paired(&self.store, &self.instance)
+    }
+
     fn unlink(&mut self) -> BoxFuture<Result<(), ChannelError>> {
         let client = self.client();
         Box::pin(async move {
@@ -820,6 +862,28 @@ mod tests {
                 ..
             } => (code, kind, retry_after_ms),
             other => panic!("not a close: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn only_the_two_misleading_library_lines_are_filtered() {
+        assert!(misleading_library_line(
+            "Failed to connect: failed to open transport: WebSocket connect to ws://x failed: IO error: Connection refused (os error 111). Will retry..."
+        ));
+        assert!(misleading_library_line(
+            "Auto-reconnect disabled, shutting down."
+        ));
+        assert!(misleading_library_line(
+            "Failed to connect: failed to resolve app version: HTTP GET to web.whatsapp.com failed: dns error. Will retry..."
+        ));
+        for keep in [
+            "Failed to connect: handshake",
+            "Failed to connect: handshake failed: bad cert. Will retry...",
+            "Will retry...",
+            "Expected disconnect (e.g., 515), reconnecting immediately...",
+            "",
+        ] {
+            assert!(!misleading_library_line(keep), "{keep}");
         }
     }
 

@@ -3,8 +3,8 @@
 //!
 //! Every row carries the instance it belongs to and every table is listed in
 //! [`crate::store::SESSION_TABLES`], so a logout deletes the instance's keys in
-//! the same transaction that writes its `logged_out` status (DESIGN §2,
-//! invariant 2), and `session_exists` sees them.
+//! the same transaction that writes its `logged_out` status (the logout
+//! invariant in ARCHITECTURE.md), and `session_exists` sees them.
 //!
 //! Semantics follow wacore's `InMemoryBackend` (merges, batches, return values,
 //! what a miss returns); the few places that differ say why. Values only ever
@@ -107,6 +107,18 @@ impl WaStore {
 
     pub fn instance(&self) -> &str {
         &self.instance
+    }
+
+    /// Whether pairing finished: the stored device carries the account's
+    /// phone number. The device itself (keys made at the first dial) exists
+    /// long before that, so having session rows does not mean paired.
+    pub fn is_registered(&self) -> WaResult<bool> {
+        const OP: &str = "device_registered";
+        let Some(bytes) = self.run(OP, |c, i| kv_get(c, i, NS_DEVICE, DEVICE_KEY))? else {
+            return Ok(false);
+        };
+        let device: Device = decode(OP, &bytes)?;
+        Ok(device.pn.is_some())
     }
 
     /// Runs `f` under the store's lock with this instance's name.
@@ -1242,6 +1254,7 @@ mod tests {
             state: StateName::LoggedOut,
             last_reason_code: Some(401),
             last_reason_kind: Some(ReasonKind::LoggedOut),
+            last_reason_message: None,
             last_change_at: at,
             jid: None,
             push_name: None,

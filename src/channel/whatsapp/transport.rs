@@ -45,10 +45,63 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
+/// The causes of an attempt's failed dial and HTTP exchanges. The client
+/// only logs why its connect failed; the channel reads this to put the
+/// cause (DNS, refused, TLS...) into the close it reports. A connect does
+/// the dial and the version lookup at once, so both may have failed.
+#[derive(Debug, Clone, Default)]
+pub struct LastFailure {
+    causes: Arc<std::sync::Mutex<Vec<String>>>,
+    /// A WebSocket was opened: a failure after it is the handshake's.
+    opened: Arc<AtomicBool>,
+}
+
+impl LastFailure {
+    pub fn opened(&self) {
+        self.opened.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether a WebSocket was opened since this was made.
+    pub fn was_opened(&self) -> bool {
+        self.opened.load(Ordering::SeqCst)
+    }
+
+    pub fn record(&self, cause: impl Into<String>) {
+        let cause = cause.into();
+        let mut causes = self.causes.lock().unwrap_or_else(|e| e.into_inner());
+        if !causes.contains(&cause) {
+            causes.push(cause);
+        }
+    }
+
+    /// Every cause recorded since the last take, in order, joined by "; ".
+    pub fn take(&self) -> Option<String> {
+        let causes = std::mem::take(&mut *self.causes.lock().unwrap_or_else(|e| e.into_inner()));
+        (!causes.is_empty()).then(|| causes.join("; "))
+    }
+}
+
+/// `e` and every error under it, joined with ": ", so a log line or a row
+/// shows the root cause (an OS error, a DNS failure) and not only the top.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(err) = cur {
+        let s = err.to_string();
+        if !out.contains(&s) {
+            out.push_str(": ");
+            out.push_str(&s);
+        }
+        cur = err.source();
+    }
+    out
+}
+
 /// Dials whatsapp-rust's WebSocket, one fresh connection per `create_transport`.
 pub struct WsTransportFactory {
     url: String,
     connect_timeout: Duration,
+    failure: LastFailure,
     /// Built on first dial and kept, so TLS session resumption can work across
     /// reconnects and the root store is not copied every attempt.
     tls: OnceLock<Arc<rustls::ClientConfig>>,
@@ -59,8 +112,15 @@ impl WsTransportFactory {
         WsTransportFactory {
             url: url.into(),
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            failure: LastFailure::default(),
             tls: OnceLock::new(),
         }
+    }
+
+    /// Where the cause of a failed dial is recorded.
+    pub fn with_failure(mut self, failure: LastFailure) -> Self {
+        self.failure = failure;
+        self
     }
 
     /// Bounds TCP connect, TLS and the HTTP upgrade together.
@@ -127,14 +187,26 @@ impl TransportFactory for WsTransportFactory {
             tokio_tungstenite::connect_async_tls_with_config(request, None, true, Some(connector));
         let ws = match tokio::time::timeout(self.connect_timeout, dial).await {
             Ok(Ok((ws, _response))) => ws,
-            Ok(Err(e)) => bail!("WebSocket connect to {} failed: {e}", self.url),
-            Err(_) => bail!(
-                "WebSocket connect to {} timed out after {:?}",
-                self.url,
-                self.connect_timeout
-            ),
+            Ok(Err(e)) => {
+                let why = format!(
+                    "WebSocket connect to {} failed: {}",
+                    self.url,
+                    error_chain(&e)
+                );
+                self.failure.record(why.clone());
+                bail!(why)
+            }
+            Err(_) => {
+                let why = format!(
+                    "WebSocket connect to {} timed out after {:?}",
+                    self.url, self.connect_timeout
+                );
+                self.failure.record(why.clone());
+                bail!(why)
+            }
         };
         tracing::debug!(url = %self.url, "WebSocket connected");
+        self.failure.opened();
         Ok(spawn_transport(ws))
     }
 }
@@ -580,11 +652,23 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn refused_connect_is_an_error() {
+    async fn refused_connect_is_an_error_whose_cause_is_kept() {
         let (listener, url) = listener().await;
         drop(listener);
-        let factory = WsTransportFactory::new(url).with_connect_timeout(Duration::from_secs(2));
+        let failure = LastFailure::default();
+        let factory = WsTransportFactory::new(url.clone())
+            .with_connect_timeout(Duration::from_secs(2))
+            .with_failure(failure.clone());
         assert!(factory.create_transport().await.is_err());
+        assert!(factory.create_transport().await.is_err());
+        let cause = failure.take().expect("recorded");
+        assert!(cause.contains(&url) && cause.contains("refused"), "{cause}");
+        assert!(!cause.contains("; "), "the same cause once: {cause}");
+        assert_eq!(failure.take(), None, "taken");
+        assert!(!failure.was_opened());
+        failure.record("a");
+        failure.record("b");
+        assert_eq!(failure.take().as_deref(), Some("a; b"));
     }
 
     #[tokio::test]

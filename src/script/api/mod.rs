@@ -114,8 +114,8 @@ impl Ctx {
         self.hears.borrow_mut().retain(|h| h.script != idx);
         self.timers.borrow_mut().retain(|_, t| {
             let keep = t.script != idx;
-            if !keep {
-                t.task.abort();
+            if !keep && let Some(task) = &t.task {
+                task.abort();
             }
             keep
         });
@@ -127,7 +127,9 @@ impl Ctx {
     pub fn dispose(&self) {
         self.disposed.set(true);
         for (_, t) in std::mem::take(&mut *self.timers.borrow_mut()) {
-            t.task.abort();
+            if let Some(task) = t.task {
+                task.abort();
+            }
         }
         cron::dispose(self);
         self.routes.borrow_mut().clear();

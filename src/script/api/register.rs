@@ -30,7 +30,8 @@ pub struct TimerReg {
     pub script: usize,
     pub func: Function,
     pub every: Option<Duration>,
-    pub task: AbortHandle,
+    /// The sleeping task; None for a timer that was due at once.
+    pub task: Option<AbortHandle>,
 }
 
 struct TimerHandle {
@@ -44,7 +45,9 @@ impl UserData for TimerHandle {
             Ok(match this.ctx.upgrade() {
                 Some(ctx) => match ctx.timers.borrow_mut().remove(&this.id) {
                     Some(t) => {
-                        t.task.abort();
+                        if let Some(task) = t.task {
+                            task.abort();
+                        }
                         true
                     }
                     None => false,
@@ -96,28 +99,43 @@ fn add_timer(
     ctx.next_timer.set(id);
     let queue = ctx.queue.clone();
     let gen_id = ctx.gen_id;
-    let task = tokio::task::spawn_local(async move {
-        let mut due = tokio::time::Instant::now() + every;
-        loop {
-            tokio::time::sleep_until(due).await;
-            let Some(q) = queue.upgrade() else { return };
+    let task = if every.is_zero() {
+        // Due now: queued at once, so it runs right after the handler that
+        // asked for it, before messages that come later.
+        if let Some(q) = queue.upgrade() {
             q.push(Local::Timer {
                 generation: gen_id,
                 id,
             });
-            if !repeat {
-                return;
-            }
-            due = tokio::time::Instant::now() + every;
         }
-    });
+        None
+    } else {
+        Some(
+            tokio::task::spawn_local(async move {
+                let mut due = tokio::time::Instant::now() + every;
+                loop {
+                    tokio::time::sleep_until(due).await;
+                    let Some(q) = queue.upgrade() else { return };
+                    q.push(Local::Timer {
+                        generation: gen_id,
+                        id,
+                    });
+                    if !repeat {
+                        return;
+                    }
+                    due = tokio::time::Instant::now() + every;
+                }
+            })
+            .abort_handle(),
+        )
+    };
     ctx.timers.borrow_mut().insert(
         id,
         TimerReg {
             script,
             func,
             every: repeat.then_some(every),
-            task: task.abort_handle(),
+            task,
         },
     );
     Ok(Value::UserData(lua.create_userdata(TimerHandle {
