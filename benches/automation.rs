@@ -1,7 +1,9 @@
 //! What the automation pieces cost: cron parsing (with the never-matches
 //! check) and next-run computation in a zone with daylight saving time,
 //! and guarded HTTP requests to a local server, one at a time and with
-//! more callers than an instance's slots.
+//! more callers than an instance's slots; and the same from scripts: a
+//! `bot.route` call through the engine (the API's part left out), alone
+//! and with a `bot.http` request inside.
 //!
 //! Run with `cargo bench --bench automation`; `BENCH_N` sets the number of
 //! operations per figure (default 2000).
@@ -115,6 +117,106 @@ async fn http(n: usize) {
     per_op("GET loopback refused (not in allow)", n, t.elapsed());
 }
 
+/// Route calls into one console instance's engine, as the API makes them.
+async fn scripts(n: usize) {
+    use std::sync::Arc;
+
+    use moonwire::automation::routes::{HookRequest, RouteDispatch};
+    use moonwire::channel::console::ConsoleOut;
+    use moonwire::config::ChannelKind;
+    use moonwire::host::app::App;
+    use moonwire::host::{EventBus, HostSettings};
+    use moonwire::script::EngineConfig;
+
+    let app = Router::new().route("/ok", get(|| async { "hello" }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let scripts = dir.path().join("scripts");
+    std::fs::create_dir_all(&scripts).expect("scripts dir");
+    std::fs::write(
+        scripts.join("r.lua"),
+        format!(
+            "bot.route('GET', '/r', function(req) return 'ok' end)\n\
+             bot.route('GET', '/http', function(req)\n\
+               local r = bot.http.get('http://127.0.0.1:{port}/ok')\n\
+               return r.body\n\
+             end)\n"
+        ),
+    )
+    .expect("script");
+    let store =
+        Arc::new(moonwire::store::Store::open(&dir.path().join("moonwire.db")).expect("store"));
+    let engine = EngineConfig {
+        dir: scripts,
+        http: HttpPolicy {
+            allow: AllowList::parse(&["127.0.0.1"]).expect("allow"),
+            ..HttpPolicy::default()
+        },
+        ..EngineConfig::default()
+    };
+    let app = App::new(
+        store,
+        EventBus::default(),
+        HostSettings::default(),
+        engine,
+        Arc::new(ConsoleOut::logging()),
+    )
+    .expect("app");
+    app.start_instance("b", ChannelKind::Console)
+        .expect("instance");
+    let table = loop {
+        if let Some(t) = app.scripts.routes().table("b") {
+            break t;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    let req = |path: &str| HookRequest {
+        method: "GET".into(),
+        path: path.into(),
+        ..HookRequest::default()
+    };
+    for path in ["/r", "/http"] {
+        let id = table.find("GET", path).expect("route").id;
+        for _ in 0..50 {
+            app.scripts
+                .dispatch("b", id, req(path))
+                .await
+                .expect("warm-up");
+        }
+        let t = Instant::now();
+        for _ in 0..n {
+            app.scripts
+                .dispatch("b", id, req(path))
+                .await
+                .expect("call");
+        }
+        per_op(&format!("bot.route GET {path}, sequential"), n, t.elapsed());
+        let callers = 16;
+        let t = Instant::now();
+        let (app, req) = (&app, &req);
+        let callers_done = (0..callers).map(|_| async move {
+            for _ in 0..n / callers {
+                app.scripts
+                    .dispatch("b", id, req(path))
+                    .await
+                    .expect("call");
+            }
+        });
+        futures_util::future::join_all(callers_done).await;
+        per_op(
+            &format!("bot.route GET {path}, {callers} callers"),
+            callers * (n / callers),
+            t.elapsed(),
+        );
+    }
+    app.shutdown().await;
+}
+
 fn main() {
     let n = n();
     cron(n);
@@ -124,4 +226,5 @@ fn main() {
         .build()
         .expect("runtime");
     rt.block_on(http(n));
+    rt.block_on(scripts(n));
 }

@@ -303,3 +303,154 @@ fn moderation_strikes_and_watch_survive_a_restart() {
         "bot> ⚠️ Please keep it civil (strike 2 of 3).",
     ]);
 }
+
+// weather
+
+/// A stand-in for Open-Meteo: Berlin is known, Nowhere is not, Broken fails.
+async fn weather_service() -> u16 {
+    use axum::extract::Query;
+    use axum::http::StatusCode;
+    use axum::routing::get;
+    use std::collections::HashMap;
+    type Q = Query<HashMap<String, String>>;
+    let app = axum::Router::new()
+        .route(
+            "/v1/search",
+            get(|Query(q): Q| async move {
+                match q.get("name").map(String::as_str) {
+                    Some("Berlin") => (StatusCode::OK, r#"{"results":[{"name":"Berlin","country":"Germany","latitude":52.52,"longitude":13.41}]}"#),
+                    Some("Broken") => (StatusCode::INTERNAL_SERVER_ERROR, "oops"),
+                    _ => (StatusCode::OK, r#"{"generationtime_ms":0.4}"#),
+                }
+            }),
+        )
+        .route(
+            "/v1/forecast",
+            get(|Query(q): Q| async move {
+                let asked = q.get("latitude").map(String::as_str) == Some("52.52")
+                    && q.get("longitude").map(String::as_str) == Some("13.41")
+                    && q.get("current").is_some_and(|c| c.contains("temperature_2m"));
+                if asked {
+                    (StatusCode::OK, r#"{"current":{"temperature_2m":3.2,"wind_speed_10m":12.5,"weather_code":3}}"#)
+                } else {
+                    (StatusCode::BAD_REQUEST, "bad query")
+                }
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    port
+}
+
+/// An example's script with its settings replaced, as a user would edit them.
+fn edited(dir: &str, file: &str, edits: &[(&str, &str)]) -> String {
+    let mut src = std::fs::read_to_string(example(dir).join(file)).unwrap();
+    for (from, to) in edits {
+        assert!(src.contains(from), "{file} no longer has {from:?}");
+        src = src.replace(from, to);
+    }
+    src
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weather_asks_the_service_and_remembers_the_city() {
+    let port = weather_service().await;
+    let sb = Sandbox::new();
+    std::fs::write(
+        sb.path().join("moonwire.toml"),
+        "[script.http]\nallow = [\"127.0.0.1\"]\n",
+    )
+    .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    sb.script(
+        "weather.lua",
+        &edited(
+            "weather",
+            "weather.lua",
+            &[
+                (
+                    "https://geocoding-api.open-meteo.com/v1/search",
+                    &format!("{base}/v1/search"),
+                ),
+                (
+                    "https://api.open-meteo.com/v1/forecast",
+                    &format!("{base}/v1/forecast"),
+                ),
+            ],
+        ),
+    );
+    let out = tokio::task::spawn_blocking(move || {
+        sb.console("!weather\n!weather Berlin\n/sleep 200\n!weather\n/sleep 200\n!weather Nowhere\n/sleep 200\n!weather Broken\n")
+    })
+    .await
+    .unwrap();
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    out.assert_bot_lines(&[
+        "bot> Usage: !weather CITY, e.g. !weather Berlin",
+        "bot> Berlin, Germany: 3.2 °C, overcast, wind 12.5 km/h",
+        "bot> Berlin, Germany: 3.2 °C, overcast, wind 12.5 km/h",
+        "bot> I don't know a place called Nowhere.",
+        "bot> Sorry, the weather service answered 500.",
+    ]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weather_apologises_when_the_service_is_not_there() {
+    // Not listed in allow: refused, like any service that is down.
+    let sb = Sandbox::new();
+    sb.script(
+        "weather.lua",
+        &edited(
+            "weather",
+            "weather.lua",
+            &[(
+                "https://geocoding-api.open-meteo.com/v1/search",
+                "http://127.0.0.1:9/v1/search",
+            )],
+        ),
+    );
+    let out = tokio::task::spawn_blocking(move || sb.console("!weather Berlin\n"))
+        .await
+        .unwrap();
+    out.assert_bot_lines(&["bot> Sorry, the weather service didn't answer."]);
+    assert!(
+        out.stderr.contains("weather: refused to connect"),
+        "{}",
+        out.stderr
+    );
+}
+
+// morning-summary
+
+#[test]
+fn morning_summary_subscribes_counts_and_previews() {
+    let sb = Sandbox::new();
+    let out = run(
+        &sb,
+        "morning-summary",
+        "!summary\n!summary here\nhello\n!summary here\nanyone there?\n!summary\n!summary stop\n\
+         !summary stop\n!summary now\n",
+    );
+    let lines = out.bot_lines();
+    assert_eq!(
+        lines[0],
+        "bot> ☀️ Good morning! Nothing came in since the last summary."
+    );
+    assert!(lines[1].starts_with("bot> Next summary: "), "{lines:?}");
+    let here = "bot> Okay: the morning summary (Mon–Fri 8:00) comes to this chat.";
+    assert_eq!(
+        lines[2..],
+        [
+            here,
+            here,
+            "bot> ☀️ Good morning! 2 messages in 1 chat since the last summary:",
+            "bot> • you@console: 2",
+            lines[6],
+            "bot> Okay: no more morning summaries here.",
+            "bot> This chat doesn't get the morning summary; !summary here to start.",
+            "bot> Usage: !summary here | !summary stop | !summary",
+        ]
+    );
+    assert!(lines[6].starts_with("bot> Next summary: "), "{lines:?}");
+}

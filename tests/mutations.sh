@@ -22,6 +22,11 @@ declare -A CATCHER=(
   [M5]="--lib lifecycle::tests::behaviour"
   [M6]="--lib lifecycle::tests::table"
   [M7]="--test console_lifecycle"
+  [M8]="--test cron a_run_missed_while_down"
+  [M9]="--test cron a_restart_right_at_the_time"
+  [M10]="--test cron cron_runs_wait_for_a_free_slot"
+  [M11]="--test routes failures_deadlines"
+  [M12]="--test cron a_route_call_abandoned"
 )
 
 applied=""

@@ -87,6 +87,100 @@ local Timer = {}
 ---Stops the timer: a cancelled `after` never fires, a cancelled `every` fires no more.
 function Timer:cancel() end
 
+---A schedule from bot.cron.
+---@class moonwire.Cron
+local Cron = {}
+
+---Stops the schedule; it runs no more. True if it was still running.
+---@return boolean
+function Cron:cancel() end
+
+---When it runs next, in unix seconds; nil once cancelled (or if never again).
+---@return integer?
+function Cron:next() end
+
+---Options of bot.cron.
+---@class moonwire.CronOptions
+---@field tz? string an IANA time zone such as "Europe/Berlin" (default: [script] timezone, else the system's)
+---@field catch_up? boolean run once at start if a run was missed while the bot was down (default false)
+
+---What bot.http.request takes.
+---@class moonwire.HttpRequest
+---@field url string http:// or https://
+---@field method? string "GET" (default), "POST", "PUT", "PATCH", "DELETE", ...
+---@field headers? table<string, string|number>
+---@field body? string
+---@field timeout_ms? number at most [script.http] timeout_ms (also the default)
+
+---Options of bot.http.get and bot.http.post.
+---@class moonwire.HttpOptions
+---@field headers? table<string, string|number>
+---@field timeout_ms? number
+
+---What the server answered (any status: a 404 is an answer).
+---@class moonwire.HttpResponse
+---@field status integer
+---@field headers table<string, string> lowercase names; a repeated header's values joined with ", "
+---@field body string the body's bytes
+
+---Outbound HTTP, guarded by [script.http]. Each call waits (only the calling
+---handler) and returns the answer, or nil and why not (refused address,
+---timeout, body over the limit, ...).
+---@class moonwire.Http
+local Http = {}
+
+---@param req moonwire.HttpRequest
+---@return moonwire.HttpResponse? response
+---@return string? err
+function Http.request(req) end
+
+---@param url string
+---@param opts? moonwire.HttpOptions
+---@return moonwire.HttpResponse? response
+---@return string? err
+function Http.get(url, opts) end
+
+---@param url string
+---@param body string
+---@param opts? moonwire.HttpOptions
+---@return moonwire.HttpResponse? response
+---@return string? err
+function Http.post(url, body, opts) end
+
+---A call to one of the script's routes.
+---@class moonwire.RouteRequest
+---@field method string "GET", "POST", ...
+---@field path string the route's path, e.g. "/ci"
+---@field query table<string, string> decoded; of a repeated name the first value
+---@field headers table<string, string> lowercase names; repeated ones joined with ", " (no Authorization on a non-public route)
+---@field body string the body's bytes (at most 64 KiB)
+
+---A route handler's answer: a table, a string (200, text/plain) or nil (204).
+---@alias moonwire.RouteAnswer {status?: integer, headers?: table<string, string|number|string[]>, body?: string}|string|nil
+
+---Options of bot.route.
+---@class moonwire.RouteOptions
+---(The first `public` is LuaLS's visibility keyword, the second the option.)
+---@field public public? boolean serve it without the admin key or the instance's token (check a signature instead)
+
+---Signature helpers, for routes that services call.
+---@class moonwire.Crypto
+local Crypto = {}
+
+---HMAC-SHA256 of `data` under `key`, as lowercase hex (GitHub's
+---X-Hub-Signature-256 is "sha256=" .. this).
+---@param key string
+---@param data string
+---@return string
+function Crypto.hmac_sha256(key, data) end
+
+---Whether two strings are equal, in time that does not depend on where they
+---differ: compare signatures with this, not ==.
+---@param a string
+---@param b string
+---@return boolean
+function Crypto.equal(a, b) end
+
 ---The words after a command: `!remind 10m buy milk` gives
 ---`{ "10m", "buy", "milk", text = "10m buy milk" }`.
 ---@class moonwire.CommandArgs
@@ -148,6 +242,8 @@ function Log.error(...) end
 ---@field store moonwire.Store
 ---@field json moonwire.JsonLib
 ---@field log moonwire.Log
+---@field http moonwire.Http
+---@field crypto moonwire.Crypto
 bot = {}
 
 ---The lifecycle state of the instance.
@@ -162,8 +258,8 @@ function bot.state() end
 function bot.send(chat, text) end
 
 ---Waits `ms` milliseconds. Only the calling handler waits: the bot answers
----other messages meanwhile. Call it from a handler (a hook, command, hear or
----timer function), not from a file's top level.
+---other messages meanwhile. Call it from a handler (a hook, command, hear,
+---timer, cron or route function), not from a file's top level.
 ---@param ms number
 function bot.sleep(ms) end
 
@@ -194,6 +290,26 @@ function bot.after(ms, fn) end
 ---@param fn fun()
 ---@return moonwire.Timer
 function bot.every(ms, fn) end
+
+---Calls `fn` on a cron schedule: five fields, minute hour day-of-month
+---month day-of-week ("0 8 * * 1-5": 8:00 Monday to Friday), with ranges,
+---steps, lists and names, or "@daily"-style aliases. A bad spec or zone is
+---a load error at this line. Ends with the scripts' generation.
+---@param spec string
+---@param fn fun()
+---@param opts? moonwire.CronOptions
+---@return moonwire.Cron
+function bot.cron(spec, fn, opts) end
+
+---Serves `fn` at /v1/instances/<instance>/hooks<path>. Call it while the
+---scripts load (at a script's top level); two scripts registering the same
+---method and path is a load error. Errors in `fn` are a bare 500 to the
+---caller (the details go to the log); past the handler deadline, 504.
+---@param method "GET"|"POST"|"PUT"|"PATCH"|"DELETE"
+---@param path string e.g. "/ci"
+---@param fn fun(req: moonwire.RouteRequest): moonwire.RouteAnswer
+---@param opts? moonwire.RouteOptions
+function bot.route(method, path, fn, opts) end
 
 ---Logs out: unlinks this device and deletes the session (`on_logout` with by = "script").
 function bot.logout() end

@@ -34,8 +34,10 @@
 //!   `ApiState::with_hooks`. A string return is [`routes::HookResponse::text`].
 //!
 //! [`net`] is the address classification and the `allow` list behind the
-//! HTTP client.
+//! HTTP client; [`clock`] the wall clock crons run on (a manual one in
+//! tests).
 
+pub mod clock;
 pub mod cron;
 pub mod crypto;
 pub mod http;

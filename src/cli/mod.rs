@@ -262,6 +262,13 @@ pub fn engine_config(config: &Config) -> EngineConfig {
         command_prefix: s.command_prefix.clone(),
         max_waiting: s.max_waiting as usize,
         workers: s.workers.unwrap_or(0) as usize,
+        zone: s.timezone.as_deref().and_then(|tz| {
+            // Checked when the config was read; this cannot fail.
+            moonwire::automation::cron::Zone::named(tz)
+                .inspect_err(|e| tracing::warn!("[script] timezone: {e}"))
+                .ok()
+        }),
+        http: moonwire::automation::http::HttpPolicy::from_config(&s.http),
         ..EngineConfig::default()
     }
     .with_hook_timeout(std::time::Duration::from_millis(s.hook_timeout_ms))

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use moonwire::api::hooks::Hooks;
 use moonwire::api::webhook::{WebhookOptions, Webhooks};
 use moonwire::api::{self, ApiState};
 use moonwire::channel::console::ConsoleOut;
@@ -80,13 +81,19 @@ async fn run_async(config: &Config) -> anyhow::Result<ExitCode> {
                 .await
                 .with_context(|| format!("[api] listen = {}", cfg.listen))?;
             tracing::info!(listen = %cfg.listen, "API listening");
+            let scripts = &app.scripts;
             let state = ApiState::new(
                 app.clone(),
                 &key,
                 cfg.metrics_public,
                 webhooks.clone(),
                 stop_rx,
-            );
+            )
+            .with_hooks(Hooks::new(
+                scripts.routes().clone(),
+                scripts.clone(),
+                scripts.route_deadline(),
+            ));
             Some(tokio::spawn(api::serve(listener, state)))
         }
         _ => None,

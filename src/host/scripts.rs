@@ -6,14 +6,25 @@
 //! `[[instance]] scripts` folder). A folder reloads as a whole: every
 //! engine on it gets the same folder generation, and a load error of that
 //! generation is reported once, not once per instance.
+//!
+//! The automation pieces meet here too: one guarded HTTP client for every
+//! instance's `bot.http` (its requests run on the host's runtime: the
+//! engine workers have no network driver), the route tables the API
+//! serves, and the dispatcher that turns a request into an engine job.
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
 
 use tokio::sync::oneshot;
 
 use super::{EventBus, Hooks, HostEvent, InstanceHandle, now_ms};
+use crate::automation::http::{HttpClient, HttpError, HttpRequest, HttpResponse};
+use crate::automation::routes::{
+    HookRequest, HookResponse, RouteDispatch, RouteError, RouteId, RouteTable, Routes,
+};
 use crate::channel::{BoxFuture, Incoming, Outgoing};
 use crate::lifecycle::{CloseAnswer, HookCall, LogoutBy, State};
 use crate::script::{Actions, Engine, EngineConfig, LoadReport, Pool, ScriptError, watch};
@@ -36,6 +47,26 @@ struct HostActions {
     bus: EventBus,
     dir: PathBuf,
     folders: Folders,
+    net: Net,
+}
+
+/// What `bot.http` and `bot.route` need of the host.
+#[derive(Clone)]
+struct Net {
+    http: HttpClient,
+    /// The runtime requests run on; `None` outside one (no `bot.http`).
+    rt: Option<tokio::runtime::Handle>,
+    routes: Arc<Routes>,
+}
+
+/// Aborts the request when the handler waiting for it goes (cancelled at
+/// its deadline, or its engine stopped).
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 impl HostActions {
@@ -104,6 +135,33 @@ impl Actions for HostActions {
         self.bus.metrics().reload(swapped);
     }
 
+    fn http(&self, req: HttpRequest) -> BoxFuture<Result<HttpResponse, HttpError>> {
+        let Some(rt) = &self.net.rt else {
+            return Box::pin(std::future::ready(Err(HttpError::Transport(
+                "bot.http needs the host's async runtime".into(),
+            ))));
+        };
+        let client = self.net.http.clone();
+        let instance = self.handle.name().to_string();
+        let task = AbortOnDrop(rt.spawn(async move { client.request(&instance, req).await }));
+        Box::pin(async move {
+            let mut task = task;
+            match (&mut task.0).await {
+                Ok(r) => r,
+                Err(e) => Err(HttpError::Transport(format!(
+                    "the request task failed: {e}"
+                ))),
+            }
+        })
+    }
+
+    fn set_routes(&self, table: RouteTable) {
+        let generation = table.generation();
+        if !self.net.routes.replace(self.handle.name(), table) {
+            tracing::warn!(instance = %self.handle.name(), generation, "a newer generation's routes are in place; kept them");
+        }
+    }
+
     fn report(&self, error: &ScriptError, generation: u64) {
         let instance = self.handle.name();
         if self.already_reported(error, generation) {
@@ -133,6 +191,8 @@ impl Actions for HostActions {
 struct Attached {
     engine: Engine,
     dir: PathBuf,
+    /// Route requests handed to the engine and not answered yet.
+    routes_pending: Arc<AtomicUsize>,
 }
 
 /// The scripting side of the host: one engine per attached instance.
@@ -145,6 +205,7 @@ pub struct ScriptHooks {
     folders: Folders,
     /// Set once `watch` was called: folders attached later are watched too.
     watching: Mutex<Option<(Weak<ScriptHooks>, tokio::runtime::Handle)>>,
+    net: Net,
 }
 
 impl ScriptHooks {
@@ -154,6 +215,13 @@ impl ScriptHooks {
         store: Arc<Store>,
         bus: EventBus,
     ) -> std::io::Result<ScriptHooks> {
+        let observer: Arc<dyn crate::automation::http::HttpObserver> = bus.metrics().clone();
+        let http = HttpClient::new(config.http.clone(), Some(observer))
+            .map_err(|e| std::io::Error::other(format!("starting the HTTP client: {e}")))?;
+        let rt = tokio::runtime::Handle::try_current().ok();
+        if rt.is_none() {
+            tracing::warn!("no async runtime: bot.http will fail");
+        }
         Ok(ScriptHooks {
             pool: Pool::new(config.workers)?,
             config,
@@ -162,11 +230,27 @@ impl ScriptHooks {
             engines: Default::default(),
             folders: Default::default(),
             watching: Mutex::new(None),
+            net: Net {
+                http,
+                rt,
+                routes: Arc::new(Routes::new()),
+            },
         })
     }
 
     pub fn config(&self) -> &EngineConfig {
         &self.config
+    }
+
+    /// Every instance's script routes, for the API to serve.
+    pub fn routes(&self) -> &Arc<Routes> {
+        &self.net.routes
+    }
+
+    /// How long the API waits for a route's answer: the handler deadline,
+    /// and a moment for the engine to cancel and report it first.
+    pub fn route_deadline(&self) -> Duration {
+        self.config.handler_deadline + Duration::from_millis(250)
     }
 
     /// Starts the instance's engine on `dir` (default: the configured
@@ -187,6 +271,7 @@ impl ScriptHooks {
             bus: self.bus.clone(),
             dir: dir.clone(),
             folders: self.folders.clone(),
+            net: self.net.clone(),
         });
         let mut config = self.config.clone();
         config.dir = dir.clone();
@@ -199,6 +284,7 @@ impl ScriptHooks {
                 Attached {
                     engine,
                     dir: dir.clone(),
+                    routes_pending: Arc::default(),
                 },
             );
         self.watch_folder(&dir);
@@ -212,6 +298,8 @@ impl ScriptHooks {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(instance);
+        self.net.routes.remove(instance);
+        self.net.http.forget(instance);
         if let Some(a) = engine {
             let _ = a.engine.shutdown().await;
         }
@@ -272,11 +360,14 @@ impl ScriptHooks {
 
     /// Calls `on_unload` everywhere and stops the engines.
     pub async fn shutdown(&self) {
-        let engines: Vec<Attached> =
+        let engines: Vec<(String, Attached)> =
             std::mem::take(&mut *self.engines.lock().unwrap_or_else(|e| e.into_inner()))
-                .into_values()
+                .into_iter()
                 .collect();
-        let pending: Vec<_> = engines.iter().map(|a| a.engine.shutdown()).collect();
+        for (name, _) in &engines {
+            self.net.routes.remove(name);
+        }
+        let pending: Vec<_> = engines.iter().map(|(_, a)| a.engine.shutdown()).collect();
         for rx in pending {
             let _ = rx.await;
         }
@@ -351,11 +442,15 @@ impl ScriptHooks {
     }
 
     fn with_engine<R>(&self, instance: &str, f: impl FnOnce(&Engine) -> R) -> Option<R> {
+        self.with_attached(instance, |a| f(&a.engine))
+    }
+
+    fn with_attached<R>(&self, instance: &str, f: impl FnOnce(&Attached) -> R) -> Option<R> {
         self.engines
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(instance)
-            .map(|a| f(&a.engine))
+            .map(f)
     }
 }
 
@@ -379,5 +474,45 @@ impl Hooks for ScriptHooks {
 
     fn settle_started(&self) -> BoxFuture<()> {
         self.settle_with(Engine::settle_started)
+    }
+}
+
+/// Counts a route request as pending until its answer (or the caller)
+/// goes.
+struct Pending(Arc<AtomicUsize>);
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl RouteDispatch for ScriptHooks {
+    /// Hands the request to the instance's engine as a job. At most
+    /// `max_waiting` requests per instance wait for an answer at once: a
+    /// flood of calls to a public route is answered 503, not queued
+    /// without bound.
+    fn dispatch(
+        &self,
+        instance: &str,
+        route: RouteId,
+        req: HookRequest,
+    ) -> BoxFuture<Result<HookResponse, RouteError>> {
+        let limit = self.config.max_waiting.max(1);
+        let sent = self.with_attached(instance, |a| {
+            let n = a.routes_pending.fetch_add(1, Ordering::SeqCst);
+            let guard = Pending(a.routes_pending.clone());
+            if n >= limit {
+                return Err(RouteError::Busy);
+            }
+            Ok((guard, a.engine.route(route, req)))
+        });
+        Box::pin(async move {
+            match sent {
+                None => Err(RouteError::Gone),
+                Some(Err(e)) => Err(e),
+                Some(Ok((_guard, rx))) => rx.await.unwrap_or(Err(RouteError::Gone)),
+            }
+        })
     }
 }

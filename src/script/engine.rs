@@ -6,12 +6,22 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::{mpsc, oneshot};
 
+use crate::automation::routes::{HookRequest, HookResponse, RouteError, RouteId};
 use crate::channel::Incoming;
 use crate::lifecycle::{CloseAnswer, HookCall};
+
+/// Where a route handler's answer goes.
+pub(crate) type RouteReply = oneshot::Sender<Result<HookResponse, RouteError>>;
 
 pub(crate) enum Job {
     Hook(HookCall, Option<oneshot::Sender<CloseAnswer>>),
     Message(Incoming),
+    /// An HTTP request for a script's route (`bot.route`).
+    Route {
+        route: RouteId,
+        req: HookRequest,
+        reply: RouteReply,
+    },
     Reload {
         /// The folder's generation this load belongs to (instances sharing
         /// a folder report its load errors once).
@@ -73,6 +83,22 @@ impl Engine {
 
     pub fn message(&self, m: Incoming) {
         let _ = self.tx.send(Job::Message(m));
+    }
+
+    /// Runs a route's handler; the answer, or why there is none. An
+    /// engine that has stopped answers `Gone`.
+    pub fn route(
+        &self,
+        route: RouteId,
+        req: HookRequest,
+    ) -> oneshot::Receiver<Result<HookResponse, RouteError>> {
+        let (reply, rx) = oneshot::channel();
+        if let Err(mpsc::error::SendError(Job::Route { reply, .. })) =
+            self.tx.send(Job::Route { route, req, reply })
+        {
+            let _ = reply.send(Err(RouteError::Gone));
+        }
+        rx
     }
 
     /// Reloads the folder (as generation `folder_gen` of it).

@@ -12,6 +12,7 @@ use mlua::{ChunkMode, Function, Lua, Table, Thread, Value};
 use super::api::{self, Ctx};
 use super::runner::LocalQueue;
 use super::{Actions, EngineConfig, ScriptError, budget, errors, sandbox};
+use crate::automation::cron::Zone;
 
 /// The hooks a script may define (README's table), for dispatch and for
 /// spotting misspellings.
@@ -127,6 +128,8 @@ impl Generation {
             id,
             queue,
             config.handler_deadline,
+            config.zone.clone().unwrap_or_else(Zone::utc),
+            config.clock.clone(),
         ));
         let mut errors = Vec::new();
         let mut scripts = Vec::new();
@@ -218,10 +221,12 @@ impl Generation {
             .any(|s| self.hook(s, hook).is_some())
     }
 
-    /// Leaves a script out (its `on_load` failed).
-    pub fn drop_script(&self, idx: usize) {
-        self.ctx.forget_script(idx);
+    /// Leaves a script out (its `on_load` failed). Says whether it had
+    /// routes.
+    pub fn drop_script(&self, idx: usize) -> bool {
+        let had_routes = self.ctx.forget_script(idx);
         self.scripts.borrow_mut().retain(|s| s.idx != idx);
+        had_routes
     }
 
     /// A coroutine for `f`: a finished one reused, or a new one with the

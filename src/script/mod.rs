@@ -3,12 +3,13 @@
 //!
 //! Execution model: a fixed pool of worker threads (`pool`), each driving
 //! the Lua states of many instances on a single-threaded tokio executor.
-//! Every hook, command, hear and timer call runs in a coroutine of its own
-//! (`handler`): a call that waits (`bot.sleep`, ...) suspends only that
-//! coroutine while the worker runs other handlers. Each run between waits
-//! has a CPU budget (`budget`), enforced in Lua code by a count hook and in
-//! the library functions moonwire reimplements (`strlib`, `lpattern`,
-//! `prelude.lua`); each handler's whole life has a deadline.
+//! Every hook, command, hear, timer, cron and route call runs in a
+//! coroutine of its own (`handler`): a call that waits (`bot.sleep`,
+//! `bot.http`) suspends only that coroutine while the worker runs other
+//! handlers. Each run between waits has a CPU budget (`budget`), enforced
+//! in Lua code by a count hook and in the library functions moonwire
+//! reimplements (`strlib`, `lpattern`, `prelude.lua`); each handler's whole
+//! life has a deadline.
 
 mod api;
 mod budget;
@@ -30,7 +31,14 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::automation::clock::Clock;
+use crate::automation::cron::Zone;
+use crate::automation::http::{HttpError, HttpPolicy, HttpRequest, HttpResponse};
+use crate::automation::routes::RouteTable;
 use crate::channel::Outgoing;
+
+/// What a waiting host call returns to the engine.
+pub type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'static>>;
 
 pub use check::{CheckReport, check_paths};
 pub use engine::{Engine, LoadReport};
@@ -84,6 +92,16 @@ pub trait Actions: Send + Sync + 'static {
     fn hook_done(&self, _hook: &str, _elapsed: Duration, _ok: bool) {}
     /// A reload finished; for metrics.
     fn reloaded(&self, _swapped: bool) {}
+    /// Makes a `bot.http` request. The future is awaited on the engine's
+    /// worker, which has no network driver: run the request elsewhere.
+    fn http(&self, _req: HttpRequest) -> BoxFuture<Result<HttpResponse, HttpError>> {
+        Box::pin(std::future::ready(Err(HttpError::Transport(
+            "bot.http is not available here".into(),
+        ))))
+    }
+    /// A generation was swapped in (or lost a script): these are the
+    /// instance's routes now.
+    fn set_routes(&self, _table: RouteTable) {}
 }
 
 /// Engine settings, from `[script]` and `scripts`.
@@ -103,6 +121,12 @@ pub struct EngineConfig {
     pub max_waiting: usize,
     /// Engine worker threads (0: one per core).
     pub workers: usize,
+    /// `bot.cron`'s default zone (`[script] timezone`); `None`: the system's.
+    pub zone: Option<Zone>,
+    /// What `bot.cron` reads the time from.
+    pub clock: Clock,
+    /// `[script.http]`.
+    pub http: HttpPolicy,
 }
 
 impl Default for EngineConfig {
@@ -116,6 +140,9 @@ impl Default for EngineConfig {
             command_prefix: "!".into(),
             max_waiting: 256,
             workers: 0,
+            zone: None,
+            clock: Clock::system(),
+            http: HttpPolicy::default(),
         }
     }
 }

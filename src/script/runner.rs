@@ -29,9 +29,13 @@ use super::{Actions, EngineConfig, ScriptError, budget, strlib};
 use crate::channel::Incoming;
 use crate::lifecycle::{CloseAnswer, HookCall};
 
-/// Work the runner makes for itself (timers firing, a reload retried).
+mod outside;
+
+/// Work the runner makes for itself (timers and crons firing, a reload
+/// retried).
 pub enum Local {
     Timer { generation: u64, id: u64 },
+    Cron { generation: u64, id: u64 },
     Reload,
 }
 
@@ -110,12 +114,16 @@ pub struct Runner {
 
 impl Runner {
     pub fn new(
-        config: EngineConfig,
+        mut config: EngineConfig,
         actions: Arc<dyn Actions>,
         status: Arc<Mutex<LoadReport>>,
         has_on_close: Arc<AtomicBool>,
         folder_gen: u64,
     ) -> Rc<Runner> {
+        // Read the system's zone once per engine, not per load.
+        if config.zone.is_none() {
+            config.zone = Some(crate::automation::cron::Zone::system());
+        }
         Rc::new(Runner {
             config,
             actions,
@@ -173,7 +181,8 @@ impl Runner {
             };
             let needs_slot = matches!(
                 front,
-                Item::Job(Job::Message(_) | Job::Hook(..)) | Item::Local(Local::Timer { .. })
+                Item::Job(Job::Message(_) | Job::Hook(..) | Job::Route { .. })
+                    | Item::Local(Local::Timer { .. } | Local::Cron { .. })
             );
             if needs_slot && self.waiting.get() >= self.config.max_waiting {
                 tokio::select! {
@@ -199,6 +208,9 @@ impl Runner {
                 match item {
                     Item::Job(Job::Message(m)) => self.message(m, seq),
                     Item::Job(Job::Hook(call, answer)) => self.hook(call, answer, seq),
+                    Item::Job(Job::Route { route, req, reply }) => {
+                        self.route(route, req, reply, seq)
+                    }
                     Item::Job(Job::Reload { folder_gen, reply }) => {
                         self.folder_gen.set(folder_gen);
                         let report = self.reload(seq).await;
@@ -221,6 +233,7 @@ impl Runner {
                         return;
                     }
                     Item::Local(Local::Timer { generation, id }) => self.timer(generation, id, seq),
+                    Item::Local(Local::Cron { generation, id }) => self.cron(generation, id, seq),
                     Item::Local(Local::Reload) => {
                         let report = self.reload(seq).await;
                         self.publish(report);
@@ -235,8 +248,8 @@ impl Runner {
                 let next_needs_slot = matches!(
                     backlog.front(),
                     Some(
-                        Item::Job(Job::Message(_) | Job::Hook(..))
-                            | Item::Local(Local::Timer { .. })
+                        Item::Job(Job::Message(_) | Job::Hook(..) | Job::Route { .. })
+                            | Item::Local(Local::Timer { .. } | Local::Cron { .. })
                     )
                 );
                 if done >= 64 || (next_needs_slot && self.waiting.get() >= self.config.max_waiting)
@@ -776,7 +789,10 @@ impl Runner {
             .store(new.defines("on_close"), Ordering::Release);
         *self.current.borrow_mut() = Some(new.clone());
         self.generation.set(id);
+        new.ctx.go_live();
+        self.actions.set_routes(new.ctx.route_table());
         let started = self.each_script(&new, "on_load", |_| Ok(None), seq);
+        let mut routes_changed = false;
         for (file, r) in Self::all_done(started).await {
             if let Err(e) = r {
                 let idx = new
@@ -786,10 +802,13 @@ impl Runner {
                     .find(|s| s.file == file)
                     .map(|s| s.idx);
                 if let Some(idx) = idx {
-                    new.drop_script(idx);
+                    routes_changed |= new.drop_script(idx);
                 }
                 errors.push(e);
             }
+        }
+        if routes_changed {
+            self.actions.set_routes(new.ctx.route_table());
         }
         self.has_on_close
             .store(new.defines("on_close"), Ordering::Release);

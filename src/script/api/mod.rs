@@ -1,9 +1,12 @@
 //! The `bot` table each script sees, its `print` and `require`, and what
 //! one generation's scripts registered.
 
+pub mod cron;
 mod data;
+mod http;
 pub mod message;
 mod register;
+pub mod route;
 mod wait;
 
 use std::cell::{Cell, RefCell};
@@ -18,6 +21,9 @@ use mlua::{ChunkMode, Function, Lua, MultiValue, Table, Value};
 use super::prelude::{self, FResult};
 use super::runner::LocalQueue;
 use super::{Actions, ScriptError, sandbox};
+use crate::automation::clock::Clock;
+use crate::automation::cron::Zone;
+use crate::automation::routes::RouteTable;
 use crate::channel::{Outgoing, recipient};
 
 pub use register::{CommandReg, HearReg, TimerReg};
@@ -46,9 +52,16 @@ pub struct Ctx {
     pub disposed: Cell<bool>,
     /// The longest `bot.sleep` can wait (the handler deadline).
     pub max_sleep: Duration,
+    /// Set once the generation is swapped in: crons start, routes close.
+    pub live: Cell<bool>,
+    /// `bot.route` registrations; published when the generation goes live.
+    pub routes: RefCell<route::RouteRegs>,
+    /// `bot.cron` registrations and their scheduler.
+    pub crons: cron::Crons,
 }
 
 impl Ctx {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         actions: Arc<dyn Actions>,
         prefix: String,
@@ -56,6 +69,8 @@ impl Ctx {
         gen_id: u64,
         queue: Weak<LocalQueue>,
         max_sleep: Duration,
+        zone: Zone,
+        clock: Clock,
     ) -> Ctx {
         Ctx {
             actions,
@@ -72,11 +87,29 @@ impl Ctx {
             queue,
             disposed: Cell::new(false),
             max_sleep,
+            live: Cell::new(false),
+            routes: RefCell::new(route::RouteRegs::new(gen_id)),
+            crons: cron::Crons::new(zone, clock),
         }
     }
 
-    /// Forgets everything a script registered (it failed to load).
-    pub fn forget_script(&self, idx: usize) {
+    /// The generation was swapped in: its crons start now (a catch-up run
+    /// is queued), and `bot.route` is closed.
+    pub fn go_live(self: &Rc<Self>) {
+        self.live.set(true);
+        cron::go_live(self);
+    }
+
+    /// The routes as they stand, for the API.
+    pub fn route_table(&self) -> RouteTable {
+        self.routes.borrow().table()
+    }
+
+    /// Forgets everything a script registered (it failed to load). Says
+    /// whether it had routes (the published table is then out of date).
+    pub fn forget_script(&self, idx: usize) -> bool {
+        cron::forget_script(self, idx);
+        let had_routes = self.routes.borrow_mut().forget(idx);
         self.commands.borrow_mut().retain(|c| c.script != idx);
         self.hears.borrow_mut().retain(|h| h.script != idx);
         self.timers.borrow_mut().retain(|_, t| {
@@ -86,9 +119,11 @@ impl Ctx {
             }
             keep
         });
+        had_routes
     }
 
-    /// The generation is replaced: its timers stop, its registrations go.
+    /// The generation is replaced: its timers and crons stop, its
+    /// registrations go.
     pub fn dispose(&self) {
         self.disposed.set(true);
         for (_, t) in std::mem::take(&mut *self.timers.borrow_mut()) {
@@ -96,6 +131,8 @@ impl Ctx {
                 task.abort();
             }
         }
+        cron::dispose(self);
+        self.routes.borrow_mut().clear();
         self.commands.borrow_mut().clear();
         self.hears.borrow_mut().clear();
     }
@@ -121,6 +158,43 @@ pub fn caller_location(lua: &Lua) -> Option<(String, u32)> {
         }
     }
     None
+}
+
+/// Where the running script called from, as `file:line`.
+pub fn here(lua: &Lua) -> String {
+    match caller_location(lua) {
+        Some((f, l)) => format!("{f}:{l}"),
+        None => "?".into(),
+    }
+}
+
+/// Refuses option names a function does not know: a misspelt option
+/// would otherwise be silently ignored.
+pub fn check_options(t: &Table, known: &[&str], what: &str) -> FResult<()> {
+    for pair in t.pairs::<Value, Value>() {
+        let (k, _) = pair?;
+        let name = match &k {
+            Value::String(s) => s.to_string_lossy(),
+            other => format!("a {} key", other.type_name()),
+        };
+        if !known.contains(&name.as_str()) {
+            return prelude::msg(format!(
+                "{what}: unknown option {name:?} (known: {})",
+                known.join(", ")
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A string argument (numbers are accepted as Lua does), as bytes.
+pub fn bytes_arg(v: &Value, what: &str) -> FResult<Vec<u8>> {
+    match v {
+        Value::String(s) => Ok(s.as_bytes().to_vec()),
+        Value::Integer(n) => Ok(n.to_string().into_bytes()),
+        Value::Number(n) => Ok(n.to_string().into_bytes()),
+        other => prelude::msg(format!("{what} needs a string, got {}", other.type_name())),
+    }
 }
 
 /// `tostring` of each value, joined by spaces (print, bot.log).
@@ -312,6 +386,9 @@ fn bot_table(lua: &Lua, ctx: &Rc<Ctx>, idx: usize, name: &str) -> mlua::Result<T
     register::install(lua, &bot, ctx, idx)?;
     data::install(lua, &bot, ctx, name)?;
     wait::install(lua, &bot, ctx)?;
+    http::install(lua, &bot, ctx)?;
+    route::install(lua, &bot, ctx, idx)?;
+    cron::install(lua, &bot, ctx, idx, name)?;
 
     let log = lua.create_table()?;
     for level in ["debug", "info", "warn", "error"] {

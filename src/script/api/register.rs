@@ -9,7 +9,7 @@ use tokio::task::AbortHandle;
 use super::super::prelude::{self, FResult};
 use super::super::runner::Local;
 use super::super::{ScriptError, strlib};
-use super::{Ctx, caller_location};
+use super::{Ctx, caller_location, here};
 
 pub struct CommandReg {
     pub script: usize,
@@ -55,13 +55,6 @@ impl UserData for TimerHandle {
                 None => false,
             })
         });
-    }
-}
-
-fn here(lua: &Lua) -> String {
-    match caller_location(lua) {
-        Some((f, l)) => format!("{f}:{l}"),
-        None => "?".into(),
     }
 }
 
