@@ -162,6 +162,24 @@ impl crate::automation::http::HttpObserver for Metrics {
     }
 }
 
+/// The metrics of one hook (`on_message`, `command`, ...).
+#[derive(Clone)]
+pub struct HookHandles {
+    calls: Counter,
+    errors: Counter,
+    seconds: Histogram,
+}
+
+impl HookHandles {
+    pub fn record(&self, elapsed: Duration, ok: bool) {
+        self.calls.inc();
+        if !ok {
+            self.errors.inc();
+        }
+        self.seconds.observe(elapsed.as_secs_f64());
+    }
+}
+
 /// Webhook totals, as the webhook workers count them.
 #[derive(Debug, Clone, Default)]
 pub struct WebhookTotals {
@@ -211,14 +229,18 @@ impl Metrics {
     }
 
     pub fn hook(&self, hook: &str, elapsed: Duration, ok: bool) {
+        self.hook_handles(hook).record(elapsed, ok);
+    }
+
+    /// One hook's metrics, to keep: recording through them takes no
+    /// family lookup (a label allocation and a lock) per handler.
+    pub fn hook_handles(&self, hook: &str) -> HookHandles {
         let l = label("hook", hook);
-        self.hook_calls.get_or_create(&l).inc();
-        if !ok {
-            self.hook_errors.get_or_create(&l).inc();
+        HookHandles {
+            calls: self.hook_calls.get_or_create(&l).clone(),
+            errors: self.hook_errors.get_or_create(&l).clone(),
+            seconds: self.hook_seconds.get_or_create(&l).clone(),
         }
-        self.hook_seconds
-            .get_or_create(&l)
-            .observe(elapsed.as_secs_f64());
     }
 
     pub fn reload(&self, swapped: bool) {

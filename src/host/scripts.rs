@@ -48,6 +48,7 @@ struct HostActions {
     dir: PathBuf,
     folders: Folders,
     net: Net,
+    hook_metrics: Mutex<Vec<(String, crate::host::metrics::HookHandles)>>,
 }
 
 /// What `bot.http` and `bot.route` need of the host.
@@ -128,7 +129,17 @@ impl Actions for HostActions {
     }
 
     fn hook_done(&self, hook: &str, elapsed: std::time::Duration, ok: bool) {
-        self.bus.metrics().hook(hook, elapsed, ok);
+        // Only this instance's worker calls this: the lock is uncontended,
+        // and the family behind it is looked up once per hook name.
+        let mut cache = self.hook_metrics.lock().unwrap_or_else(|e| e.into_inner());
+        match cache.iter().find(|(h, _)| h == hook) {
+            Some((_, m)) => m.record(elapsed, ok),
+            None => {
+                let m = self.bus.metrics().hook_handles(hook);
+                m.record(elapsed, ok);
+                cache.push((hook.to_string(), m));
+            }
+        }
     }
 
     fn reloaded(&self, swapped: bool) {
@@ -272,6 +283,7 @@ impl ScriptHooks {
             dir: dir.clone(),
             folders: self.folders.clone(),
             net: self.net.clone(),
+            hook_metrics: Mutex::new(Vec::new()),
         });
         let mut config = self.config.clone();
         config.dir = dir.clone();
