@@ -80,37 +80,41 @@ pub fn install(lua: &Lua, bot: &Table, ctx: &Rc<Ctx>, script: &str) -> mlua::Res
     let json = lua.create_table()?;
     json.raw_set(
         "encode",
-        prelude::function(lua, |lua, v: Value| match convert::to_json(&v) {
-            Ok(j) => match serde_json::to_string(&j) {
-                Ok(s) => Ok(MultiValue::from_vec(vec![Value::String(
-                    lua.create_string(&s)?,
-                )])),
-                Err(e) => nil_err(lua, e.to_string()),
-            },
-            Err(e) => nil_err(lua, format!("cannot encode: {e}")),
+        ctx.shared("json.encode", || {
+            prelude::function(lua, |lua, v: Value| match convert::to_json(&v) {
+                Ok(j) => match serde_json::to_string(&j) {
+                    Ok(s) => Ok(MultiValue::from_vec(vec![Value::String(
+                        lua.create_string(&s)?,
+                    )])),
+                    Err(e) => nil_err(lua, e.to_string()),
+                },
+                Err(e) => nil_err(lua, format!("cannot encode: {e}")),
+            })
         })?,
     )?;
     json.raw_set(
         "decode",
-        prelude::function(lua, |lua, s: Value| {
-            let Value::String(s) = s else {
-                return nil_err(
-                    lua,
-                    format!("bot.json.decode needs a string, got {}", s.type_name()),
-                );
-            };
-            let bytes = s.as_bytes();
-            let parsed: serde_json::Value = match serde_json::from_slice(&bytes) {
-                Ok(v) => v,
-                Err(e) => return nil_err(lua, format!("invalid JSON: {e}")),
-            };
-            match convert::from_json(lua, &parsed) {
-                Ok(v) => Ok(MultiValue::from_vec(vec![v])),
-                Err(e) => nil_err(
-                    lua,
-                    format!("cannot decode: the value {e} (the limit is {MAX_DEPTH})"),
-                ),
-            }
+        ctx.shared("json.decode", || {
+            prelude::function(lua, |lua, s: Value| {
+                let Value::String(s) = s else {
+                    return nil_err(
+                        lua,
+                        format!("bot.json.decode needs a string, got {}", s.type_name()),
+                    );
+                };
+                let bytes = s.as_bytes();
+                let parsed: serde_json::Value = match serde_json::from_slice(&bytes) {
+                    Ok(v) => v,
+                    Err(e) => return nil_err(lua, format!("invalid JSON: {e}")),
+                };
+                match convert::from_json(lua, &parsed) {
+                    Ok(v) => Ok(MultiValue::from_vec(vec![v])),
+                    Err(e) => nil_err(
+                        lua,
+                        format!("cannot decode: the value {e} (the limit is {MAX_DEPTH})"),
+                    ),
+                }
+            })
         })?,
     )?;
     bot.raw_set("json", json)?;

@@ -137,7 +137,7 @@ pub fn install(lua: &Lua, bot: &Table, ctx: &Rc<Ctx>) -> mlua::Result<()> {
     let a = ctx.actions.clone();
     http.raw_set(
         "request",
-        waiting_function(lua, "bot.http.request", move |lua, opts: Value| {
+        ctx.shared("http.request", || waiting_function(lua, "bot.http.request", move |lua, opts: Value| {
             let what = "bot.http.request";
             let req = match opts {
                 Value::Table(t) => {
@@ -151,72 +151,81 @@ pub fn install(lua: &Lua, bot: &Table, ctx: &Rc<Ctx>) -> mlua::Result<()> {
             };
             let sent = req.map(|r| a.http(r));
             async move { result(&lua, sent?.await) }
-        })?,
+        }))?,
     )?;
 
     let a = ctx.actions.clone();
     http.raw_set(
         "get",
-        waiting_function(
-            lua,
-            "bot.http.get",
-            move |lua, (url, opts): (Value, Value)| {
-                let what = "bot.http.get";
-                let req = (|| -> FResult<HttpRequest> {
-                    let mut req = HttpRequest::get(string_arg(&url, &format!("{what}: the url"))?);
-                    if let Some(t) = options(opts, what)? {
-                        apply(&mut req, &t, what, false)?;
-                    }
-                    Ok(req)
-                })();
-                let sent = req.map(|r| a.http(r));
-                async move { result(&lua, sent?.await) }
-            },
-        )?,
+        ctx.shared("http.get", || {
+            waiting_function(
+                lua,
+                "bot.http.get",
+                move |lua, (url, opts): (Value, Value)| {
+                    let what = "bot.http.get";
+                    let req = (|| -> FResult<HttpRequest> {
+                        let mut req =
+                            HttpRequest::get(string_arg(&url, &format!("{what}: the url"))?);
+                        if let Some(t) = options(opts, what)? {
+                            apply(&mut req, &t, what, false)?;
+                        }
+                        Ok(req)
+                    })();
+                    let sent = req.map(|r| a.http(r));
+                    async move { result(&lua, sent?.await) }
+                },
+            )
+        })?,
     )?;
 
     let a = ctx.actions.clone();
     http.raw_set(
         "post",
-        waiting_function(
-            lua,
-            "bot.http.post",
-            move |lua, (url, body, opts): (Value, Value, Value)| {
-                let what = "bot.http.post";
-                let req = (|| -> FResult<HttpRequest> {
-                    let url = string_arg(&url, &format!("{what}: the url"))?;
-                    let body = match &body {
-                        Value::Nil => Vec::new(),
-                        v => bytes_arg(v, &format!("{what}: the body"))?,
-                    };
-                    let mut req = HttpRequest::post(url, body);
-                    if let Some(t) = options(opts, what)? {
-                        apply(&mut req, &t, what, false)?;
-                    }
-                    Ok(req)
-                })();
-                let sent = req.map(|r| a.http(r));
-                async move { result(&lua, sent?.await) }
-            },
-        )?,
+        ctx.shared("http.post", || {
+            waiting_function(
+                lua,
+                "bot.http.post",
+                move |lua, (url, body, opts): (Value, Value, Value)| {
+                    let what = "bot.http.post";
+                    let req = (|| -> FResult<HttpRequest> {
+                        let url = string_arg(&url, &format!("{what}: the url"))?;
+                        let body = match &body {
+                            Value::Nil => Vec::new(),
+                            v => bytes_arg(v, &format!("{what}: the body"))?,
+                        };
+                        let mut req = HttpRequest::post(url, body);
+                        if let Some(t) = options(opts, what)? {
+                            apply(&mut req, &t, what, false)?;
+                        }
+                        Ok(req)
+                    })();
+                    let sent = req.map(|r| a.http(r));
+                    async move { result(&lua, sent?.await) }
+                },
+            )
+        })?,
     )?;
     bot.raw_set("http", http)?;
 
     let c = lua.create_table()?;
     c.raw_set(
         "hmac_sha256",
-        prelude::function(lua, |_, (key, data): (Value, Value)| {
-            let key = bytes_arg(&key, "bot.crypto.hmac_sha256: the key")?;
-            let data = bytes_arg(&data, "bot.crypto.hmac_sha256: the data")?;
-            Ok(crypto::hmac_sha256_hex(&key, &data))
+        ctx.shared("crypto.hmac_sha256", || {
+            prelude::function(lua, |_, (key, data): (Value, Value)| {
+                let key = bytes_arg(&key, "bot.crypto.hmac_sha256: the key")?;
+                let data = bytes_arg(&data, "bot.crypto.hmac_sha256: the data")?;
+                Ok(crypto::hmac_sha256_hex(&key, &data))
+            })
         })?,
     )?;
     c.raw_set(
         "equal",
-        prelude::function(lua, |_, (a, b): (Value, Value)| {
-            let a = bytes_arg(&a, "bot.crypto.equal")?;
-            let b = bytes_arg(&b, "bot.crypto.equal")?;
-            Ok(crypto::equal(&a, &b))
+        ctx.shared("crypto.equal", || {
+            prelude::function(lua, |_, (a, b): (Value, Value)| {
+                let a = bytes_arg(&a, "bot.crypto.equal")?;
+                let b = bytes_arg(&b, "bot.crypto.equal")?;
+                Ok(crypto::equal(&a, &b))
+            })
         })?,
     )?;
     bot.raw_set("crypto", c)?;

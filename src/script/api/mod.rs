@@ -58,6 +58,10 @@ pub struct Ctx {
     pub routes: RefCell<route::RouteRegs>,
     /// `bot.cron` registrations and their scheduler.
     pub crons: cron::Crons,
+    /// API functions that do not depend on the script, made once per
+    /// generation and put in every script's `bot` (thousands of instances
+    /// each load a few scripts).
+    shared: RefCell<HashMap<&'static str, Function>>,
 }
 
 impl Ctx {
@@ -90,7 +94,23 @@ impl Ctx {
             live: Cell::new(false),
             routes: RefCell::new(route::RouteRegs::new(gen_id)),
             crons: cron::Crons::new(zone, clock),
+            shared: Default::default(),
         }
+    }
+
+    /// The generation's one copy of the API function `key`, made by `make`
+    /// the first time.
+    pub fn shared(
+        &self,
+        key: &'static str,
+        make: impl FnOnce() -> mlua::Result<Function>,
+    ) -> mlua::Result<Function> {
+        if let Some(f) = self.shared.borrow().get(key) {
+            return Ok(f.clone());
+        }
+        let f = make()?;
+        self.shared.borrow_mut().insert(key, f.clone());
+        Ok(f)
     }
 
     /// The generation was swapped in: its crons start now (a catch-up run
@@ -337,49 +357,53 @@ fn bot_table(lua: &Lua, ctx: &Rc<Ctx>, idx: usize, name: &str) -> mlua::Result<T
     let a = actions.clone();
     bot.raw_set(
         "send",
-        prelude::function(lua, move |lua, (chat, text): (Value, Value)| {
-            let chat = match chat {
-                Value::String(s) => s.to_string_lossy(),
-                Value::Integer(n) => n.to_string(),
-                other => {
-                    return prelude::msg(format!(
-                        "bot.send needs a chat id (a JID or a phone number), got {}",
-                        other.type_name()
-                    ));
-                }
-            };
-            let text = match text {
-                Value::String(s) => s.to_string_lossy(),
-                Value::Integer(_) | Value::Number(_) => lua
-                    .coerce_string(text)?
-                    .map(|s| s.to_string_lossy())
-                    .unwrap_or_default(),
-                other => {
-                    return prelude::msg(format!(
-                        "bot.send needs the text to send, got {}",
-                        other.type_name()
-                    ));
-                }
-            };
-            let chat = match recipient(&chat) {
-                Ok(c) => c,
-                Err(e) => {
-                    return Ok(MultiValue::from_vec(vec![
-                        Value::Nil,
-                        Value::String(lua.create_string(e.to_string())?),
-                    ]));
-                }
-            };
-            send_result(lua, &a, Outgoing::text(chat, text, None))
+        ctx.shared("send", || {
+            prelude::function(lua, move |lua, (chat, text): (Value, Value)| {
+                let chat = match chat {
+                    Value::String(s) => s.to_string_lossy(),
+                    Value::Integer(n) => n.to_string(),
+                    other => {
+                        return prelude::msg(format!(
+                            "bot.send needs a chat id (a JID or a phone number), got {}",
+                            other.type_name()
+                        ));
+                    }
+                };
+                let text = match text {
+                    Value::String(s) => s.to_string_lossy(),
+                    Value::Integer(_) | Value::Number(_) => lua
+                        .coerce_string(text)?
+                        .map(|s| s.to_string_lossy())
+                        .unwrap_or_default(),
+                    other => {
+                        return prelude::msg(format!(
+                            "bot.send needs the text to send, got {}",
+                            other.type_name()
+                        ));
+                    }
+                };
+                let chat = match recipient(&chat) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        return Ok(MultiValue::from_vec(vec![
+                            Value::Nil,
+                            Value::String(lua.create_string(e.to_string())?),
+                        ]));
+                    }
+                };
+                send_result(lua, &a, Outgoing::text(chat, text, None))
+            })
         })?,
     )?;
 
     let a = actions.clone();
     bot.raw_set(
         "logout",
-        prelude::function(lua, move |_, ()| {
-            a.logout();
-            Ok(())
+        ctx.shared("logout", || {
+            prelude::function(lua, move |_, ()| {
+                a.logout();
+                Ok(())
+            })
         })?,
     )?;
 

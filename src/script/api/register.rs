@@ -216,24 +216,26 @@ pub fn install(lua: &Lua, bot: &Table, ctx: &Rc<Ctx>, idx: usize) -> mlua::Resul
     let weak = Rc::downgrade(ctx);
     bot.raw_set(
         "commands",
-        prelude::function(lua, move |lua, ()| {
-            let list = lua.create_table()?;
-            if let Some(ctx) = weak.upgrade() {
-                let mut cmds: Vec<(String, Option<String>)> = ctx
-                    .commands
-                    .borrow()
-                    .iter()
-                    .map(|c| (c.name.clone(), c.description.clone()))
-                    .collect();
-                cmds.sort();
-                for (i, (name, description)) in cmds.into_iter().enumerate() {
-                    let t = lua.create_table()?;
-                    t.raw_set("name", name)?;
-                    t.raw_set("description", description)?;
-                    list.raw_set(i + 1, t)?;
+        ctx.shared("commands", || {
+            prelude::function(lua, move |lua, ()| {
+                let list = lua.create_table()?;
+                if let Some(ctx) = weak.upgrade() {
+                    let mut cmds: Vec<(String, Option<String>)> = ctx
+                        .commands
+                        .borrow()
+                        .iter()
+                        .map(|c| (c.name.clone(), c.description.clone()))
+                        .collect();
+                    cmds.sort();
+                    for (i, (name, description)) in cmds.into_iter().enumerate() {
+                        let t = lua.create_table()?;
+                        t.raw_set("name", name)?;
+                        t.raw_set("description", description)?;
+                        list.raw_set(i + 1, t)?;
+                    }
                 }
-            }
-            Ok(list)
+                Ok(list)
+            })
         })?,
     )?;
 

@@ -82,26 +82,28 @@ pub fn install(lua: &Lua, bot: &Table, ctx: &Rc<Ctx>) -> mlua::Result<()> {
     let max = ctx.max_sleep;
     bot.raw_set(
         "sleep",
-        waiting_function(lua, "bot.sleep", move |_, ms: Value| async move {
-            let ms = match ms {
-                Value::Integer(n) => n as f64,
-                Value::Number(n) => n,
-                other => {
+        ctx.shared("sleep", || {
+            waiting_function(lua, "bot.sleep", move |_, ms: Value| async move {
+                let ms = match ms {
+                    Value::Integer(n) => n as f64,
+                    Value::Number(n) => n,
+                    other => {
+                        return prelude::msg(format!(
+                            "bot.sleep needs a time in milliseconds, got {}",
+                            other.type_name()
+                        ));
+                    }
+                };
+                if !ms.is_finite() || ms < 0.0 {
                     return prelude::msg(format!(
-                        "bot.sleep needs a time in milliseconds, got {}",
-                        other.type_name()
+                        "bot.sleep needs a time in milliseconds (>= 0), got {ms}"
                     ));
                 }
-            };
-            if !ms.is_finite() || ms < 0.0 {
-                return prelude::msg(format!(
-                    "bot.sleep needs a time in milliseconds (>= 0), got {ms}"
-                ));
-            }
-            // Past the handler deadline the handler is cancelled anyway.
-            let d = Duration::from_secs_f64(ms / 1000.0).min(max + Duration::from_secs(1));
-            tokio::time::sleep(d).await;
-            Ok(MultiValue::new())
+                // Past the handler deadline the handler is cancelled anyway.
+                let d = Duration::from_secs_f64(ms / 1000.0).min(max + Duration::from_secs(1));
+                tokio::time::sleep(d).await;
+                Ok(MultiValue::new())
+            })
         })?,
     )?;
     Ok(())
