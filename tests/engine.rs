@@ -382,3 +382,18 @@ fn check_locates_errors_once_in_any_file() {
     assert!(line.contains("notes.txt:1: "), "{stdout}");
     assert_eq!(line.matches("notes.txt").count(), 1, "{stdout}");
 }
+
+#[test]
+fn a_script_changing_its_bot_table_changes_only_its_own() {
+    let sb = Sandbox::new();
+    sb.script(
+        "a.lua",
+        "bot.json.encode = function() return 'evil' end\nbot.send = nil\nbot.http = nil\n",
+    );
+    sb.script(
+        "b.lua",
+        "bot.command('j', function(m) bot.send(m.chat, bot.json.encode({1}) .. ' ' .. type(bot.http.get)) end)\n",
+    );
+    let out = sb.console("!j\n");
+    out.assert_bot_lines(&["bot> [1] function"]);
+}
