@@ -74,6 +74,7 @@ fn incoming(i: usize) -> Incoming {
         is_group: false,
         push_name: Some("Friend".into()),
         timestamp: 1_700_000_000,
+        ..Default::default()
     }
 }
 

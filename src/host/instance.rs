@@ -9,7 +9,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use super::{EventBus, Hooks, HostEvent, HostSettings, now_ms};
-use crate::channel::{Channel, ChannelError, ChannelEvent, EventKind, Incoming, Outgoing};
+use crate::channel::{Action, Channel, ChannelError, ChannelEvent, EventKind, Incoming, Outgoing};
 use crate::lifecycle::{
     CloseAnswer, Effect, HookCall, Input, LogoutBy, Machine, Reason, ReasonKind, State, StatusRow,
 };
@@ -44,6 +44,11 @@ enum Command {
         /// Hold it until the next open instead of refusing while not open.
         queue: bool,
         reply: oneshot::Sender<Result<String, SendError>>,
+    },
+    /// Something that is not a message (read receipt, typing, download).
+    Act {
+        action: Action,
+        reply: oneshot::Sender<Result<u64, SendError>>,
     },
     Settle(oneshot::Sender<()>),
     Shutdown(oneshot::Sender<()>),
@@ -164,6 +169,17 @@ impl InstanceHandle {
         });
     }
 
+    /// Does something that is not a message, only while open; answers
+    /// what a download wrote (bytes), else 0.
+    pub async fn act(&self, action: Action) -> Result<u64, SendError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Act { action, reply })
+            .map_err(|_| SendError::Gone(self.name.to_string()))?;
+        rx.await
+            .map_err(|_| SendError::Gone(self.name.to_string()))?
+    }
+
     /// Resolves once every command and event queued before it is handled.
     pub async fn settle(&self) {
         let (reply, rx) = oneshot::channel();
@@ -254,6 +270,7 @@ struct PendingSend {
     fut: crate::channel::BoxFuture<Result<(), ChannelError>>,
     id: String,
     chat: String,
+    message: Arc<Outgoing>,
     reply: Option<oneshot::Sender<Result<String, SendError>>>,
 }
 
@@ -364,6 +381,7 @@ fn spawn_sender(name: Arc<str>, bus: EventBus) -> mpsc::UnboundedSender<PendingS
                     instance: name.to_string(),
                     chat: p.chat,
                     id: p.id,
+                    message: p.message,
                 }),
                 Err(e) if p.reply.is_none() => {
                     tracing::warn!(instance = %name, id = %p.id, error = %e, "a queued send failed")
@@ -428,6 +446,12 @@ impl Actor {
                 }
                 return;
             }
+            EventKind::Receipt(r) => {
+                if self.inbound && matches!(self.machine.state(), State::Open { .. }) {
+                    self.hooks.receipt(&self.handle, r);
+                }
+                return;
+            }
         };
         self.feed(input).await;
     }
@@ -467,6 +491,25 @@ impl Actor {
                     let _ = reply.send(Err(SendError::NotOpen(self.name.to_string())));
                 }
             },
+            Command::Act { action, reply } => {
+                if !matches!(self.machine.state(), State::Open { .. }) {
+                    let _ = reply.send(Err(SendError::NotOpen(self.name.to_string())));
+                    return;
+                }
+                // Not in the send queue: a download must not hold up sends.
+                let fut = self.channel.act(action);
+                let mut reply = reply;
+                tokio::spawn(async move {
+                    // Whoever asked may give up (a handler past its
+                    // deadline): the transfer stops with it.
+                    tokio::select! {
+                        r = fut => {
+                            let _ = reply.send(r.map_err(SendError::from));
+                        }
+                        () = reply.closed() => {}
+                    }
+                });
+            }
             // A decision on its way back from the scripts is pending work.
             Command::Settle(reply) if self.machine.deciding() => self.settle_waiters.push(reply),
             Command::Settle(reply) => {
@@ -484,6 +527,7 @@ impl Actor {
         let pending = PendingSend {
             id: out.id.clone(),
             chat: out.chat.clone(),
+            message: Arc::new(out.without_bytes()),
             fut: self.channel.send(out),
             reply,
         };

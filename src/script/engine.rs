@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::automation::routes::{HookRequest, HookResponse, RouteError, RouteId};
-use crate::channel::Incoming;
+use crate::channel::{Incoming, Receipt};
 use crate::lifecycle::{CloseAnswer, HookCall};
 
 /// Where a route handler's answer goes.
@@ -16,6 +16,8 @@ pub(crate) type RouteReply = oneshot::Sender<Result<HookResponse, RouteError>>;
 pub(crate) enum Job {
     Hook(HookCall, Option<oneshot::Sender<CloseAnswer>>),
     Message(Incoming),
+    /// Receipts for messages the bot sent (`on_receipt`).
+    Receipt(Receipt),
     /// An HTTP request for a script's route (`bot.route`).
     Route {
         route: RouteId,
@@ -83,6 +85,10 @@ impl Engine {
 
     pub fn message(&self, m: Incoming) {
         let _ = self.tx.send(Job::Message(m));
+    }
+
+    pub fn receipt(&self, r: Receipt) {
+        let _ = self.tx.send(Job::Receipt(r));
     }
 
     /// Runs a route's handler; the answer, or why there is none. An
