@@ -73,6 +73,25 @@ impl Run {
             assert!(Instant::now() < deadline, "never open:\n{}", run.stderr());
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
+        // Open says nothing of the scripts: their first load (which
+        // publishes the routes) may still be going on.
+        let scripts = format!("{}/v1/scripts", run.base);
+        loop {
+            if let Ok(r) = run.http.get(&scripts).bearer_auth(KEY).send().await
+                && let Ok(v) = r.json::<Value>().await
+                && v.as_array().is_some_and(|a| {
+                    !a.is_empty() && a.iter().all(|i| i["generation"].as_u64() >= Some(1))
+                })
+            {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "scripts never loaded:\n{}",
+                run.stderr()
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
         run
     }
 
