@@ -17,14 +17,6 @@ use serde_json::{Value, json};
 const KEY: &str = "admin-key";
 const GROUP: &str = "120363000000000001@g.us";
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 struct Run {
     sb: Sandbox,
     child: Option<Child>,
@@ -37,7 +29,7 @@ impl Run {
     /// `moonwire run` with one console instance "bot" and the API, once
     /// the instance is open.
     async fn start(sb: Sandbox, extra: &str) -> Run {
-        let port = free_port();
+        let port = common::free_port();
         std::fs::write(
             sb.path().join("moonwire.toml"),
             format!(
