@@ -23,7 +23,7 @@ pub fn incoming_json(m: &Incoming) -> Value {
         "quoted": m.quoted.as_ref().map(|q| json!({
             "id": q.id, "sender": q.sender, "text": q.text, "type": q.kind,
         })),
-        "media": m.media.as_ref().map(media_json),
+        "media": m.media.as_deref().map(media_json),
         "target": m.target,
         "reaction": m.reaction,
         "location": m.location,

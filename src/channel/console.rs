@@ -213,7 +213,7 @@ impl ConsoleSim {
                 let name = display_name(&path.display().to_string());
                 msg.kind = kind.as_str().into();
                 msg.text = caption;
-                msg.media = Some(MediaInfo {
+                msg.media = Some(Box::new(MediaInfo {
                     kind,
                     mime: Some(
                         mime_from_name(&name)
@@ -225,11 +225,11 @@ impl ConsoleSim {
                     voice,
                     source: MediaRef::Local { path },
                     ..MediaInfo::default()
-                });
+                }));
             }
             ConsoleInput::Reply { id, text } => {
                 let known = st.history.iter().find(|h| h.0 == id).cloned();
-                msg.quoted = Some(match known {
+                msg.quoted = Some(Box::new(match known {
                     Some((id, sender, text, kind)) => Quoted {
                         id,
                         sender: Some(sender),
@@ -240,7 +240,7 @@ impl ConsoleSim {
                         id,
                         ..Quoted::default()
                     },
-                });
+                }));
                 msg.text = Some(text);
             }
             ConsoleInput::React { id, emoji } => {

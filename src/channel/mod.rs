@@ -36,9 +36,9 @@ pub struct Incoming {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mentions: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub quoted: Option<Quoted>,
+    pub quoted: Option<Box<Quoted>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub media: Option<MediaInfo>,
+    pub media: Option<Box<MediaInfo>>,
     /// The message a reaction, edit, revoke or poll vote is about.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
@@ -46,9 +46,9 @@ pub struct Incoming {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reaction: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub location: Option<Location>,
+    pub location: Option<Box<Location>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub poll: Option<Poll>,
+    pub poll: Option<Box<Poll>>,
     /// A poll vote's selected options, by name.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub votes: Vec<String>,
@@ -63,6 +63,10 @@ pub struct ChannelEvent {
 }
 
 #[derive(Debug, Clone, PartialEq)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "messages are most events: boxing them would cost an allocation each"
+)]
 pub enum EventKind {
     PairingCode {
         code: String,

@@ -233,7 +233,9 @@ impl Content {
         .collect();
         match bodies.len() {
             0 => {
-                return Err("nothing to send: give text, a media file, a location or a poll".into());
+                return Err(
+                    "nothing to send: give text, a media file, a location or a poll".into(),
+                );
             }
             1 => {}
             _ => {

@@ -251,7 +251,7 @@ impl Actions for HostActions {
                 .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
             let part = Partial(dir.join(format!("{name}.{:016x}.part", rand::random::<u64>())));
             let action = Action::Download {
-                media,
+                media: *media,
                 to: part.0.clone(),
                 max_bytes: max,
             };

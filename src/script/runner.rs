@@ -89,6 +89,10 @@ impl Started {
     }
 }
 
+#[expect(
+    clippy::large_enum_variant,
+    reason = "messages are most jobs: boxing them would cost an allocation each"
+)]
 enum Item {
     Job(Job),
     Local(Local),

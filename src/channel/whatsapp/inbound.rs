@@ -258,7 +258,7 @@ pub fn incoming(m: &wa::Message, info: &wacore::types::message::MessageInfo) -> 
             .as_option()
             .and_then(|k| k.id.clone());
     } else if let Some(p) = poll_creation(b) {
-        inc.poll = Some(Poll {
+        inc.poll = Some(Box::new(Poll {
             name: p.name.clone().unwrap_or_default(),
             options: p
                 .options
@@ -266,33 +266,33 @@ pub fn incoming(m: &wa::Message, info: &wacore::types::message::MessageInfo) -> 
                 .filter_map(|o| o.option_name.clone())
                 .collect(),
             selectable: p.selectable_options_count.unwrap_or(0),
-        });
+        }));
     } else if let Some(l) = b.location_message.as_option() {
-        inc.location = Some(Location {
+        inc.location = Some(Box::new(Location {
             lat: l.degrees_latitude.unwrap_or(0.0),
             lng: l.degrees_longitude.unwrap_or(0.0),
             name: l.name.clone().or_else(|| l.address.clone()),
-        });
+        }));
     } else if let Some(l) = b.live_location_message.as_option() {
-        inc.location = Some(Location {
+        inc.location = Some(Box::new(Location {
             lat: l.degrees_latitude.unwrap_or(0.0),
             lng: l.degrees_longitude.unwrap_or(0.0),
             name: None,
-        });
+        }));
     } else if let Some((info, caption)) = media(b) {
         inc.text = caption.filter(|c| !c.is_empty());
-        inc.media = Some(info);
+        inc.media = Some(Box::new(info));
     }
     if let Some(ctx) = context_info(b) {
         inc.mentions = ctx.mentioned_jid.clone();
         if let Some(id) = ctx.stanza_id.clone().filter(|s| !s.is_empty()) {
             let quoted = ctx.quoted_message.as_option().map(|q| q.get_base_message());
-            inc.quoted = Some(Quoted {
+            inc.quoted = Some(Box::new(Quoted {
                 id,
                 sender: ctx.participant.clone(),
                 text: quoted.and_then(text_of),
                 kind: quoted.map(|q| type_name(q).to_string()),
-            });
+            }));
         }
     }
     inc
