@@ -357,6 +357,12 @@ impl ScriptHooks {
         &self.config
     }
 
+    /// The scripts' HTTP client (`[script.http]` rules); the API fetches
+    /// media URLs with it too.
+    pub fn http(&self) -> &HttpClient {
+        &self.net.http
+    }
+
     /// Every instance's script routes, for the API to serve.
     pub fn routes(&self) -> &Arc<Routes> {
         &self.net.routes
