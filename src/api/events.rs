@@ -175,6 +175,18 @@ pub fn event_json(ev: &HostEvent) -> (&'static str, Value) {
                 "message": error.message,
             }),
         ),
+        HostEvent::Group { instance, event } => (
+            "group",
+            json!({
+                "type": "group",
+                "instance": instance,
+                "chat": event.chat,
+                "action": event.action.as_str(),
+                "participants": event.participants,
+                "by": event.by,
+                "value": event.value,
+            }),
+        ),
     }
 }
 
@@ -185,6 +197,7 @@ pub fn event_instance(ev: &HostEvent) -> &str {
         | HostEvent::Qr { instance, .. }
         | HostEvent::MessageIn { instance, .. }
         | HostEvent::MessageOut { instance, .. }
-        | HostEvent::ScriptError { instance, .. } => instance,
+        | HostEvent::ScriptError { instance, .. }
+        | HostEvent::Group { instance, .. } => instance,
     }
 }

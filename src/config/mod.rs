@@ -26,7 +26,7 @@ pub const DEFAULT_FILE_NAME: &str = "moonwire.toml";
 /// The database file inside `data_dir`.
 pub const DB_FILE_NAME: &str = "moonwire.db";
 /// Events a webhook may subscribe to.
-pub const WEBHOOK_EVENTS: [&str; 4] = ["state", "qr", "message", "script_error"];
+pub const WEBHOOK_EVENTS: [&str; 5] = ["state", "qr", "message", "script_error", "group"];
 /// Plain log levels accepted for `log.level`.
 pub const LOG_LEVELS: [&str; 5] = ["trace", "debug", "info", "warn", "error"];
 

@@ -1,6 +1,8 @@
 //! One instance's actor: feeds channel events, commands, timers and script
 //! answers into the machine, and carries out its effects in order.
 
+mod groups;
+
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,11 +11,14 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use super::{EventBus, Hooks, HostEvent, HostSettings, now_ms};
-use crate::channel::{Action, Channel, ChannelError, ChannelEvent, EventKind, Incoming, Outgoing};
+use crate::channel::{
+    Action, Channel, ChannelError, ChannelEvent, EventKind, GroupOp, GroupReply, Incoming, Outgoing,
+};
 use crate::lifecycle::{
     CloseAnswer, Effect, HookCall, Input, LogoutBy, Machine, Reason, ReasonKind, State, StatusRow,
 };
 use crate::store::{Store, StoreError};
+pub use groups::{FRESH_FOR, GROUP_CALL_TIMEOUT, GroupCache};
 
 /// What an instance looks like right now, for readers that must not wait.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,6 +55,11 @@ enum Command {
         action: Action,
         reply: oneshot::Sender<Result<u64, SendError>>,
     },
+    /// A group call (`bot.groups.*`, the API's group routes).
+    Group {
+        op: GroupOp,
+        reply: oneshot::Sender<Result<GroupReply, SendError>>,
+    },
     Settle(oneshot::Sender<()>),
     Shutdown(oneshot::Sender<()>),
 }
@@ -60,6 +70,8 @@ pub struct InstanceHandle {
     name: Arc<str>,
     tx: mpsc::UnboundedSender<Command>,
     snapshot: watch::Receiver<Snapshot>,
+    /// Group metadata, kept fresh by group events.
+    groups: Arc<std::sync::Mutex<GroupCache>>,
 }
 
 impl std::fmt::Debug for InstanceHandle {
@@ -298,6 +310,7 @@ pub(super) fn spawn(
         name: name.clone(),
         tx,
         snapshot: snap_rx,
+        groups: Arc::default(),
     };
     let name_for_sender = name.clone();
     let bus_for_sender = bus.clone();
@@ -420,7 +433,10 @@ impl Actor {
                 expires_in_ms,
             },
             EventKind::PairSuccess { jid } => Input::PairSuccess { jid },
-            EventKind::Opened { jid, push_name } => Input::Opened { jid, push_name },
+            EventKind::Opened { jid, push_name } => {
+                self.handle.forget_groups();
+                Input::Opened { jid, push_name }
+            }
             EventKind::AccountId { jid, push_name } => Input::AccountId { jid, push_name },
             EventKind::Closed {
                 code,
@@ -449,6 +465,20 @@ impl Actor {
             EventKind::Receipt(r) => {
                 if self.inbound && matches!(self.machine.state(), State::Open { .. }) {
                     self.hooks.receipt(&self.handle, r);
+                }
+                return;
+            }
+            EventKind::Group(ev) => {
+                let ev = *ev;
+                self.handle.group_event(&ev);
+                if self.inbound && matches!(self.machine.state(), State::Open { .. }) {
+                    self.bus.publish(HostEvent::Group {
+                        instance: self.name.to_string(),
+                        event: ev.clone(),
+                    });
+                    self.hooks.group(&self.handle, ev);
+                } else {
+                    tracing::debug!(instance = %self.name, chat = %ev.chat, "a group event before the session opened; not handed to scripts");
                 }
                 return;
             }
@@ -502,6 +532,22 @@ impl Actor {
                 tokio::spawn(async move {
                     // Whoever asked may give up (a handler past its
                     // deadline): the transfer stops with it.
+                    tokio::select! {
+                        r = fut => {
+                            let _ = reply.send(r.map_err(SendError::from));
+                        }
+                        () = reply.closed() => {}
+                    }
+                });
+            }
+            Command::Group { op, reply } => {
+                if !matches!(self.machine.state(), State::Open { .. }) {
+                    let _ = reply.send(Err(SendError::NotOpen(self.name.to_string())));
+                    return;
+                }
+                let fut = self.channel.group(op);
+                let mut reply = reply;
+                tokio::spawn(async move {
                     tokio::select! {
                         r = fut => {
                             let _ = reply.send(r.map_err(SendError::from));

@@ -224,7 +224,7 @@ impl Metrics {
             HostEvent::ScriptError { .. } => {
                 self.script_errors.inc();
             }
-            HostEvent::Qr { .. } => {}
+            HostEvent::Qr { .. } | HostEvent::Group { .. } => {}
         }
     }
 

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-use crate::channel::{BoxFuture, Channel, ChannelEvent, Incoming, Outgoing, Receipt};
+use crate::channel::{BoxFuture, Channel, ChannelEvent, GroupEvent, Incoming, Outgoing, Receipt};
 use crate::lifecycle::{
     CloseAnswer, ConnectionStatus, HookCall, ReasonKind, Settings, StateName, StatusRow, Transition,
 };
@@ -36,6 +36,8 @@ pub trait Hooks: Send + Sync + 'static {
     fn message(&self, instance: &InstanceHandle, msg: Incoming);
     /// Receipts for messages the instance sent.
     fn receipt(&self, _instance: &InstanceHandle, _receipt: Receipt) {}
+    /// A group changed (`on_group`).
+    fn group(&self, _instance: &InstanceHandle, _event: GroupEvent) {}
     /// Resolves once every hook call queued before it has finished.
     fn settle(&self) -> BoxFuture<()>;
     /// Resolves once every hook call queued before it has started: it
@@ -90,6 +92,11 @@ pub enum HostEvent {
     ScriptError {
         instance: String,
         error: crate::script::ScriptError,
+    },
+    /// A group changed.
+    Group {
+        instance: String,
+        event: GroupEvent,
     },
 }
 
