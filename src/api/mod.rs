@@ -590,7 +590,7 @@ async fn reload_scripts(
 }
 
 #[utoipa::path(get, path = "/v1/events", params(("instance" = Option<String>, Query)),
-    responses((status = 200, description = "text/event-stream of JSON events: state, qr, message, script_error")))]
+    responses((status = 200, description = "text/event-stream of JSON events: state, qr, message, script_error, group")))]
 async fn events(
     State(st): State<ApiState>,
     Extension(caller): Extension<Caller>,
