@@ -25,13 +25,16 @@
 //!   empty result;
 //! - carries Signal messages both ways between companions and simulated
 //!   contacts or phones (`contact.rs`), each with its own pre-keys;
+//! - keeps groups (`groups.rs`): answers the `w:g2` IQs about them and
+//!   sends every member a `<notification type="w:gp2">` for each change;
 //! - records every stanza it receives;
 //! - injects faults on command (stream errors, `<failure>`, stream end, TCP
 //!   drops, silence, refused or rationed connections, flapping).
 //!
 //! Not done: edge-routing pre-intros (`ED`; the mock never hands out
 //! routing info, so clients never send one), app-state patches (every
-//! collection is empty), history sync payloads, groups, media.
+//! collection is empty), history sync payloads, group messages with
+//! sender keys, media.
 
 #![allow(dead_code)] // each test binary uses its own part of this
 
@@ -39,6 +42,7 @@ pub mod commands;
 mod conn;
 pub mod contact;
 pub mod directory;
+pub mod groups;
 mod messaging;
 pub mod noise;
 pub mod phone;
@@ -174,6 +178,8 @@ struct Shared {
     to_contacts: AtomicUsize,
     next_id: AtomicU64,
     changed: Notify,
+    /// Groups, by id (`groups.rs`).
+    groups: Mutex<groups::Groups>,
 }
 
 impl Shared {

@@ -418,6 +418,7 @@ pub(super) async fn replies(shared: &Shared, account: Option<usize>, node: &Node
                 vec![error_to(id, 400, "bad-request")]
             }
         },
+        "w:g2" => super::groups::answer(shared, account, node, id),
         // App-state sync: every collection asked for is clean and up to date
         // (the mock keeps no app state).
         "w:sync:app:state" => {

@@ -1,0 +1,235 @@
+//! Groups against the mock server, through the real host, the
+//! whatsapp-rust client and a Lua script: `info` lists the admins, a
+//! non-admin bot's `remove` is `nil, err` with the server's reason,
+//! `promote` and `remove` change the mock's group and come back as
+//! `on_group`, and a join notification fires `on_group{action="add"}`.
+
+mod support;
+
+use std::time::Duration;
+
+use moonwire::channel::groups::{GroupOp, GroupReply};
+use support::MockServer;
+use support::groups::Role;
+use support::rig::{INSTANCE, Rig, WAIT};
+
+const G: &str = "120363000000000001";
+const ALICE: &str = "15550001111";
+const BOB: &str = "15550002222";
+const CAROL: &str = "15550003333";
+
+const GROUPS_LUA: &str = r#"
+local function rec(key, v)
+  local t = bot.store.get(key) or {}
+  t[#t + 1] = v
+  bot.store.set(key, t)
+end
+function on_group(e)
+  rec("events", string.format("%s %s %s by=%s", e.chat, e.action,
+    table.concat(e.participants, ","), tostring(e.by)))
+end
+bot.command("kick", function(m, args)
+  local ok, err = bot.groups.remove(args[1], args[2])
+  rec("kicks", tostring(ok) .. " " .. tostring(err))
+end)
+bot.command("admins", function(m, args)
+  local g, err = bot.groups.info(args[1])
+  if not g then return rec("admins", "nil " .. err) end
+  local list = {}
+  for _, p in ipairs(g.participants) do
+    if p.admin then list[#list + 1] = p.jid end
+  end
+  rec("admins", g.subject .. " " .. table.concat(list, ","))
+end)
+"#;
+
+fn jid(user: &str) -> String {
+    format!("{user}@s.whatsapp.net")
+}
+
+fn gjid() -> String {
+    format!("{G}@g.us")
+}
+
+/// An open instance with the groups script, in group `G` made by Alice
+/// (with the bot and Bob), the bot not an admin.
+async fn in_a_group() -> (MockServer, Rig, String) {
+    let server = MockServer::start().await;
+    let rig = Rig::start(&server);
+    rig.pair(&server).await;
+    server
+        .wait_until(WAIT, "the pre-key upload", |s| s.has_bundle())
+        .await;
+    std::fs::write(rig.dir.join("scripts/groups.lua"), GROUPS_LUA).unwrap();
+    rig.app.scripts.reload().await;
+    let (me, _) = server.account(0);
+    server
+        .create_group(G, "Team", &[ALICE, me.as_str(), BOB])
+        .unwrap();
+    (server, rig, me)
+}
+
+fn recorded(rig: &Rig, key: &str) -> Vec<String> {
+    match rig.app.store.kv_get(INSTANCE, "groups", key) {
+        Ok(Some(serde_json::Value::Array(v))) => v
+            .into_iter()
+            .filter_map(|c| c.as_str().map(str::to_string))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+async fn wait_recorded(rig: &Rig, server: &MockServer, key: &str, n: usize) -> Vec<String> {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let got = recorded(rig, key);
+        if got.len() >= n {
+            return got;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            panic!(
+                "{key}: {got:?} after {WAIT:?}; mock errors: {:?}",
+                server.errors()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn info_lists_the_admins_and_a_non_admin_bots_remove_gets_the_servers_reason() {
+    let (server, rig, me) = in_a_group().await;
+    let info = match rig.handle.group(GroupOp::Info(gjid())).await.unwrap() {
+        GroupReply::Info(g) => g,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(info.subject, "Team");
+    assert_eq!(info.owner.as_deref(), Some(jid(ALICE).as_str()));
+    let admins: Vec<&str> = info
+        .participants
+        .iter()
+        .filter(|p| p.admin)
+        .map(|p| p.jid.as_str())
+        .collect();
+    assert_eq!(admins, [jid(ALICE)]);
+    assert!(info.participant(&jid(&me)).is_some(), "{info:?}");
+
+    server
+        .message_from(ALICE, "Alice", &format!("!kick {} {BOB}", gjid()))
+        .await
+        .unwrap();
+    let kicks = wait_recorded(&rig, &server, "kicks", 1).await;
+    assert_eq!(kicks, ["nil 403 forbidden"]);
+    assert_eq!(server.group(G).unwrap().role(BOB), Some(Role::Member));
+
+    server
+        .message_from(ALICE, "Alice", "!admins nowhere@g.us")
+        .await
+        .unwrap();
+    let admins = wait_recorded(&rig, &server, "admins", 1).await;
+    assert_eq!(admins, ["nil 404 item-not-found"]);
+    rig.stop().await;
+}
+
+#[tokio::test]
+async fn promote_and_remove_change_the_mocks_group_and_fire_on_group() {
+    let (server, rig, me) = in_a_group().await;
+    // Alice makes the bot an admin: the notification reaches on_group.
+    server.promote_in_group(G, &me).unwrap();
+    let events = wait_recorded(&rig, &server, "events", 1).await;
+    assert_eq!(
+        events,
+        [format!("{} promote {} by={}", gjid(), jid(&me), jid(ALICE))]
+    );
+    // The cache learnt it from the event: info says so at once.
+    server
+        .message_from(ALICE, "Alice", &format!("!admins {}", gjid()))
+        .await
+        .unwrap();
+    let admins = wait_recorded(&rig, &server, "admins", 1).await;
+    assert_eq!(admins, [format!("Team {},{}", jid(ALICE), jid(&me))]);
+
+    server
+        .message_from(ALICE, "Alice", &format!("!kick {} {BOB}", gjid()))
+        .await
+        .unwrap();
+    let kicks = wait_recorded(&rig, &server, "kicks", 1).await;
+    assert_eq!(kicks, ["true nil"]);
+    assert_eq!(server.group(G).unwrap().role(BOB), None);
+    let events = wait_recorded(&rig, &server, "events", 2).await;
+    assert_eq!(
+        events[1],
+        format!("{} remove {} by={}", gjid(), jid(BOB), jid(&me))
+    );
+
+    // Through the handle, a promote changes the mock's group too.
+    match rig
+        .handle
+        .group(GroupOp::Participants {
+            jid: gjid(),
+            change: moonwire::channel::groups::Change::Promote,
+            users: vec![jid(ALICE), jid(CAROL)],
+        })
+        .await
+        .unwrap()
+    {
+        GroupReply::Changed(r) => {
+            assert_eq!(r[0].error, None);
+            assert_eq!(r[1].error.as_deref().map(|e| &e[..3]), Some("404"));
+        }
+        other => panic!("{other:?}"),
+    }
+    rig.stop().await;
+}
+
+#[tokio::test]
+async fn a_join_notification_fires_on_group_add() {
+    let (server, rig, _) = in_a_group().await;
+    server.join_group(G, CAROL).unwrap();
+    let events = wait_recorded(&rig, &server, "events", 1).await;
+    assert_eq!(
+        events,
+        [format!("{} add {} by={}", gjid(), jid(CAROL), jid(CAROL))]
+    );
+    rig.stop().await;
+}
+
+#[tokio::test]
+async fn list_invite_subject_and_leave_go_through_the_server() {
+    let (server, rig, me) = in_a_group().await;
+    server
+        .create_group("120363000000000002", "Other", &[ALICE])
+        .unwrap();
+    match rig.handle.group(GroupOp::List).await.unwrap() {
+        GroupReply::List(all) => {
+            let ids: Vec<&str> = all.iter().map(|g| g.jid.as_str()).collect();
+            assert_eq!(ids, [gjid()], "only the groups the bot is in");
+        }
+        other => panic!("{other:?}"),
+    }
+    let err = rig
+        .handle
+        .group(GroupOp::InviteLink(gjid()))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("403"), "{err}");
+    server.promote_in_group(G, &me).unwrap();
+    wait_recorded(&rig, &server, "events", 1).await;
+    match rig.handle.group(GroupOp::InviteLink(gjid())).await.unwrap() {
+        GroupReply::Link(l) => assert_eq!(l, format!("https://chat.whatsapp.com/MOCK{G}")),
+        other => panic!("{other:?}"),
+    }
+    rig.handle
+        .group(GroupOp::SetSubject {
+            jid: gjid(),
+            subject: "Renamed".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(server.group(G).unwrap().subject, "Renamed");
+    rig.handle.group(GroupOp::Leave(gjid())).await.unwrap();
+    assert_eq!(server.group(G).unwrap().role(&me), None);
+    let err = rig.handle.group(GroupOp::Info(gjid())).await.unwrap_err();
+    assert!(err.to_string().contains("403"), "{err}");
+    rig.stop().await;
+}
