@@ -2,7 +2,9 @@
 //! whatsapp-rust client and a Lua script: `info` lists the admins, a
 //! non-admin bot's `remove` is `nil, err` with the server's reason,
 //! `promote` and `remove` change the mock's group and come back as
-//! `on_group`, and a join notification fires `on_group{action="add"}`.
+//! `on_group`, and a join notification fires `on_group{action="add"}`; a
+//! member's group message (sender keys) reaches `on_message` with the
+//! group and the member, and the bot's reply is read by every other member.
 
 mod support;
 
@@ -24,6 +26,14 @@ local function rec(key, v)
   t[#t + 1] = v
   bot.store.set(key, t)
 end
+function on_message(m)
+  if m.is_group then
+    rec("group_messages", string.format("%s %s %s", m.chat, m.sender, m.text or ""))
+  end
+end
+bot.command("hi", function(m)
+  bot.send(m.chat, { text = "hi @" .. m.sender:match("^%d+"), mentions = { m.sender } })
+end)
 function on_group(e)
   rec("events", string.format("%s %s %s by=%s", e.chat, e.action,
     table.concat(e.participants, ","), tostring(e.by)))
@@ -231,5 +241,73 @@ async fn list_invite_subject_and_leave_go_through_the_server() {
     assert_eq!(server.group(G).unwrap().role(&me), None);
     let err = rig.handle.group(GroupOp::Info(gjid())).await.unwrap_err();
     assert!(err.to_string().contains("403"), "{err}");
+    rig.stop().await;
+}
+
+#[tokio::test]
+async fn a_members_group_message_reaches_on_message_and_every_member_reads_the_reply() {
+    let (server, rig, _) = in_a_group().await;
+    let id = server
+        .group_message_from(0, G, ALICE, "Alice", "echo hello all")
+        .await
+        .unwrap();
+    let got = wait_recorded(&rig, &server, "group_messages", 1).await;
+    assert_eq!(got, [format!("{} {} echo hello all", gjid(), jid(ALICE))]);
+    assert!(!id.is_empty());
+    // hooks.lua answers "echo ..." with m:reply: to the group, under a
+    // sender key each member gets over a 1:1 session.
+    server
+        .wait_until(WAIT, "the reply to the group", |s| {
+            s.received().iter().any(|n| {
+                n.tag == "message" && support::attr(n, "to").as_deref() == Some(gjid().as_str())
+            })
+        })
+        .await;
+    for member in [ALICE, BOB] {
+        let inbox = server.deliver_to(member).await.unwrap();
+        let texts: Vec<Option<String>> = inbox.iter().map(support::contact::text_of).collect();
+        assert_eq!(
+            texts,
+            [Some("hello all".to_string())],
+            "{member}: {inbox:?}"
+        );
+    }
+    // A second message from Bob, whose key is new to the bot.
+    server
+        .group_message_from(0, G, BOB, "Bob", "and me")
+        .await
+        .unwrap();
+    let got = wait_recorded(&rig, &server, "group_messages", 2).await;
+    assert_eq!(got[1], format!("{} {} and me", gjid(), jid(BOB)));
+    rig.stop().await;
+}
+
+#[tokio::test]
+async fn a_mention_in_the_group_reaches_the_members() {
+    let (server, rig, _) = in_a_group().await;
+    server
+        .group_message_from(0, G, ALICE, "Alice", "!hi")
+        .await
+        .unwrap();
+    server
+        .wait_until(WAIT, "the greeting to the group", |s| {
+            s.received().iter().any(|n| {
+                n.tag == "message" && support::attr(n, "to").as_deref() == Some(gjid().as_str())
+            })
+        })
+        .await;
+    let inbox = server.deliver_to(BOB).await.unwrap();
+    assert_eq!(inbox.len(), 1, "{inbox:?}");
+    let ext = inbox[0]
+        .extended_text_message
+        .as_option()
+        .expect("a text with mentions is an extended text");
+    assert_eq!(ext.text.as_deref(), Some(format!("hi @{ALICE}").as_str()));
+    let mentioned = ext
+        .context_info
+        .as_option()
+        .map(|c| c.mentioned_jid.clone())
+        .unwrap_or_default();
+    assert_eq!(mentioned, [jid(ALICE)]);
     rig.stop().await;
 }

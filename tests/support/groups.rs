@@ -2,8 +2,9 @@
 //! a client sends about them (info, participating, add / remove / promote
 //! / demote, invite, subject, leave) answered as the real server does
 //! (403 for a non-admin or non-member, 404 for an unknown group, a code per
-//! participant), and the `<notification type="w:gp2">` every member's
-//! devices get for each change.
+//! participant), the `<notification type="w:gp2">` every member's
+//! devices get for each change, and group messages from contacts (sender
+//! keys: `contact.rs`; routing a companion's group message: `stanzas.rs`).
 
 use std::collections::BTreeMap;
 
@@ -334,7 +335,76 @@ pub(super) fn answer(
     vec![result(node, id, Vec::new())]
 }
 
+/// The members (phone numbers) of the group `jid` (`<id>@g.us`).
+pub(super) fn members(shared: &Shared, jid: &str) -> Vec<String> {
+    shared
+        .groups
+        .lock()
+        .unwrap()
+        .get(&user_of(jid))
+        .map(|g| g.members.iter().map(|(u, _)| u.clone()).collect())
+        .unwrap_or_default()
+}
+
 impl MockServer {
+    /// The contact `user`, a member of group `id`, writes `text` there as
+    /// WhatsApp does: its sender key goes to account `k`'s companion over
+    /// their 1:1 session (`pkmsg`/`msg` carrying the distribution message)
+    /// and the text as a `skmsg` under that key, in one `<message
+    /// from="<id>@g.us" participant=...>`. Answers the message id.
+    pub async fn group_message_from(
+        &self,
+        k: usize,
+        id: &str,
+        user: &str,
+        push_name: &str,
+        text: &str,
+    ) -> anyhow::Result<String> {
+        if self.group(id).and_then(|g| g.role(user)).is_none() {
+            bail!("{user} is not in group {id}");
+        }
+        let group = format!("{id}@g.us");
+        let party = self
+            .shared
+            .directory
+            .lock()
+            .unwrap()
+            .contact(user)
+            .party
+            .clone();
+        let mut party = party.lock().await;
+        let message = whatsapp_rust::waproto::whatsapp::Message {
+            conversation: Some(text.to_string()),
+            ..Default::default()
+        };
+        let (distribution, skmsg) = party.group_encrypt(&group, &message).await?;
+        let from = format!("{user}@s.whatsapp.net");
+        let (mid, mut node) = super::stanzas::sealed_message(
+            &self.shared,
+            k,
+            &mut party,
+            &from,
+            push_name,
+            &distribution,
+        )
+        .await?;
+        node.attrs.insert("from", group_jid(id));
+        node.attrs.insert("participant", pn_jid(user));
+        let mut children = node.children().map(<[Node]>::to_vec).unwrap_or_default();
+        children.push(
+            NodeBuilder::new("enc")
+                .attr("v", "2")
+                .attr("type", "skmsg")
+                .bytes(skmsg)
+                .build(),
+        );
+        node.content = Some(NodeContent::Nodes(children));
+        if self.shared.send_to_account(k, &node) == 0 {
+            bail!("no connection of account {k} to deliver the message on");
+        }
+        Ok(mid)
+    }
+
     /// Makes group `<id>@g.us` with `members` (phone numbers; the first
     /// one created it and is its super admin); tells nobody.
     pub fn create_group(&self, id: &str, subject: &str, members: &[&str]) -> anyhow::Result<()> {

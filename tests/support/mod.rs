@@ -27,14 +27,16 @@
 //!   contacts or phones (`contact.rs`), each with its own pre-keys;
 //! - keeps groups (`groups.rs`): answers the `w:g2` IQs about them and
 //!   sends every member a `<notification type="w:gp2">` for each change;
+//!   contacts write to a group with sender keys (`skmsg` plus the
+//!   distribution message over their 1:1 session) and read what a
+//!   companion sends there (the `skmsg` goes to every member contact);
 //! - records every stanza it receives;
 //! - injects faults on command (stream errors, `<failure>`, stream end, TCP
 //!   drops, silence, refused or rationed connections, flapping).
 //!
 //! Not done: edge-routing pre-intros (`ED`; the mock never hands out
 //! routing info, so clients never send one), app-state patches (every
-//! collection is empty), history sync payloads, group messages with
-//! sender keys, media.
+//! collection is empty), history sync payloads, media.
 
 #![allow(dead_code)] // each test binary uses its own part of this
 
