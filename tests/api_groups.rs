@@ -185,6 +185,22 @@ async fn every_refusal_is_a_4xx_with_its_reason() {
             "invalid",
         ),
         (
+            "POST",
+            format!("/v1/instances/r/groups/{G}/participants"),
+            Some(
+                json!({"action": "add", "users": (0..1025).map(|i| format!("1555000{i:04}")).collect::<Vec<_>>()}),
+            ),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid",
+        ),
+        (
+            "GET",
+            "/v1/instances/r/groups/a%20b@g.us".into(),
+            None,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid",
+        ),
+        (
             "GET",
             "/v1/instances/other/groups".into(),
             None,

@@ -281,3 +281,38 @@ fn group_changes_while_the_bot_is_away_arrive_at_its_next_login() {
     );
     s.output();
 }
+
+#[test]
+fn hostile_arguments_are_refused_without_harm() {
+    let sb = Sandbox::new();
+    sb.script(
+        "hostile.lua",
+        r#"
+local function say(...) bot.send("you@console", table.concat({...}, " ")) end
+bot.command("go", function(m)
+  local many = {}
+  for i = 1, 5000 do many[i] = tostring(15550000000 + i) end
+  local ok, err = bot.groups.add("team@g.us", many)
+  say("many:", tostring(ok), err)
+  ok, err = bot.groups.set_subject("team@g.us", string.rep("x", 10000))
+  say("long subject:", tostring(ok), err)
+  ok, err = bot.groups.remove("team@g.us", { "team@g.us" })
+  say("a group as a user:", tostring(ok), err)
+  ok, err = bot.groups.info(string.rep("a", 100000) .. "@g.us")
+  say("a huge id:", tostring(ok), err and err:sub(1, 24))
+  ok, err = pcall(bot.groups.add, "team@g.us", { "a@console", {} })
+  say("a table as a user:", tostring(ok), tostring(err):match("a user is a JID[^,]*"))
+  say("still fine:", bot.groups.info("team@g.us").subject)
+end)
+"#,
+    );
+    let out = sb.console("/group team@g.us Team you@console\n/promote team@g.us me@console\n!go\n");
+    out.assert_bot_lines(&[
+        "bot> many: nil bot.groups.add: 1025 users given; at most 1024 at once",
+        "bot> long subject: nil bot.groups.set_subject: the subject has 10000 characters; at most 100",
+        "bot> a group as a user: nil bot.groups.remove: \"team@g.us\" is a group, not a user",
+        "bot> a huge id: nil 404 item-not-found: no g",
+        "bot> a table as a user: false a user is a JID or a phone number",
+        "bot> still fine: Team",
+    ]);
+}

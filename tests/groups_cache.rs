@@ -8,14 +8,16 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use moonwire::channel::Incoming;
 use moonwire::channel::groups::{
     Change, GroupAction, GroupEvent, GroupInfo, GroupOp, GroupReply, Participant, UserResult,
 };
 use moonwire::channel::{BoxFuture, Channel, ChannelError, ChannelEvent, EventKind, Outgoing};
-use moonwire::host::{EventBus, Host, HostEvent, HostSettings, InstanceHandle, NoHooks};
-use moonwire::lifecycle::StateName;
+use moonwire::host::{EventBus, Hooks, Host, HostEvent, HostSettings, InstanceHandle};
+use moonwire::lifecycle::{CloseAnswer, HookCall, StateName};
 use moonwire::store::Store;
 use tokio::sync::mpsc::UnboundedSender;
+use tokio::sync::oneshot;
 
 const G: &str = "120363000000000001@g.us";
 const ME: &str = "15550000000@s.whatsapp.net";
@@ -26,6 +28,8 @@ struct Counting {
     events: UnboundedSender<ChannelEvent>,
     calls: Arc<AtomicUsize>,
     conn: Arc<Mutex<u64>>,
+    /// Sends this group event before the open, as the offline backlog does.
+    early: Option<GroupEvent>,
 }
 
 fn group() -> GroupInfo {
@@ -50,6 +54,12 @@ fn group() -> GroupInfo {
 impl Channel for Counting {
     fn connect(&mut self, conn: u64) {
         *self.conn.lock().unwrap() = conn;
+        if let Some(ev) = self.early.take() {
+            let _ = self.events.send(ChannelEvent {
+                conn,
+                kind: EventKind::Group(Box::new(ev)),
+            });
+        }
         let _ = self.events.send(ChannelEvent {
             conn,
             kind: EventKind::Opened {
@@ -82,8 +92,30 @@ impl Channel for Counting {
     }
 }
 
+/// Records the group events handed to the scripts.
+#[derive(Default)]
+struct Recording(Mutex<Vec<GroupEvent>>);
+
+impl Hooks for Recording {
+    fn lifecycle(
+        &self,
+        _: &InstanceHandle,
+        _: &HookCall,
+    ) -> Option<oneshot::Receiver<CloseAnswer>> {
+        None
+    }
+    fn message(&self, _: &InstanceHandle, _: Incoming) {}
+    fn group(&self, _: &InstanceHandle, ev: GroupEvent) {
+        self.0.lock().unwrap().push(ev);
+    }
+    fn settle(&self) -> BoxFuture<()> {
+        Box::pin(std::future::ready(()))
+    }
+}
+
 struct Rig {
     host: Host,
+    hooks: Arc<Recording>,
     handle: InstanceHandle,
     calls: Arc<AtomicUsize>,
     events: UnboundedSender<ChannelEvent>,
@@ -91,10 +123,15 @@ struct Rig {
 }
 
 async fn rig() -> Rig {
+    rig_with(None).await
+}
+
+async fn rig_with(early: Option<GroupEvent>) -> Rig {
     let store = Arc::new(Store::open_in_memory().unwrap());
+    let hooks = Arc::new(Recording::default());
     let host = Host::new(
         store,
-        Arc::new(NoHooks),
+        hooks.clone(),
         EventBus::default(),
         HostSettings::default(),
     )
@@ -110,6 +147,7 @@ async fn rig() -> Rig {
                 events,
                 calls: c,
                 conn: k,
+                early,
             })
         })
         .unwrap();
@@ -125,6 +163,7 @@ async fn rig() -> Rig {
     let events = slot.lock().unwrap().clone().unwrap();
     Rig {
         host,
+        hooks,
         handle,
         calls,
         events,
@@ -255,5 +294,17 @@ async fn group_events_reach_the_bus() {
         }
     };
     assert_eq!(got, ("i".to_string(), ev(GroupAction::Add, ANN)));
+    r.host.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_group_event_before_the_open_reaches_the_scripts_at_the_open() {
+    let r = rig_with(Some(ev(GroupAction::Add, ANN))).await;
+    r.host.settle().await;
+    assert_eq!(*r.hooks.0.lock().unwrap(), [ev(GroupAction::Add, ANN)]);
+    // And one while open goes at once.
+    r.event(EventKind::Group(Box::new(ev(GroupAction::Remove, ANN))))
+        .await;
+    assert_eq!(r.hooks.0.lock().unwrap().len(), 2);
     r.host.shutdown().await;
 }

@@ -311,3 +311,63 @@ async fn a_mention_in_the_group_reaches_the_members() {
     assert_eq!(mentioned, [jid(ALICE)]);
     rig.stop().await;
 }
+
+#[tokio::test]
+async fn hostile_group_notifications_change_nothing_they_should_not() {
+    use whatsapp_rust::wacore_binary::builder::NodeBuilder;
+    let (server, rig, _) = in_a_group().await;
+    let note = |from: &str, children: Vec<whatsapp_rust::wacore_binary::Node>| {
+        NodeBuilder::new("notification")
+            .attr("from", from.to_string())
+            .attr("type", "w:gp2")
+            .attr("id", format!("hostile-{}", children.len()))
+            .attr("t", "1")
+            .children(children)
+            .build()
+    };
+    // No action, an unknown one, a participant without a JID, a subject
+    // with no text, and one from a user instead of a group.
+    for n in [
+        note(&gjid(), vec![]),
+        note(&gjid(), vec![NodeBuilder::new("frobnicate").build()]),
+        note(
+            &gjid(),
+            vec![
+                NodeBuilder::new("remove")
+                    .children([NodeBuilder::new("participant").attr("nojid", "x").build()])
+                    .build(),
+            ],
+        ),
+        note(&gjid(), vec![NodeBuilder::new("subject").build()]),
+        note(
+            &jid(BOB),
+            vec![
+                NodeBuilder::new("add")
+                    .children([NodeBuilder::new("participant")
+                        .attr("jid", jid(CAROL))
+                        .build()])
+                    .build(),
+            ],
+        ),
+    ] {
+        assert!(server.send(n) > 0);
+    }
+    server.join_group(G, CAROL).unwrap();
+    let events = wait_recorded(&rig, &server, "events", 1).await;
+    let want = format!("{} add {} by={}", gjid(), jid(CAROL), jid(CAROL));
+    assert!(events.contains(&want), "{events:?}");
+    assert!(
+        events.iter().all(|e| !e.contains("frobnicate")),
+        "{events:?}"
+    );
+    // Still open, and the group's metadata is what the server says.
+    assert_eq!(rig.handle.snapshot().state.name().as_str(), "open");
+    match rig.handle.group(GroupOp::Info(gjid())).await.unwrap() {
+        GroupReply::Info(g) => {
+            assert_eq!(g.subject, "Team");
+            assert_eq!(g.participants.len(), 4);
+        }
+        other => panic!("{other:?}"),
+    }
+    rig.stop().await;
+}

@@ -12,7 +12,8 @@ use tokio::time::Instant;
 
 use super::{EventBus, Hooks, HostEvent, HostSettings, now_ms};
 use crate::channel::{
-    Action, Channel, ChannelError, ChannelEvent, EventKind, GroupOp, GroupReply, Incoming, Outgoing,
+    Action, Channel, ChannelError, ChannelEvent, EventKind, GroupEvent, GroupOp, GroupReply,
+    Incoming, Outgoing,
 };
 use crate::lifecycle::{
     CloseAnswer, Effect, HookCall, Input, LogoutBy, Machine, Reason, ReasonKind, State, StatusRow,
@@ -243,6 +244,8 @@ struct Actor {
     /// Messages that arrived before the session was open (the offline
     /// backlog comes before `Connected`): delivered at the next open.
     early: Vec<Incoming>,
+    /// Group events that arrived before the open, likewise.
+    early_groups: Vec<GroupEvent>,
     /// The row is gone (the instance was deleted): no write can ever land,
     /// so the actor ends instead of retrying for ever.
     gone: bool,
@@ -336,6 +339,7 @@ pub(super) fn spawn(
         settle_waiters: Vec::new(),
         sends: spawn_sender(name_for_sender, bus_for_sender),
         early: Vec::new(),
+        early_groups: Vec::new(),
         gone: false,
     };
     let task = tokio::spawn(async move {
@@ -469,17 +473,7 @@ impl Actor {
                 return;
             }
             EventKind::Group(ev) => {
-                let ev = *ev;
-                self.handle.group_event(&ev);
-                if self.inbound && matches!(self.machine.state(), State::Open { .. }) {
-                    self.bus.publish(HostEvent::Group {
-                        instance: self.name.to_string(),
-                        event: ev.clone(),
-                    });
-                    self.hooks.group(&self.handle, ev);
-                } else {
-                    tracing::debug!(instance = %self.name, chat = %ev.chat, "a group event before the session opened; not handed to scripts");
-                }
+                self.on_group_event(*ev);
                 return;
             }
         };
@@ -540,22 +534,7 @@ impl Actor {
                     }
                 });
             }
-            Command::Group { op, reply } => {
-                if !matches!(self.machine.state(), State::Open { .. }) {
-                    let _ = reply.send(Err(SendError::NotOpen(self.name.to_string())));
-                    return;
-                }
-                let fut = self.channel.group(op);
-                let mut reply = reply;
-                tokio::spawn(async move {
-                    tokio::select! {
-                        r = fut => {
-                            let _ = reply.send(r.map_err(SendError::from));
-                        }
-                        () = reply.closed() => {}
-                    }
-                });
-            }
+            Command::Group { op, reply } => self.group_call(op, reply),
             // A decision on its way back from the scripts is pending work.
             Command::Settle(reply) if self.machine.deciding() => self.settle_waiters.push(reply),
             Command::Settle(reply) => {
@@ -594,13 +573,17 @@ impl Actor {
         }
     }
 
-    /// Hands messages held while connecting to the scripts, in order.
+    /// Hands messages held while connecting to the scripts, in order
+    /// (then the group events held, in order).
     fn deliver_early(&mut self) {
-        if self.early.is_empty() || !matches!(self.machine.state(), State::Open { .. }) {
+        if !matches!(self.machine.state(), State::Open { .. }) {
             return;
         }
         for msg in std::mem::take(&mut self.early) {
             self.deliver(msg);
+        }
+        for ev in std::mem::take(&mut self.early_groups) {
+            self.deliver_group(ev);
         }
     }
 
@@ -642,6 +625,7 @@ impl Actor {
                     self.outbox.clear();
                 }
                 self.early.clear();
+                self.early_groups.clear();
             } else {
                 self.flush_outbox();
                 self.deliver_early();

@@ -12,8 +12,10 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use super::{Command, InstanceHandle, SendError};
+use super::{Actor, Command, EARLY_LIMIT, InstanceHandle, SendError};
 use crate::channel::groups::{Change, GroupAction, GroupEvent, GroupInfo, GroupOp, GroupReply};
+use crate::host::HostEvent;
+use crate::lifecycle::State;
 
 /// How long cached metadata is trusted without asking the server.
 pub const FRESH_FOR: Duration = Duration::from_secs(300);
@@ -195,6 +197,56 @@ impl InstanceHandle {
     /// How many groups are cached (tests, metrics).
     pub fn cached_groups(&self) -> usize {
         self.cache().len()
+    }
+}
+
+impl Actor {
+    /// A group event: into the cache at once; to the bus and the scripts
+    /// while open, held for the open before it (the offline backlog comes
+    /// before "connected"), dropped once inbound stopped.
+    pub(super) fn on_group_event(&mut self, ev: GroupEvent) {
+        self.handle.group_event(&ev);
+        match self.machine.state() {
+            _ if !self.inbound => {
+                tracing::debug!(instance = %self.name, chat = %ev.chat, "inbound stopped; group event not handled");
+            }
+            State::Open { .. } => self.deliver_group(ev),
+            _ if self.early_groups.len() < EARLY_LIMIT => self.early_groups.push(ev),
+            _ => {
+                tracing::warn!(instance = %self.name, chat = %ev.chat, "too many group events before the session opened; dropped");
+            }
+        }
+    }
+
+    pub(super) fn deliver_group(&mut self, ev: GroupEvent) {
+        self.bus.publish(HostEvent::Group {
+            instance: self.name.to_string(),
+            event: ev.clone(),
+        });
+        self.hooks.group(&self.handle, ev);
+    }
+
+    /// Runs a group call off the send queue, only while open; the caller
+    /// may give up (a handler past its deadline), which ends the call.
+    pub(super) fn group_call(
+        &mut self,
+        op: GroupOp,
+        reply: oneshot::Sender<Result<GroupReply, SendError>>,
+    ) {
+        if !matches!(self.machine.state(), State::Open { .. }) {
+            let _ = reply.send(Err(SendError::NotOpen(self.name.to_string())));
+            return;
+        }
+        let fut = self.channel.group(op);
+        let mut reply = reply;
+        tokio::spawn(async move {
+            tokio::select! {
+                r = fut => {
+                    let _ = reply.send(r.map_err(SendError::from));
+                }
+                () = reply.closed() => {}
+            }
+        });
     }
 }
 
