@@ -271,6 +271,13 @@ async fn a_members_group_message_reaches_on_message_and_every_member_reads_the_r
             [Some("hello all".to_string())],
             "{member}: {inbox:?}"
         );
+        // m:reply quotes the member's message, naming who wrote it.
+        let quoted_from = inbox[0]
+            .extended_text_message
+            .as_option()
+            .and_then(|e| e.context_info.as_option())
+            .and_then(|c| c.participant.clone());
+        assert_eq!(quoted_from, Some(jid(ALICE)), "{member}");
     }
     // A second message from Bob, whose key is new to the bot.
     server
