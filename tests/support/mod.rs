@@ -24,7 +24,10 @@
 //!   messages and receipts, and answers any other `get`/`set` IQ with an
 //!   empty result;
 //! - carries Signal messages both ways between companions and simulated
-//!   contacts or phones (`contact.rs`), each with its own pre-keys;
+//!   contacts or phones (`contact.rs`), each with its own pre-keys: any
+//!   `wa::Message` a contact sends (`send_from`: quotes, reactions, edits,
+//!   polls, votes, ...), and receipts from a contact's phone
+//!   (`receipt_from`);
 //! - records every stanza it receives;
 //! - injects faults on command (stream errors, `<failure>`, stream end, TCP
 //!   drops, silence, refused or rationed connections, flapping).
