@@ -32,9 +32,12 @@
 //! - injects faults on command (stream errors, `<failure>`, stream end, TCP
 //!   drops, silence, refused or rationed connections, flapping).
 //!
+//! - answers the `media_conn` IQ with its own media host (`media.rs`:
+//!   HTTPS with a test-only root), which keeps uploads and serves them.
+//!
 //! Not done: edge-routing pre-intros (`ED`; the mock never hands out
 //! routing info, so clients never send one), app-state patches (every
-//! collection is empty), history sync payloads, groups, media.
+//! collection is empty), history sync payloads, groups.
 
 #![allow(dead_code)] // each test binary uses its own part of this
 
@@ -42,6 +45,7 @@ pub mod commands;
 mod conn;
 pub mod contact;
 pub mod directory;
+pub mod media;
 mod messaging;
 pub mod noise;
 pub mod phone;
@@ -177,6 +181,10 @@ struct Shared {
     to_contacts: AtomicUsize,
     next_id: AtomicU64,
     changed: Notify,
+    /// The media host's files and counters.
+    media: Arc<media::MediaStore>,
+    /// Its `host:port`, as the `media_conn` answer names it.
+    media_host: Mutex<String>,
 }
 
 impl Shared {
@@ -245,6 +253,8 @@ impl MockServer {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let port = listener.local_addr().expect("local addr").port();
         let shared = Arc::new(Shared::default());
+        let media_host = media::start(shared.media.clone()).await;
+        *shared.media_host.lock().unwrap() = media_host;
         let server_static = Keys::generate();
         let root = Keys::generate();
         let cert = noise::cert_chain(&root, &server_static.public);

@@ -273,6 +273,7 @@ impl Rig {
         .unwrap()
         .with_whatsapp_url(server.url())
         .with_whatsapp_version(VERSION)
+        .with_whatsapp_media_roots(vec![server.media_root()])
         // Quick to notice a silent server, yet with room enough that a
         // loaded test machine (a build beside it) does not look like one.
         .with_whatsapp_ping(Duration::from_millis(500), Duration::from_secs(3))
