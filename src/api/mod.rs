@@ -461,7 +461,7 @@ fn recipient(to: &str) -> Option<String> {
 
 #[utoipa::path(post, path = "/v1/instances/{name}/messages", params(("name" = String, Path),
         ("queue" = Option<bool>, Query, description = "hold for the next open instead of 409")),
-    request_body = SendMessage,
+    request_body(description = "JSON, or multipart/form-data: a part `message` (this JSON without the file) and one file part named image, video, audio, document or sticker", content((SendMessage = "application/json"), (SendMessage = "multipart/form-data"))),
     responses((status = 202, body = Sent), (status = 409, body = ErrorBody, description = "not open"),
         (status = 422, body = ErrorBody)))]
 async fn send_message(
@@ -469,11 +469,11 @@ async fn send_message(
     Extension(caller): Extension<Caller>,
     UrlPath(name): UrlPath<String>,
     query: Result<Query<SendQuery>, QueryRejection>,
-    body: Result<Json<SendMessage>, JsonRejection>,
+    body: Result<messages::SendBody, ApiError>,
 ) -> ApiResult<(StatusCode, Json<Sent>)> {
     caller.reaches(&name)?;
     let Query(q) = query?;
-    let Json(req) = body?;
+    let messages::SendBody(req) = body?;
     let h = handle(&st, &name)?;
     let (to, content) = messages::content(&st, &name, req).await?;
     let out = Outgoing::content(to, content);
