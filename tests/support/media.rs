@@ -37,7 +37,7 @@ pub const MEDIA_AUTH: &str = "mock-media-auth";
 
 #[derive(Default)]
 pub struct MediaStore {
-    files: std::sync::Mutex<HashMap<String, Vec<u8>>>,
+    files: std::sync::Mutex<HashMap<String, Bytes>>,
     pub uploads: AtomicUsize,
     pub downloads: AtomicUsize,
     /// Requests refused for their `auth`.
@@ -46,7 +46,7 @@ pub struct MediaStore {
 }
 
 impl MediaStore {
-    fn put(&self, data: Vec<u8>) -> String {
+    fn put(&self, data: Bytes) -> String {
         let n = self.next.fetch_add(1, Ordering::SeqCst);
         let path = format!("/v/t62.7118-24/mock-{n:06}.enc");
         self.files.lock().unwrap().insert(path.clone(), data);
@@ -121,7 +121,7 @@ async fn serve(
         if q.contains_key("resume") {
             return StatusCode::NOT_FOUND.into_response();
         }
-        let direct_path = store.put(body.to_vec());
+        let direct_path = store.put(body);
         store.uploads.fetch_add(1, Ordering::SeqCst);
         let url = format!("https://mock-media{direct_path}");
         return axum::Json(serde_json::json!({"url": url, "direct_path": direct_path}))
@@ -160,7 +160,7 @@ impl MockServer {
     /// puts it on the media host.
     pub fn put_media(&self, plain: &[u8], kind: wacore::download::MediaType) -> Uploaded {
         let enc = wacore::upload::encrypt_media(plain, kind).unwrap();
-        let direct_path = self.shared.media.put(enc.data_to_upload);
+        let direct_path = self.shared.media.put(enc.data_to_upload.into());
         Uploaded {
             direct_path,
             media_key: enc.media_key.to_vec(),
