@@ -6,75 +6,27 @@
 //! message count (default 20000), `BENCH_CLOSED` the closed-loop round trips
 //! (default 2000).
 
+mod common;
+
+use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, Sender};
-use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use common::Recorder;
 use moonwire::channel::{Incoming, OutBody, Outgoing};
-use moonwire::script::{Actions, Engine, EngineConfig, Pool, ScriptError};
+use moonwire::script::{Actions, Engine, EngineConfig, Pool};
 
 const SCRIPT: &str = r#"function on_message(m) m:reply("pong") end"#;
 const WARMUP: usize = 500;
 const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Records the instant each reply was produced and hands it to the bench.
-struct Counting {
-    replies: Mutex<Sender<(Instant, Outgoing)>>,
-}
-
-impl Actions for Counting {
-    fn instance(&self) -> &str {
-        "bench"
-    }
-    fn state(&self) -> String {
-        "open".into()
-    }
-    fn send(&self, out: Outgoing) -> Result<(), String> {
-        let at = Instant::now();
-        self.replies
-            .lock()
-            .map_err(|e| e.to_string())?
-            .send((at, out))
-            .map_err(|e| e.to_string())
-    }
-    fn logout(&self) {}
-    fn store_get(&self, _: &str, _: &str) -> Result<Option<serde_json::Value>, String> {
-        Ok(None)
-    }
-    fn store_set(&self, _: &str, _: &str, _: &serde_json::Value) -> Result<(), String> {
-        Ok(())
-    }
-    fn store_delete(&self, _: &str, _: &str) -> Result<(), String> {
-        Ok(())
-    }
-    fn report(&self, error: &ScriptError, _generation: u64) {
-        eprintln!("script error: {error} ({})", error.context);
-    }
-}
-
-fn counting() -> (Arc<Counting>, Receiver<(Instant, Outgoing)>) {
-    let (tx, rx) = mpsc::channel();
-    (
-        Arc::new(Counting {
-            replies: Mutex::new(tx),
-        }),
-        rx,
-    )
+fn counting() -> (Arc<Recorder>, Receiver<(Instant, Outgoing)>) {
+    Recorder::new()
 }
 
 fn incoming(i: usize) -> Incoming {
-    Incoming {
-        id: i.to_string(),
-        chat: "friend@s.whatsapp.net".into(),
-        sender: "friend@s.whatsapp.net".into(),
-        text: Some("ping".into()),
-        kind: "text".into(),
-        from_me: false,
-        is_group: false,
-        push_name: Some("Friend".into()),
-        timestamp: 1_700_000_000,
-    }
+    common::incoming(i, "ping")
 }
 
 /// The index of the message a reply answers (its quoted id).

@@ -6,7 +6,6 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::process::Stdio;
 use std::time::Duration;
 
 use common::Sandbox;
@@ -15,14 +14,6 @@ use serde_json::{Value, json};
 
 const KEY: &str = "k";
 const NAME: &str = "r";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// name -> (state, connection_status)
 type States = BTreeMap<String, (String, String)>;
@@ -50,7 +41,7 @@ fn count(db: &rusqlite::Connection, sql: &str) -> i64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_parallel_operations_on_one_name_end_consistent() {
     let sb = Sandbox::new();
-    let port = free_port();
+    let port = common::free_port();
     std::fs::write(
         sb.path().join("moonwire.toml"),
         format!(
@@ -58,14 +49,7 @@ async fn fifty_parallel_operations_on_one_name_end_consistent() {
         ),
     )
     .unwrap();
-    let child = sb
-        .cmd()
-        .arg("run")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = common::spawn_run(sb.cmd());
     let mut child = common::Reaper::new(child);
     let base = format!("http://127.0.0.1:{port}");
     // No call may wait without a bound: the client gives up well after the

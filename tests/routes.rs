@@ -17,14 +17,6 @@ use serde_json::{Value, json};
 const KEY: &str = "admin-key";
 const GROUP: &str = "120363000000000001@g.us";
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 struct Run {
     sb: Sandbox,
     child: Option<Child>,
@@ -37,7 +29,7 @@ impl Run {
     /// `moonwire run` with one console instance "bot" and the API, once
     /// the instance is open.
     async fn start(sb: Sandbox, extra: &str) -> Run {
-        let port = free_port();
+        let port = common::free_port();
         std::fs::write(
             sb.path().join("moonwire.toml"),
             format!(
@@ -71,6 +63,25 @@ impl Run {
                 break;
             }
             assert!(Instant::now() < deadline, "never open:\n{}", run.stderr());
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        // Open says nothing of the scripts: their first load (which
+        // publishes the routes) may still be going on.
+        let scripts = format!("{}/v1/scripts", run.base);
+        loop {
+            if let Ok(r) = run.http.get(&scripts).bearer_auth(KEY).send().await
+                && let Ok(v) = r.json::<Value>().await
+                && v.as_array().is_some_and(|a| {
+                    !a.is_empty() && a.iter().all(|i| i["generation"].as_u64() >= Some(1))
+                })
+            {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "scripts never loaded:\n{}",
+                run.stderr()
+            );
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
         run

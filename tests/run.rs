@@ -8,18 +8,10 @@ use std::time::{Duration, Instant};
 
 use common::Sandbox;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::test]
 async fn run_serves_the_api_and_stops_cleanly_on_sigterm() {
     let sb = Sandbox::new();
-    let port = free_port();
+    let port = common::free_port();
     std::fs::write(
         sb.path().join("moonwire.toml"),
         format!(
@@ -27,14 +19,7 @@ async fn run_serves_the_api_and_stops_cleanly_on_sigterm() {
         ),
     )
     .unwrap();
-    let child = sb
-        .cmd()
-        .arg("run")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = common::spawn_run(sb.cmd());
     let http = reqwest::Client::new();
     let url = format!("http://127.0.0.1:{port}/v1/instances/bot");
     let mut state = String::new();
@@ -76,8 +61,8 @@ fn delay_of(line: &str) -> Option<u64> {
 async fn without_a_server_run_retries_with_backoff_and_says_why() {
     let sb = Sandbox::new();
     // The default instance is WhatsApp; point it at a port nobody listens on.
-    let port = free_port();
-    let api_port = free_port();
+    let port = common::free_port();
+    let api_port = common::free_port();
     std::fs::write(
         sb.path().join("moonwire.toml"),
         format!(
@@ -85,15 +70,11 @@ async fn without_a_server_run_retries_with_backoff_and_says_why() {
         ),
     )
     .unwrap();
-    let child = sb
-        .cmd()
-        .env_remove("MOONWIRE_RECONNECT_BASE_MS")
-        .arg("run")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = common::spawn_run({
+        let mut c = sb.cmd();
+        c.env_remove("MOONWIRE_RECONNECT_BASE_MS");
+        c
+    });
     let mut child = common::Reaper::new(child);
     let mut seen = serde_json::Value::Null;
     for _ in 0..100 {
@@ -162,7 +143,7 @@ async fn against_a_dead_server_exactly_max_per_minute_attempts_start_in_a_minute
     // The default instance is WhatsApp; point it at a port nobody listens
     // on. Retries come every few ms, so without the per-minute bound far
     // more than 12 would start within the test.
-    let port = free_port();
+    let port = common::free_port();
     std::fs::write(
         sb.path().join("moonwire.toml"),
         format!(
@@ -171,15 +152,11 @@ async fn against_a_dead_server_exactly_max_per_minute_attempts_start_in_a_minute
     )
     .unwrap();
     let started = Instant::now();
-    let mut child = sb
-        .cmd()
-        .env_remove("MOONWIRE_RECONNECT_BASE_MS")
-        .arg("run")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = common::spawn_run({
+        let mut c = sb.cmd();
+        c.env_remove("MOONWIRE_RECONNECT_BASE_MS");
+        c
+    });
     let (tx, lines) = std::sync::mpsc::channel::<String>();
     let pipe = child.stderr.take().unwrap();
     let reader = std::thread::spawn(move || {
@@ -284,20 +261,13 @@ async fn logout_of_a_never_paired_instance_dials_nothing_and_warns_nothing() {
     let sb = Sandbox::new();
     // A first attempt that never got a server still leaves the device's
     // keys behind: that is not a pairing.
-    let dead = free_port();
+    let dead = common::free_port();
     std::fs::write(
         sb.path().join("moonwire.toml"),
         format!("[whatsapp]\nurl = \"ws://127.0.0.1:{dead}/ws/chat\"\n"),
     )
     .unwrap();
-    let child = sb
-        .cmd()
-        .arg("run")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = common::spawn_run(sb.cmd());
     let mut child = common::Reaper::new(child);
     let mut seen = serde_json::Value::Null;
     for _ in 0..200 {

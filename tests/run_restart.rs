@@ -12,14 +12,6 @@ use serde_json::{Value, json};
 
 const KEY: &str = "k";
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn write_config(sb: &Sandbox, port: u16, extra: &str) {
     std::fs::write(
         sb.path().join("moonwire.toml"),
@@ -39,16 +31,9 @@ struct Running {
 impl Running {
     /// Starts `moonwire run` on a fresh port and waits for its API.
     async fn start(sb: &Sandbox, extra: &str) -> Running {
-        let port = free_port();
+        let port = common::free_port();
         write_config(sb, port, extra);
-        let child = sb
-            .cmd()
-            .arg("run")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let child = common::spawn_run(sb.cmd());
         let r = Running {
             child: common::Reaper::new(child),
             base: format!("http://127.0.0.1:{port}"),
@@ -244,7 +229,7 @@ async fn the_config_file_decides_for_the_names_it_lists() {
     assert!(err.contains("now named by the config file"), "{err}");
 
     // The same name on another channel cannot be both: refused, named.
-    let port = free_port();
+    let port = common::free_port();
     write_config(
         &sb,
         port,

@@ -11,10 +11,10 @@ use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::pin::Pin;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use mlua::{Function, IntoLuaMulti, MultiValue, Table, Value};
 use tokio::sync::{Notify, mpsc, oneshot};
@@ -23,13 +23,17 @@ use tokio::task::AbortHandle;
 use super::api::message;
 use super::engine::{Inbound, Job, LoadReport};
 use super::errors::{self, Limiter};
-use super::generation::{Generation, list_scripts};
+use super::generation::Generation;
 use super::handler::Handler;
 use super::{Actions, EngineConfig, ScriptError, budget, strlib};
 use crate::channel::Incoming;
 use crate::lifecycle::{CloseAnswer, HookCall};
 
+mod answer;
+mod load;
 mod outside;
+
+pub use answer::decode_answer;
 
 /// Work the runner makes for itself (timers and crons firing, a reload
 /// retried).
@@ -700,233 +704,6 @@ impl Runner {
             let _ = tx.send(answer);
         });
     }
-
-    /// Waits for every started handler to end.
-    async fn all_done(started: Vec<(Rc<str>, Started)>) -> Vec<(Rc<str>, Outcome)> {
-        let mut out = Vec::with_capacity(started.len());
-        for (file, s) in started {
-            out.push((file, s.outcome().await));
-        }
-        out
-    }
-
-    /// Loads the folder into a fresh generation and swaps it in only if
-    /// every file loaded (or if nothing runs yet, with what loaded).
-    async fn reload(self: &Rc<Self>, seq: u64) -> LoadReport {
-        let dir = self.config.dir.clone();
-        let files = match list_scripts(&dir) {
-            Ok(f) => f,
-            Err(message) => {
-                let e = ScriptError {
-                    file: dir.display().to_string(),
-                    line: None,
-                    context: "reload".into(),
-                    message,
-                };
-                self.report(e.clone());
-                return LoadReport {
-                    generation: self.generation.get(),
-                    errors: vec![e],
-                    ..self.status()
-                };
-            }
-        };
-        let names: Vec<String> = files.iter().map(|p| p.display().to_string()).collect();
-        let id = self.generation.get() + 1;
-        let loaded = match Generation::load(
-            &files,
-            &dir,
-            &self.config,
-            &self.actions,
-            Rc::downgrade(&self.local),
-            id,
-        ) {
-            Ok(l) => l,
-            Err(e) => {
-                self.report(e.clone());
-                return LoadReport {
-                    generation: self.generation.get(),
-                    files: names,
-                    errors: vec![e],
-                    swapped: false,
-                };
-            }
-        };
-        let mut errors = loaded.errors;
-        let new = loaded.generation;
-        let changed = new.changed_since_read().map(|p| p.display().to_string());
-        let racing = errors
-            .iter()
-            .any(|e| e.message == "changed while being read");
-        if changed.is_some() || racing {
-            // A save in progress: never run what was half written. The
-            // watcher fires again when it settles; retry soon anyway.
-            new.ctx.dispose();
-            tracing::info!(instance = %self.actions.instance(), file = ?changed, "a script changed while being read; reloading again shortly");
-            let q = Rc::downgrade(&self.local);
-            tokio::task::spawn_local(async move {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                if let Some(q) = q.upgrade() {
-                    q.push(Local::Reload);
-                }
-            });
-            return self.status();
-        }
-        let running = self.current().is_some();
-        if running && !errors.is_empty() {
-            new.ctx.dispose();
-            for e in &errors {
-                self.report(e.clone());
-            }
-            tracing::error!(instance = %self.actions.instance(), generation = self.generation.get(), "reload refused; the previous scripts keep running");
-            self.actions.reloaded(false);
-            return LoadReport {
-                generation: self.generation.get(),
-                files: names,
-                errors,
-                swapped: false,
-            };
-        }
-        for e in &errors {
-            self.report(e.clone());
-        }
-        for (file, line, name, hook) in new.misspelled_hooks() {
-            tracing::warn!(instance = %self.actions.instance(), "{file}:{}: global function {name} looks like a misspelling of the hook {hook}; it will never be called", line.unwrap_or(0));
-        }
-        // The old generation says goodbye and goes (handlers still waiting
-        // in it finish there), then the new one starts.
-        let old = self.current.borrow_mut().take();
-        if let Some(old) = old {
-            let started = self.each_script(&old, "on_unload", |_| Ok(None), seq);
-            Self::all_done(started).await;
-            old.ctx.dispose();
-        }
-        let new = Rc::new(new);
-        self.has_on_close
-            .store(new.defines("on_close"), Ordering::Release);
-        *self.current.borrow_mut() = Some(new.clone());
-        self.generation.set(id);
-        new.ctx.go_live();
-        self.actions.set_routes(new.ctx.route_table());
-        let started = self.each_script(&new, "on_load", |_| Ok(None), seq);
-        let mut routes_changed = false;
-        for (file, r) in Self::all_done(started).await {
-            if let Err(e) = r {
-                let idx = new
-                    .scripts
-                    .borrow()
-                    .iter()
-                    .find(|s| s.file == file)
-                    .map(|s| s.idx);
-                if let Some(idx) = idx {
-                    routes_changed |= new.drop_script(idx);
-                }
-                errors.push(e);
-            }
-        }
-        if routes_changed {
-            self.actions.set_routes(new.ctx.route_table());
-        }
-        self.has_on_close
-            .store(new.defines("on_close"), Ordering::Release);
-        let loaded: Vec<String> = new
-            .scripts
-            .borrow()
-            .iter()
-            .map(|s| s.name.clone())
-            .collect();
-        tracing::info!(instance = %self.actions.instance(), generation = id, scripts = ?loaded, "scripts loaded");
-        self.actions.reloaded(true);
-        LoadReport {
-            generation: id,
-            files: names,
-            errors,
-            swapped: true,
-        }
-    }
-
-    /// `moonwire check` of some files: load them, run every `on_load` and
-    /// `on_unload`, and say what went wrong and what looks wrong.
-    pub async fn check_files(
-        self: &Rc<Self>,
-        files: &[std::path::PathBuf],
-        dir: &std::path::Path,
-    ) -> (Vec<ScriptError>, Vec<ScriptError>) {
-        let loaded = match Generation::load(
-            files,
-            dir,
-            &self.config,
-            &self.actions,
-            Rc::downgrade(&self.local),
-            1,
-        ) {
-            Ok(l) => l,
-            Err(e) => return (vec![e], Vec::new()),
-        };
-        let mut errors = loaded.errors;
-        let g = Rc::new(loaded.generation);
-        *self.current.borrow_mut() = Some(g.clone());
-        let seq = self.next_seq();
-        for hook in ["on_load", "on_unload"] {
-            let started = self.each_script(&g, hook, |_| Ok(None), seq);
-            for (_, r) in Self::all_done(started).await {
-                if let Err(e) = r {
-                    errors.push(e);
-                }
-            }
-        }
-        let mut warnings: Vec<ScriptError> = g.ctx.notes.borrow().clone();
-        for (file, line, name, hook) in g.misspelled_hooks() {
-            warnings.push(ScriptError {
-                file,
-                line,
-                context: "check".into(),
-                message: format!(
-                    "global function {name} looks like a misspelling of the hook {hook}; it will never be called"
-                ),
-            });
-        }
-        g.ctx.dispose();
-        *self.current.borrow_mut() = None;
-        (errors, warnings)
-    }
-
-    fn status(&self) -> LoadReport {
-        self.status
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-
-    /// Ends the instance's scripts: waiting handlers are cancelled, every
-    /// `on_unload` runs (bounded), the generation goes.
-    async fn shutdown(self: &Rc<Self>, dropped: usize) {
-        if dropped > 0 {
-            tracing::warn!(instance = %self.actions.instance(), dropped, "scripts stopped with work still queued");
-        }
-        for (_, t) in self.tasks.borrow_mut().drain() {
-            t.abort();
-        }
-        let Some(g) = self.current.borrow_mut().take() else {
-            return;
-        };
-        let seq = self.next_seq();
-        let started = self.each_script(&g, "on_unload", |_| Ok(None), seq);
-        let bound = self.config.handler_deadline.min(Duration::from_secs(5));
-        if tokio::time::timeout(bound, Self::all_done(started))
-            .await
-            .is_err()
-        {
-            tracing::warn!(instance = %self.actions.instance(), "on_unload did not finish within {} ms", bound.as_millis());
-        }
-        g.ctx.dispose();
-        for (_, t) in self.tasks.borrow_mut().drain() {
-            t.abort();
-        }
-        for (_, tx) in self.settles.borrow_mut().drain(..) {
-            let _ = tx.send(());
-        }
-    }
 }
 
 fn command_args(lua: &mlua::Lua, args_text: &str) -> mlua::Result<Table> {
@@ -936,100 +713,4 @@ fn command_args(lua: &mlua::Lua, args_text: &str) -> mlua::Result<Table> {
     }
     t.raw_set("text", args_text)?;
     Ok(t)
-}
-
-/// Reads `on_close`'s return value; `Ok(None)` is "no opinion".
-pub fn decode_answer(v: &Value) -> Result<Option<CloseAnswer>, String> {
-    let delay = |n: f64| -> Result<u64, String> {
-        if n.is_finite() && n >= 0.0 {
-            Ok(n as u64)
-        } else {
-            Err(format!(
-                "on_close returned a delay of {n} ms; expected a number >= 0"
-            ))
-        }
-    };
-    match v {
-        Value::Nil => Ok(None),
-        Value::Boolean(false) => Ok(Some(CloseAnswer::Stay)),
-        Value::Boolean(true) => Ok(Some(CloseAnswer::Reconnect { delay_ms: None })),
-        Value::Integer(n) => Ok(Some(CloseAnswer::Reconnect {
-            delay_ms: Some(delay(*n as f64)?),
-        })),
-        Value::Number(n) => Ok(Some(CloseAnswer::Reconnect {
-            delay_ms: Some(delay(*n)?),
-        })),
-        Value::Table(t) => {
-            let reconnect: Value = t.raw_get("reconnect").map_err(|e| e.to_string())?;
-            let delay_ms: Value = t.raw_get("delay_ms").map_err(|e| e.to_string())?;
-            let delay_ms = match delay_ms {
-                Value::Nil => None,
-                Value::Integer(n) => Some(delay(n as f64)?),
-                Value::Number(n) => Some(delay(n)?),
-                other => {
-                    return Err(format!(
-                        "on_close returned delay_ms = {}; expected a number",
-                        other.type_name()
-                    ));
-                }
-            };
-            match reconnect {
-                Value::Boolean(false) => Ok(Some(CloseAnswer::Stay)),
-                Value::Boolean(true) | Value::Nil => Ok(Some(CloseAnswer::Reconnect { delay_ms })),
-                other => Err(format!(
-                    "on_close returned reconnect = {}; expected a boolean",
-                    other.type_name()
-                )),
-            }
-        }
-        other => Err(format!(
-            "on_close returned a {}; expected nil, a boolean, a number or a table",
-            other.type_name()
-        )),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use mlua::Lua;
-
-    #[test]
-    fn answers_decode_as_documented() {
-        let lua = Lua::new();
-        let eval = |src: &str| -> Value { lua.load(src).eval().unwrap() };
-        assert_eq!(decode_answer(&eval("nil")), Ok(None));
-        assert_eq!(decode_answer(&eval("false")), Ok(Some(CloseAnswer::Stay)));
-        assert_eq!(
-            decode_answer(&eval("true")),
-            Ok(Some(CloseAnswer::Reconnect { delay_ms: None }))
-        );
-        assert_eq!(
-            decode_answer(&eval("2500")),
-            Ok(Some(CloseAnswer::Reconnect {
-                delay_ms: Some(2500)
-            }))
-        );
-        assert_eq!(
-            decode_answer(&eval("12.9")),
-            Ok(Some(CloseAnswer::Reconnect { delay_ms: Some(12) }))
-        );
-        assert_eq!(
-            decode_answer(&eval("{reconnect=false, delay_ms=5}")),
-            Ok(Some(CloseAnswer::Stay))
-        );
-        assert_eq!(
-            decode_answer(&eval("{delay_ms=700}")),
-            Ok(Some(CloseAnswer::Reconnect {
-                delay_ms: Some(700)
-            }))
-        );
-        assert!(decode_answer(&eval("-1")).is_err());
-        assert!(
-            decode_answer(&eval("'soon'"))
-                .unwrap_err()
-                .contains("string")
-        );
-        assert!(decode_answer(&eval("{reconnect='yes'}")).is_err());
-    }
 }

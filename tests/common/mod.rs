@@ -66,6 +66,26 @@ pub async fn terminate(child: Child) -> std::process::Output {
         .expect("wait for the child")
 }
 
+/// A port nothing listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind a free port")
+        .local_addr()
+        .expect("its address")
+        .port()
+}
+
+/// `moonwire run` from `c` (the sandbox's command, maybe tweaked), stdin
+/// and stdout closed, stderr piped.
+pub fn spawn_run(mut c: Command) -> Child {
+    c.arg("run")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn moonwire run")
+}
+
 /// Runs `moonwire console` with `input` piped in.
 pub fn run_console(mut c: Command, input: &str) -> Output {
     c.arg("console");

@@ -345,14 +345,69 @@ pub fn script_env(lua: &Lua, ctx: &Rc<Ctx>, idx: usize, name: &str) -> mlua::Res
     Ok(env)
 }
 
+/// A script's `bot` table. Its functions are made on first use, a group
+/// at a time (most scripts use a few of them, and thousands of instances
+/// each load their scripts): `bot.command` makes the registration group,
+/// `bot.store` the data group, and so on.
 fn bot_table(lua: &Lua, ctx: &Rc<Ctx>, idx: usize, name: &str) -> mlua::Result<Table> {
     let bot = lua.create_table()?;
-    let actions = ctx.actions.clone();
-    bot.raw_set("instance", actions.instance())?;
+    bot.raw_set("instance", ctx.actions.instance())?;
     bot.raw_set("prefix", ctx.prefix.as_str())?;
+    let weak = Rc::downgrade(ctx);
+    let script = name.to_string();
+    let made = Cell::new(0u16);
+    let index = lua.create_function(move |lua, (bot, key): (Table, Value)| {
+        let Value::String(k) = &key else {
+            return Ok(Value::Nil);
+        };
+        let group: u16 = match &*k.as_bytes() {
+            b"state" | b"send" | b"logout" => 0,
+            b"command" | b"commands" | b"hear" | b"every" | b"after" => 1,
+            b"store" | b"json" => 2,
+            b"sleep" => 3,
+            b"http" | b"crypto" => 4,
+            b"route" => 5,
+            b"cron" => 6,
+            b"log" => 7,
+            _ => return Ok(Value::Nil),
+        };
+        // Made once: a name the script set to nil afterwards stays nil.
+        if made.get() & (1 << group) != 0 {
+            return Ok(Value::Nil);
+        }
+        made.set(made.get() | (1 << group));
+        let Some(ctx) = weak.upgrade() else {
+            return Ok(Value::Nil);
+        };
+        match group {
+            0 => core_functions(lua, &bot, &ctx)?,
+            1 => register::install(lua, &bot, &ctx, idx)?,
+            2 => data::install(lua, &bot, &ctx, &script)?,
+            3 => wait::install(lua, &bot, &ctx)?,
+            4 => http::install(lua, &bot, &ctx)?,
+            5 => route::install(lua, &bot, &ctx, idx)?,
+            6 => cron::install(lua, &bot, &ctx, idx, &script)?,
+            _ => log_functions(lua, &bot, &script)?,
+        }
+        bot.raw_get::<Value>(key)
+    })?;
+    let meta = lua.create_table()?;
+    meta.raw_set("__index", index)?;
+    meta.raw_set("__metatable", false)?;
+    bot.set_metatable(Some(meta));
+    Ok(bot)
+}
 
+/// `bot.state`, `bot.send`, `bot.logout`.
+fn core_functions(lua: &Lua, bot: &Table, ctx: &Rc<Ctx>) -> mlua::Result<()> {
+    let actions = ctx.actions.clone();
     let a = actions.clone();
-    bot.raw_set("state", prelude::function(lua, move |_, ()| Ok(a.state()))?)?;
+    bot.raw_set(
+        "state",
+        ctx.shared("state", || {
+            prelude::function(lua, move |_, ()| Ok(a.state()))
+        })?,
+    )?;
 
     let a = actions.clone();
     bot.raw_set(
@@ -407,13 +462,11 @@ fn bot_table(lua: &Lua, ctx: &Rc<Ctx>, idx: usize, name: &str) -> mlua::Result<T
         })?,
     )?;
 
-    register::install(lua, &bot, ctx, idx)?;
-    data::install(lua, &bot, ctx, name)?;
-    wait::install(lua, &bot, ctx)?;
-    http::install(lua, &bot, ctx)?;
-    route::install(lua, &bot, ctx, idx)?;
-    cron::install(lua, &bot, ctx, idx, name)?;
+    Ok(())
+}
 
+/// `bot.log.*`, with the script's name on every line.
+fn log_functions(lua: &Lua, bot: &Table, name: &str) -> mlua::Result<()> {
     let log = lua.create_table()?;
     for level in ["debug", "info", "warn", "error"] {
         let script = name.to_string();
@@ -434,5 +487,5 @@ fn bot_table(lua: &Lua, ctx: &Rc<Ctx>, idx: usize, name: &str) -> mlua::Result<T
         )?;
     }
     bot.raw_set("log", log)?;
-    Ok(bot)
+    Ok(())
 }
