@@ -10,11 +10,17 @@
 //! - `status --json` never says open for a process that is gone, and no
 //!   inbox row or queued send is left over.
 //!
-//! The last line printed is `N rounds, N sent, N handled, N duplicates, N
-//! lost`; any duplicate or loss fails the test. `MOONWIRE_CRASH_SEED`
-//! replays a run.
+//! The same for a WhatsApp instance under `moonwire run`, through the mock
+//! server: there the server keeps each message until the client acks it,
+//! so the sender sends each number once and each must be handled exactly
+//! once; the answers are checked by the ids `bot.send` gave them.
+//!
+//! The last line each test prints is `N rounds, N sent, N handled, N
+//! duplicates, N lost`; any duplicate or loss fails it.
+//! `MOONWIRE_CRASH_SEED` replays a run.
 
 mod common;
+mod support;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
@@ -95,14 +101,18 @@ fn start(sb: &Sandbox) -> Session {
     s
 }
 
-#[test]
-fn killed_at_random_points_nothing_is_lost_or_handled_twice() {
+fn rng() -> StdRng {
     let seed = std::env::var("MOONWIRE_CRASH_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| rand::thread_rng().r#gen::<u64>());
     println!("seed {seed} (MOONWIRE_CRASH_SEED={seed} replays it)");
-    let mut rng = StdRng::seed_from_u64(seed);
+    StdRng::seed_from_u64(seed)
+}
+
+#[test]
+fn the_console_killed_at_random_points_loses_nothing_and_handles_nothing_twice() {
+    let mut rng = rng();
     let sb = Sandbox::new();
     sb.script("crash.lua", SCRIPT);
     let mut tally = Tally {
@@ -256,4 +266,296 @@ fn killed_at_random_points_nothing_is_lost_or_handled_twice() {
     assert_eq!(first_seen, log_ids, "answers out of handling order");
     assert!(left_in.is_empty(), "inbox rows left unhandled: {left_in:?}");
     assert!(left_out.is_empty(), "sends left queued: {left_out:?}");
+}
+
+// ---------------------------------------------------------------------------
+// WhatsApp, through the mock server
+
+const WA_ROUNDS: usize = 20;
+const WA_PER_ROUND: u64 = 8;
+const ALICE: &str = "15550001111";
+
+/// Logs each message with the id of its answer.
+const WA_SCRIPT: &str = r#"
+function on_message(m)
+  local n = tonumber(m.text)
+  if not n then return end
+  local id, err = bot.send(m.chat, "ok " .. m.text)
+  if not id then bot.log.error("send refused: " .. tostring(err)) end
+  local log = bot.store.get("log") or {}
+  log[#log + 1] = m.id .. " " .. m.text .. " " .. tostring(id)
+  bot.store.set("log", log)
+end
+"#;
+
+/// The script's log as the file holds it (read beside the running
+/// process, without repairing anything): (message id, number, answer id).
+fn wa_log(data: &Path) -> Vec<(String, u64, String)> {
+    let c = rusqlite::Connection::open_with_flags(
+        data.join("moonwire.db"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .unwrap();
+    c.busy_timeout(Duration::from_secs(5)).unwrap();
+    let text: Option<String> = c
+        .query_row(
+            "SELECT value FROM kv WHERE instance = 'default' AND script = 'crash' AND key = 'log'",
+            [],
+            |r| r.get(0),
+        )
+        .ok();
+    let Some(text) = text else { return Vec::new() };
+    let v: Vec<String> = serde_json::from_str(&text).unwrap();
+    v.iter()
+        .map(|e| {
+            let mut p = e.split(' ');
+            let id = p.next().unwrap().to_string();
+            let n = p.next().unwrap().parse().unwrap();
+            (id, n, p.next().unwrap().to_string())
+        })
+        .collect()
+}
+
+/// Inbox rows not handled and sends not finished, as the file says now.
+fn wa_pending(data: &Path) -> i64 {
+    let c = rusqlite::Connection::open_with_flags(
+        data.join("moonwire.db"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .unwrap();
+    c.busy_timeout(Duration::from_secs(5)).unwrap();
+    c.query_row(
+        "SELECT (SELECT COUNT(*) FROM inbox WHERE instance = 'default' AND handled_at IS NULL) \
+         + (SELECT COUNT(*) FROM outbox WHERE instance = 'default' AND status = 'queued')",
+        [],
+        |r| r.get(0),
+    )
+    .unwrap()
+}
+
+fn default_row(dir: &Path) -> serde_json::Value {
+    let out = common::command(dir)
+        .args(["status", "--json"])
+        .output()
+        .expect("status");
+    let all: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status --json");
+    all.as_array()
+        .and_then(|a| a.iter().find(|r| r["name"] == "default"))
+        .cloned()
+        .expect("a default row")
+}
+
+/// Ids of the `<message>` stanzas the client sent, in order.
+fn sent_ids(server: &support::MockServer) -> Vec<String> {
+    server
+        .received()
+        .iter()
+        .filter(|n| n.tag == "message")
+        .filter_map(|n| support::attr(n, "id"))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_whatsapp_instance_killed_at_random_points_loses_nothing_and_handles_nothing_twice() {
+    let mut rng = rng();
+    let server = support::MockServer::start().await;
+    let sb = Sandbox::new();
+    sb.script("crash.lua", WA_SCRIPT);
+    let port = common::free_port();
+    let (v1, v2, v3) = support::rig::VERSION;
+    std::fs::write(
+        sb.path().join("moonwire.toml"),
+        format!(
+            "[whatsapp]\nurl = \"{}\"\nversion = \"{v1}.{v2}.{v3}\"\n\n[api]\nlisten = \"127.0.0.1:{port}\"\nkey = \"k\"\n",
+            server.url()
+        ),
+    )
+    .unwrap();
+    let data = sb.path().join("data");
+    let http = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}/v1/instances/default");
+    let get = |path: &str| {
+        let req = http.get(format!("{base}{path}")).bearer_auth("k");
+        async move {
+            match req.send().await {
+                Ok(r) if r.status().is_success() => r.json::<serde_json::Value>().await.ok(),
+                _ => None,
+            }
+        }
+    };
+    let spawn = || common::Reaper::new(common::spawn_run(sb.cmd()));
+
+    // Pair once, and let the first message set the Signal session up.
+    let mut child = spawn();
+    let deadline = Instant::now() + LINE_WAIT;
+    let code = loop {
+        if let Some(v) = get("/qr").await
+            && let Some(c) = v["code"].as_str()
+        {
+            break c.to_string();
+        }
+        assert!(Instant::now() < deadline, "no QR");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    };
+    assert_eq!(server.scan(&code), 1);
+    server
+        .wait_until(support::rig::WAIT, "the pre-key upload", |s| s.has_bundle())
+        .await;
+    let mut sent = 0u64;
+    let mut next = 1u64;
+    server.message_from(ALICE, "Alice", "1").await.unwrap();
+    sent += 1;
+    next += 1;
+    let deadline = Instant::now() + LINE_WAIT;
+    while wa_log(&data).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the first message was not handled"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let out = common::terminate(child.take()).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    for round in 0..WA_ROUNDS {
+        let mut child = spawn();
+        // Some numbers wait at the server for the login, some come while
+        // it runs; the kill lands anywhere from the login on.
+        let early = rng.gen_range(0..=WA_PER_ROUND);
+        for _ in 0..early {
+            server
+                .message_from(ALICE, "Alice", &next.to_string())
+                .await
+                .unwrap();
+            next += 1;
+            sent += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(rng.gen_range(0..600))).await;
+        for _ in early..WA_PER_ROUND {
+            server
+                .message_from(ALICE, "Alice", &next.to_string())
+                .await
+                .unwrap();
+            next += 1;
+            sent += 1;
+        }
+        // Mostly while that burst is being handled.
+        tokio::time::sleep(Duration::from_millis(rng.gen_range(0..60))).await;
+        let mut c = child.take();
+        c.kill().unwrap(); // SIGKILL
+        let status = tokio::task::spawn_blocking(move || c.wait())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            status.code().is_none(),
+            "round {round}: killed, not {status}"
+        );
+        let row = default_row(sb.path());
+        assert_eq!(
+            (row["connection_status"].as_str(), row["state"].as_str()),
+            (Some("close"), Some("closed")),
+            "round {round}: a row left by a killed process is repaired: {row}"
+        );
+    }
+
+    // A last, clean run until every number is handled and every answer out.
+    let mut child = spawn();
+    let deadline = Instant::now() + support::rig::WAIT;
+    loop {
+        let open = get("").await.is_some_and(|v| v["state"] == "open");
+        if open {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the last run never opened");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    loop {
+        let log = wa_log(&data);
+        let out = sent_ids(&server);
+        let done = log.len() as u64 >= next - 1
+            && log.iter().all(|(_, _, rid)| out.contains(rid))
+            && server.unacked().is_empty()
+            && wa_pending(&data) == 0;
+        if done || Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let out = common::terminate(child.take()).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let row = default_row(sb.path());
+    assert_eq!(row["connection_status"], "close", "{row}");
+    assert_eq!(row["last_reason_kind"], "stopped", "{row}");
+
+    let log = wa_log(&data);
+    let mut by_id: HashMap<&str, usize> = HashMap::new();
+    let mut by_number: BTreeMap<u64, usize> = BTreeMap::new();
+    for (id, n, _) in &log {
+        *by_id.entry(id.as_str()).or_default() += 1;
+        *by_number.entry(*n).or_default() += 1;
+    }
+    let duplicates: usize = by_id.values().map(|c| c - 1).sum::<usize>()
+        + by_number.values().map(|c| c - 1).sum::<usize>();
+    let never_handled: Vec<u64> = (1..next).filter(|n| !by_number.contains_key(n)).collect();
+    let out = sent_ids(&server);
+    let mut first_seen: Vec<&str> = Vec::new();
+    for id in &out {
+        if !first_seen.contains(&id.as_str()) {
+            first_seen.push(id);
+        }
+    }
+    let answers: Vec<&str> = log.iter().map(|(_, _, rid)| rid.as_str()).collect();
+    let unanswered: Vec<&str> = answers
+        .iter()
+        .copied()
+        .filter(|rid| !first_seen.contains(rid))
+        .collect();
+    let answers_seen: Vec<&str> = first_seen
+        .iter()
+        .copied()
+        .filter(|id| answers.contains(id))
+        .collect();
+    let resent = out
+        .iter()
+        .filter(|id| answers.contains(&id.as_str()))
+        .count()
+        - answers_seen.len();
+    let store = moonwire::store::Store::open(&data.join("moonwire.db")).unwrap();
+    let left_in = store.inbox_unhandled("default", 0, 1000).unwrap();
+    let left_out = store.outbox_queued("default").unwrap();
+    let lost = never_handled.len() + unanswered.len() + left_in.len();
+    println!(
+        "{} numbers; {} answers sent, {resent} of them again under the same id after a kill; {} unacked at the server",
+        next - 1,
+        out.len(),
+        server.unacked().len()
+    );
+    println!(
+        "{WA_ROUNDS} rounds, {sent} sent, {} handled, {duplicates} duplicates, {lost} lost",
+        log.len()
+    );
+    assert_eq!(duplicates, 0, "handled twice: {log:?}");
+    assert!(
+        never_handled.is_empty(),
+        "never handled: {never_handled:?}\n{stderr}"
+    );
+    assert!(unanswered.is_empty(), "answers never sent: {unanswered:?}");
+    assert_eq!(answers_seen, answers, "answers out of handling order");
+    assert!(left_in.is_empty(), "inbox rows left unhandled: {left_in:?}");
+    assert!(left_out.is_empty(), "sends left queued: {left_out:?}");
+    assert!(
+        server.unacked().is_empty(),
+        "not acked: {:?}",
+        server.unacked()
+    );
 }
