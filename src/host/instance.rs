@@ -277,7 +277,10 @@ pub(super) fn spawn(
         tx,
         snapshot: snap_rx,
     };
-    let delivery = Delivery::new(name.clone(), store.clone(), bus.clone(), settings.retention);
+    let mut delivery = Delivery::new(name.clone(), store.clone(), bus.clone(), settings.retention);
+    if !settings.inbox {
+        delivery.bypass_inbox();
+    }
     let mut actor = Actor {
         name,
         handle: handle.clone(),
@@ -593,7 +596,9 @@ impl Actor {
             instance: self.name.to_string(),
             message: msg.clone(),
         });
-        if !self.hooks.deliver(&self.handle, seq, msg) {
+        if !self.delivery.durable() {
+            self.hooks.message(&self.handle, msg);
+        } else if !self.hooks.deliver(&self.handle, seq, msg) {
             self.delivery.mark_later(seq);
         }
     }

@@ -174,6 +174,10 @@ pub struct HostSettings {
     pub write_retry: Duration,
     /// How long the inbox and finished sends are kept (`[store]`).
     pub retention: Retention,
+    /// `false` only to measure what the inbox costs (`benches/delivery.rs`):
+    /// messages then go straight to the scripts and nothing of them is
+    /// durable. No configuration key sets it.
+    pub inbox: bool,
 }
 
 impl Default for HostSettings {
@@ -184,6 +188,7 @@ impl Default for HostSettings {
             unlink_timeout: Duration::from_secs(5),
             write_retry: Duration::from_millis(500),
             retention: Retention::default(),
+            inbox: true,
         }
     }
 }
