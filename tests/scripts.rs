@@ -394,6 +394,37 @@ end
     assert!(stderr.contains("SEND true nil reconnecting"), "{stderr}");
 }
 
+/// A message's `bot.store` writes are committed with its handled mark at
+/// the end of the engine's batch; a write made outside a message's start
+/// before then (a timer due at once) still lands after them.
+#[test]
+fn a_write_after_a_messages_write_lands_after_it() {
+    let sb = Sandbox::new();
+    sb.script(
+        "s.lua",
+        r#"
+function on_message(m)
+  bot.store.set("last", "message " .. m.text)
+  bot.after(0, function()
+    bot.store.set("last", "timer after " .. m.text)
+    bot.send(m.chat, "read " .. tostring(bot.store.get("last")))
+  end)
+end
+"#,
+    );
+    let mut s = sb.session();
+    s.expect("* open jid=me@console", common::LINE_WAIT);
+    s.send("1");
+    s.expect("bot> read timer after 1", common::LINE_WAIT);
+    let (_, stderr) = s.finish();
+    let store = moonwire::store::Store::open(&sb.path().join("data/moonwire.db")).unwrap();
+    assert_eq!(
+        store.kv_get("console", "s", "last").unwrap(),
+        Some(serde_json::json!("timer after 1")),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn a_runaway_hook_is_stopped_and_the_bot_goes_on() {
     let sb = Sandbox::new();

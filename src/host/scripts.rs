@@ -54,17 +54,27 @@ struct HostActions {
     handling: Mutex<Handling>,
 }
 
-/// A message's handling while its handlers start: the `bot.store` writes
-/// and the sends they make before they first wait. Only this instance's
-/// worker touches it, so the lock is uncontended.
+/// Messages' handling while their handlers start: the `bot.store` writes
+/// and the sends they make before they first wait, committed with the
+/// rows' handled marks at the end of the engine's batch of jobs
+/// (`Actions::messages_done`), so a burst costs one transaction. Only this
+/// instance's worker touches it, so the lock is uncontended.
 #[derive(Default)]
 struct Handling {
     /// The inbox row whose handlers are running.
     message: Option<i64>,
+    /// Rows whose handlers have all started, not committed yet.
+    handled: Vec<i64>,
     kv: Vec<KvWrite>,
     sends: Vec<(OutboxItem, Outgoing)>,
     /// `bot.logout()` was called: it follows the sends made before it.
     logout: bool,
+}
+
+impl Handling {
+    fn pending(&self) -> bool {
+        !self.handled.is_empty() || !self.kv.is_empty() || !self.sends.is_empty() || self.logout
+    }
 }
 
 /// What `bot.http` and `bot.route` need of the host.
@@ -89,6 +99,66 @@ impl<T> Drop for AbortOnDrop<T> {
 impl HostActions {
     fn handling(&self) -> std::sync::MutexGuard<'_, Handling> {
         self.handling.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Inside a message's handlers' start, `f` records a write there
+    /// (answers true). Outside, what earlier messages left uncommitted is
+    /// committed first, so a write made now lands after theirs.
+    fn buffered(&self, f: impl FnOnce(&mut Handling)) -> bool {
+        let mut h = self.handling();
+        if h.message.is_some() {
+            f(&mut h);
+            return true;
+        }
+        let pending = h.pending();
+        drop(h);
+        if pending {
+            self.commit_handled();
+        }
+        false
+    }
+
+    /// Commits the handled marks of the messages started since the last
+    /// commit with what their handlers did, in one transaction, then hands
+    /// their sends to the actor (and a `bot.logout()` after them). If the
+    /// commit fails nothing of it happened: the sends are reported failed,
+    /// and the messages go to the scripts again at the next start.
+    fn commit_handled(&self) {
+        let (handled, kv, sends, logout) = {
+            let mut h = self.handling();
+            (
+                std::mem::take(&mut h.handled),
+                std::mem::take(&mut h.kv),
+                std::mem::take(&mut h.sends),
+                std::mem::take(&mut h.logout),
+            )
+        };
+        let instance = self.handle.name();
+        let items: Vec<OutboxItem> = sends.iter().map(|(i, _)| i.clone()).collect();
+        match self
+            .store
+            .commit_handling(instance, &handled, &kv, &items, now_ms())
+        {
+            Ok(seqs) => {
+                for (seq, (_, out)) in seqs.into_iter().zip(sends) {
+                    self.handle.queued(seq, out);
+                }
+            }
+            Err(e) => {
+                tracing::error!(instance = %instance, error = %e, n = handled.len(), "committing messages' handling failed; their store writes are lost and they are handled again at the next start");
+                for (_, out) in sends {
+                    self.bus.publish(HostEvent::SendFailed {
+                        instance: instance.to_string(),
+                        id: out.id,
+                        chat: out.chat,
+                        reason: format!("the outbox could not take it: {e}"),
+                    });
+                }
+            }
+        }
+        if logout {
+            self.handle.logout_nowait(LogoutBy::Script);
+        }
     }
 
     /// Whether this load error was already reported for the folder's
@@ -128,13 +198,13 @@ impl Actions for HostActions {
             return Err("not open".into());
         }
         let item = crate::host::delivery::outbox_item(&out).map_err(|e| e.to_string())?;
-        {
-            let mut h = self.handling();
-            if h.message.is_some() {
-                h.sends.push((item, out));
-                return Ok(());
-            }
+        let mut slot = Some((item, out));
+        if self.buffered(|h| h.sends.extend(slot.take())) {
+            return Ok(());
         }
+        let Some((item, out)) = slot else {
+            return Ok(());
+        };
         let seq = self
             .store
             .outbox_insert(self.handle.name(), &item, now_ms())
@@ -147,55 +217,22 @@ impl Actions for HostActions {
         self.handling().message = Some(token);
     }
 
-    /// Commits the message's handled mark with what its handlers did, in
-    /// one transaction, then hands its sends to the actor. If the commit
-    /// fails nothing of it happened: its sends are reported failed, and the
-    /// message goes to the scripts again at the next start.
+    /// The message counts as handled once the batch it is in commits.
     fn message_started(&self, token: i64) {
-        let (kv, sends, logout) = {
-            let mut h = self.handling();
-            h.message = None;
-            (
-                std::mem::take(&mut h.kv),
-                std::mem::take(&mut h.sends),
-                std::mem::take(&mut h.logout),
-            )
-        };
-        let instance = self.handle.name();
-        let items: Vec<OutboxItem> = sends.iter().map(|(i, _)| i.clone()).collect();
-        match self
-            .store
-            .commit_handling(instance, &[token], &kv, &items, now_ms())
-        {
-            Ok(seqs) => {
-                for (seq, (_, out)) in seqs.into_iter().zip(sends) {
-                    self.handle.queued(seq, out);
-                }
-            }
-            Err(e) => {
-                tracing::error!(instance = %instance, error = %e, "committing a message's handling failed; its store writes are lost and it is handled again at the next start");
-                for (_, out) in sends {
-                    self.bus.publish(HostEvent::SendFailed {
-                        instance: instance.to_string(),
-                        id: out.id,
-                        chat: out.chat,
-                        reason: format!("the outbox could not take it: {e}"),
-                    });
-                }
-            }
-        }
-        if logout {
-            self.handle.logout_nowait(LogoutBy::Script);
+        let mut h = self.handling();
+        h.message = None;
+        h.handled.push(token);
+    }
+
+    fn messages_done(&self) {
+        if self.handling().pending() {
+            self.commit_handled();
         }
     }
 
     fn logout(&self) {
-        {
-            let mut h = self.handling();
-            if h.message.is_some() {
-                h.logout = true;
-                return;
-            }
+        if self.buffered(|h| h.logout = true) {
+            return;
         }
         self.handle.logout_nowait(LogoutBy::Script);
     }
@@ -223,16 +260,14 @@ impl Actions for HostActions {
     }
 
     fn store_set(&self, script: &str, key: &str, value: &serde_json::Value) -> Result<(), String> {
-        {
-            let mut h = self.handling();
-            if h.message.is_some() {
-                h.kv.push(KvWrite::Set {
-                    script: script.to_string(),
-                    key: key.to_string(),
-                    value: value.clone(),
-                });
-                return Ok(());
-            }
+        if self.buffered(|h| {
+            h.kv.push(KvWrite::Set {
+                script: script.to_string(),
+                key: key.to_string(),
+                value: value.clone(),
+            })
+        }) {
+            return Ok(());
         }
         self.store
             .kv_set(self.handle.name(), script, key, value, now_ms())
@@ -240,15 +275,13 @@ impl Actions for HostActions {
     }
 
     fn store_delete(&self, script: &str, key: &str) -> Result<(), String> {
-        {
-            let mut h = self.handling();
-            if h.message.is_some() {
-                h.kv.push(KvWrite::Delete {
-                    script: script.to_string(),
-                    key: key.to_string(),
-                });
-                return Ok(());
-            }
+        if self.buffered(|h| {
+            h.kv.push(KvWrite::Delete {
+                script: script.to_string(),
+                key: key.to_string(),
+            })
+        }) {
+            return Ok(());
         }
         self.store
             .kv_delete(self.handle.name(), script, key)

@@ -108,6 +108,9 @@ pub trait Actions: Send + Sync + 'static {
     /// Every handler of inbox row `token` has started (finished, or waits):
     /// the message counts as handled.
     fn message_started(&self, _token: i64) {}
+    /// The engine finished a batch of jobs (or stops): the messages
+    /// started in it may be committed as handled together.
+    fn messages_done(&self) {}
 }
 
 /// Engine settings, from `[script]` and `scripts`.

@@ -261,6 +261,7 @@ impl Runner {
                     break;
                 }
             }
+            self.actions.messages_done();
             // Let other instances on this worker and resumed handlers run.
             tokio::task::yield_now().await;
         }
