@@ -35,7 +35,8 @@
 ---@field mentions string[] JIDs mentioned in it (empty if none)
 local Message = {}
 
----Answers in the message's chat, quoting it.
+---Answers in the message's chat, quoting it (queued like `bot.send` while
+---reconnecting).
 ---@param text string
 ---@return string? id the id of the sent message
 ---@return string? err why it was not sent, e.g. "not open"
@@ -250,11 +251,13 @@ bot = {}
 ---@return moonwire.State
 function bot.state() end
 
----Sends a text message.
+---Sends a text message. While connecting or reconnecting it waits in the
+---outbox and goes out after the open, under the id answered now; a send
+---that finally fails is reported as a `send_failed` event.
 ---@param chat string JID of the chat, or a phone number ("15551234567", "+15551234567")
 ---@param text string
 ---@return string? id the message id, or nil
----@return string? err "not open", or why `chat` is no recipient
+---@return string? err "not open" (closed, pairing, logged out), or why `chat` is no recipient
 function bot.send(chat, text) end
 
 ---Waits `ms` milliseconds. Only the calling handler waits: the bot answers

@@ -69,6 +69,21 @@ pub fn event_json(ev: &HostEvent) -> (&'static str, Value) {
                 "chat": chat,
             }),
         ),
+        HostEvent::SendFailed {
+            instance,
+            id,
+            chat,
+            reason,
+        } => (
+            "send_failed",
+            json!({
+                "type": "send_failed",
+                "instance": instance,
+                "id": id,
+                "chat": chat,
+                "reason": reason,
+            }),
+        ),
         HostEvent::ScriptError { instance, error } => (
             "script_error",
             json!({
@@ -90,6 +105,7 @@ pub fn event_instance(ev: &HostEvent) -> &str {
         | HostEvent::Qr { instance, .. }
         | HostEvent::MessageIn { instance, .. }
         | HostEvent::MessageOut { instance, .. }
+        | HostEvent::SendFailed { instance, .. }
         | HostEvent::ScriptError { instance, .. } => instance,
     }
 }

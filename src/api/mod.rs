@@ -3,6 +3,7 @@
 //! a logout answers once its teardown is done, a state is read from the
 //! running machine, and no key or token ever appears in a payload.
 
+mod delivery;
 pub mod events;
 pub mod hooks;
 mod instances;
@@ -293,6 +294,10 @@ pub fn router(state: ApiState) -> Router {
             post(instances::restart_instance),
         )
         .route("/v1/instances/{name}/messages", post(send_message))
+        .route(
+            "/v1/instances/{name}/messages/{id}",
+            get(delivery::get_message),
+        )
         .route("/v1/scripts", get(get_scripts))
         .route("/v1/scripts/reload", post(reload_scripts))
         .route("/v1/events", get(events))
@@ -507,6 +512,11 @@ async fn send_message(
             "unavailable",
             format!("instance {name:?} is shutting down"),
         )),
+        Err(e @ SendError::Store(_)) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            e.to_string(),
+        )),
         Err(e) => Err(ApiError::new(
             StatusCode::BAD_GATEWAY,
             "send_failed",
@@ -681,9 +691,10 @@ async fn metrics(
     paths(healthz, instances::create_instance, instances::list_instances, instances::get_instance,
         instances::connect_instance, instances::get_qr, instances::scan_instance,
         instances::logout_instance, instances::restart_instance, instances::delete_instance,
-        send_message, get_scripts, reload_scripts, events, metrics, openapi, hooks::serve_hook),
+        send_message, delivery::get_message, get_scripts, reload_scripts, events, metrics, openapi,
+        hooks::serve_hook),
     components(schemas(InstanceView, CreateInstance, Created, QrView, SendMessage, Sent,
-        ScriptsView, ScriptErrorView, ErrorBody, ErrorDetail)),
+        delivery::MessageStatus, ScriptsView, ScriptErrorView, ErrorBody, ErrorDetail)),
     modifiers(&BearerAuth, &HookDoc),
     security(("bearer" = []))
 )]

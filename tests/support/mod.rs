@@ -25,6 +25,9 @@
 //!   empty result;
 //! - carries Signal messages both ways between companions and simulated
 //!   contacts or phones (`contact.rs`), each with its own pre-keys;
+//! - keeps each message for a companion until it is acked and delivers
+//!   what is not at the next login, before the offline marker
+//!   (`offline.rs`);
 //! - records every stanza it receives;
 //! - injects faults on command (stream errors, `<failure>`, stream end, TCP
 //!   drops, silence, refused or rationed connections, flapping).
@@ -41,6 +44,7 @@ pub mod contact;
 pub mod directory;
 mod messaging;
 pub mod noise;
+pub mod offline;
 pub mod phone;
 pub mod rig;
 pub mod stanzas;
@@ -174,6 +178,8 @@ struct Shared {
     to_contacts: AtomicUsize,
     next_id: AtomicU64,
     changed: Notify,
+    /// Messages for companions, kept until acked (`offline.rs`).
+    offline: Mutex<Vec<offline::Queued>>,
 }
 
 impl Shared {

@@ -1258,6 +1258,7 @@ mod tests {
             last_change_at: at,
             jid: None,
             push_name: None,
+            logout_by: None,
         }
     }
 
