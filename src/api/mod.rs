@@ -3,6 +3,7 @@
 //! a logout answers once its teardown is done, a state is read from the
 //! running machine, and no key or token ever appears in a payload.
 
+mod delivery;
 pub mod events;
 pub mod hooks;
 mod instances;
@@ -23,7 +24,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, patch, post};
+use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -309,7 +310,9 @@ pub fn router(state: ApiState) -> Router {
         )
         .route(
             "/v1/instances/{name}/messages/{id}",
-            patch(messages::edit_message).delete(messages::revoke_message),
+            get(delivery::get_message)
+                .patch(messages::edit_message)
+                .delete(messages::revoke_message),
         )
         .route("/v1/instances/{name}/media/{id}", get(messages::get_media))
         .route("/v1/scripts", get(get_scripts))
@@ -508,6 +511,11 @@ async fn send_message(
             "unavailable",
             format!("instance {name:?} is shutting down"),
         )),
+        Err(e @ SendError::Store(_)) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            e.to_string(),
+        )),
         Err(e) => Err(ApiError::new(
             StatusCode::BAD_GATEWAY,
             "send_failed",
@@ -682,11 +690,12 @@ async fn metrics(
     paths(healthz, instances::create_instance, instances::list_instances, instances::get_instance,
         instances::connect_instance, instances::get_qr, instances::scan_instance,
         instances::logout_instance, instances::restart_instance, instances::delete_instance,
-        send_message, messages::edit_message, messages::revoke_message, messages::get_media,
-        get_scripts, reload_scripts, events, metrics, openapi, hooks::serve_hook),
+        send_message, delivery::get_message, messages::edit_message, messages::revoke_message,
+        messages::get_media, get_scripts, reload_scripts, events, metrics, openapi,
+        hooks::serve_hook),
     components(schemas(InstanceView, CreateInstance, Created, QrView, SendMessage,
         messages::MediaBody, messages::LocationBody, messages::PollBody, messages::EditMessage, Sent,
-        ScriptsView, ScriptErrorView, ErrorBody, ErrorDetail)),
+        delivery::MessageStatus, ScriptsView, ScriptErrorView, ErrorBody, ErrorDetail)),
     modifiers(&BearerAuth, &HookDoc),
     security(("bearer" = []))
 )]

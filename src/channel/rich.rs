@@ -181,16 +181,35 @@ impl Poll {
     }
 }
 
-/// Where the bytes of a media send come from.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Where the bytes of a media send come from. In the outbox (JSON) bytes
+/// are base64.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum MediaData {
     /// A file already checked to be one a sender may read.
     File(PathBuf),
-    Bytes(bytes::Bytes),
+    Bytes(#[serde(with = "base64_bytes")] bytes::Bytes),
+}
+
+mod base64_bytes {
+    use base64::Engine as _;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &bytes::Bytes, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(v))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<bytes::Bytes, D::Error> {
+        let s = String::deserialize(d)?;
+        base64::engine::general_purpose::STANDARD
+            .decode(s)
+            .map(bytes::Bytes::from)
+            .map_err(serde::de::Error::custom)
+    }
 }
 
 /// A media file to send.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OutMedia {
     pub kind: MediaKind,
     pub data: MediaData,
@@ -205,7 +224,7 @@ pub struct OutMedia {
 
 /// A message beyond plain text: one body (text, media, location or poll),
 /// mentions and a quote.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct Content {
     pub text: Option<String>,
     pub media: Option<OutMedia>,

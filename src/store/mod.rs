@@ -5,6 +5,9 @@
 //! write that silently vanished would make the next start-up lie about what
 //! happened, so the caller decides whether to retry.
 
+mod delivery;
+#[cfg(test)]
+mod delivery_tests;
 #[cfg(test)]
 mod instance_tests;
 mod instances;
@@ -20,8 +23,14 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use crate::lifecycle::StatusRow;
 
+pub use delivery::{
+    InboxItem, InboxRow, KvWrite, OutboxItem, OutboxRow, Pruned, SendOutcome, SendRecord,
+    SendStatus,
+};
 pub use instances::{CreatedBy, InstanceRow, NewInstance, Reconciled};
-pub use schema::SESSION_TABLES;
+pub use schema::{DELIVERY_TABLES, SESSION_TABLES};
+
+use delivery::delete_delivery;
 
 use instances::update_status;
 
@@ -300,9 +309,10 @@ impl Store {
         has_session(&self.conn(), "session_exists", instance)
     }
 
-    /// Deletes the instance's session data and writes its status in one
-    /// transaction: a status saying "logged out" next to a live session (or the
-    /// reverse) must never be observable, even after a crash.
+    /// Deletes the instance's session data, its inbox and outbox, and writes
+    /// its status in one transaction: a status saying "logged out" next to a
+    /// live session (or the reverse) must never be observable, even after a
+    /// crash, and nothing of the old account's messages may outlive it.
     pub fn end_session(&self, instance: &str, row: &StatusRow) -> Result<(), StoreError> {
         const OP: &str = "end_session";
         let mut conn = self.conn();
@@ -310,6 +320,7 @@ impl Store {
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(sql(OP))?;
         delete_sessions(&tx, OP, instance)?;
+        delete_delivery(&tx, OP, instance)?;
         // On error the transaction is dropped, rolling the deletes back.
         update_status(&tx, OP, instance, row)?;
         tx.commit().map_err(sql(OP))?;

@@ -14,7 +14,7 @@ impl MockServer {
     /// The contact `user` (a phone number) writes `text` to the first
     /// account's companion: a real Signal message (`pkmsg` first, from the
     /// pre-keys the companion uploaded at login, then `msg`). Answers the
-    /// message id.
+    /// message id. With the companion offline it waits for its next login.
     pub async fn message_from(
         &self,
         user: &str,
@@ -69,9 +69,10 @@ impl MockServer {
             .parse::<Jid>()
             .map_err(|e| anyhow!("{e}"))?;
         node.attrs.insert("sender_lid", lid);
-        if self.shared.send_to_account(k, &node) == 0 {
-            bail!("no connection of account {k} to deliver the message on");
-        }
+        // Kept until acked; with no connection up it waits for the next
+        // login.
+        let delivered = self.shared.send_to_account(k, &node) > 0;
+        self.shared.enqueue(k, &id, &node, delivered);
         Ok(id)
     }
 

@@ -28,6 +28,9 @@
 //!   `wa::Message` a contact sends (`send_from`: quotes, reactions, edits,
 //!   polls, votes, ...), and receipts from a contact's phone
 //!   (`receipt_from`);
+//! - keeps each message for a companion until it is acked and delivers
+//!   what is not at the next login, before the offline marker
+//!   (`offline.rs`);
 //! - records every stanza it receives;
 //! - injects faults on command (stream errors, `<failure>`, stream end, TCP
 //!   drops, silence, refused or rationed connections, flapping).
@@ -48,6 +51,7 @@ pub mod directory;
 pub mod media;
 mod messaging;
 pub mod noise;
+pub mod offline;
 pub mod phone;
 pub mod rig;
 pub mod stanzas;
@@ -185,6 +189,8 @@ struct Shared {
     media: Arc<media::MediaStore>,
     /// Its `host:port`, as the `media_conn` answer names it.
     media_host: Mutex<String>,
+    /// Messages for companions, kept until acked (`offline.rs`).
+    offline: Mutex<Vec<offline::Queued>>,
 }
 
 impl Shared {
