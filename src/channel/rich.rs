@@ -534,6 +534,49 @@ mod tests {
     }
 
     #[test]
+    fn rich_sends_round_trip_through_the_outboxs_json() {
+        let out = crate::channel::Outgoing::content(
+            "1555@s.whatsapp.net",
+            Content {
+                media: Some(OutMedia {
+                    kind: MediaKind::Audio,
+                    data: MediaData::Bytes(bytes::Bytes::from_static(b"\x00\xffOggS")),
+                    mime: "audio/ogg; codecs=opus".into(),
+                    file_name: None,
+                    caption: Some("hi".into()),
+                    voice: true,
+                    size: 6,
+                }),
+                mentions: vec!["1666@s.whatsapp.net".into()],
+                quote: Some("Q1".into()),
+                ..Content::default()
+            },
+        );
+        let j = serde_json::to_string(&out).unwrap();
+        assert!(j.contains("AP9PZ2dT"), "bytes as base64: {j}");
+        assert_eq!(
+            serde_json::from_str::<crate::channel::Outgoing>(&j).unwrap(),
+            out
+        );
+        let poll = crate::channel::Outgoing::content(
+            "1555@s.whatsapp.net",
+            Content {
+                location: Some(Location {
+                    lat: 52.5,
+                    lng: 13.4,
+                    name: None,
+                }),
+                ..Content::default()
+            },
+        );
+        let j = serde_json::to_string(&poll).unwrap();
+        assert_eq!(
+            serde_json::from_str::<crate::channel::Outgoing>(&j).unwrap(),
+            poll
+        );
+    }
+
+    #[test]
     fn media_refs_round_trip_as_json() {
         let r = MediaRef::Cdn {
             direct_path: "/v/t62/x".into(),
