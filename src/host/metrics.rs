@@ -376,4 +376,27 @@ mod tests {
             assert!(text.contains(needle), "{needle} missing in\n{text}");
         }
     }
+
+    #[test]
+    fn delivery_counts_show_up_in_the_text() {
+        let m = Metrics::default();
+        m.observe(&HostEvent::SendFailed {
+            instance: "a".into(),
+            id: "x".into(),
+            chat: "c".into(),
+            reason: "logged out".into(),
+        });
+        m.inbox_redelivered(3);
+        m.delivery_pruned(5, 2);
+        m.delivery_pruned(1, 0);
+        let text = m.render(&[], &[]);
+        for needle in [
+            "moonwire_send_failed_total 1",
+            "moonwire_inbox_redelivered_total 3",
+            "moonwire_delivery_pruned_rows_total{table=\"inbox\"} 6",
+            "moonwire_delivery_pruned_rows_total{table=\"outbox\"} 2",
+        ] {
+            assert!(text.contains(needle), "{needle} missing in\n{text}");
+        }
+    }
 }
