@@ -652,6 +652,7 @@ async fn the_openapi_document_lists_every_route() {
             "/v1/instances/{name}/connect",
             "/v1/instances/{name}/hooks/{path}",
             "/v1/instances/{name}/logout",
+            "/v1/instances/{name}/media/{id}",
             "/v1/instances/{name}/messages",
             "/v1/instances/{name}/messages/{id}",
             "/v1/instances/{name}/qr",

@@ -20,33 +20,132 @@
 ---userdata or cycles. Anything else is refused with an error saying why.
 ---@alias moonwire.Json nil|boolean|number|string|table
 
+---The message type a moonwire.Message has.
+---@alias moonwire.MessageType
+---| "text"
+---| "image"
+---| "video"
+---| "audio"
+---| "document"
+---| "sticker"
+---| "location"
+---| "contact"
+---| "poll"
+---| "poll_vote"
+---| "reaction"
+---| "edit"
+---| "revoke"
+---| "unknown"
+
+---The media of a message (metadata: the bytes come with m:download()).
+---@class moonwire.Media
+---@field kind "image"|"video"|"audio"|"document"|"sticker"
+---@field mime? string e.g. "image/jpeg"
+---@field size? integer bytes, as the sender declared them
+---@field file_name? string documents (and console files)
+---@field seconds? integer length of audio and video
+---@field voice boolean an audio message recorded as a voice note
+---@field width? integer
+---@field height? integer
+
+---The message a reply quotes.
+---@class moonwire.Quoted
+---@field id string
+---@field sender? string
+---@field text? string
+---@field type? string
+
+---@class moonwire.Location
+---@field lat number
+---@field lng number
+---@field name? string
+
+---@class moonwire.Poll
+---@field name string
+---@field options string[]
+---@field selectable integer how many options a voter may pick (0: any number)
+
 ---An incoming (or own) message. Read-only and shared by every handler of
 ---the message: assigning a field is an error (copy into a table instead).
 ---@class moonwire.Message
 ---@field id string message id
 ---@field chat string JID of the chat it was sent in (reply there)
 ---@field sender string JID of who sent it (in a group, the member)
----@field text? string the text; nil if the message has none
----@field type string "text", "image", "video", "audio", "document", "sticker", …
+---@field text? string the text, or a media caption; nil if the message has none
+---@field type moonwire.MessageType
 ---@field from_me boolean sent by this account (e.g. from your phone)
 ---@field is_group boolean the chat is a group
 ---@field push_name? string the sender's display name, if known
 ---@field timestamp integer when it was sent, unix seconds
 ---@field mentions string[] JIDs mentioned in it (empty if none)
+---@field quoted? moonwire.Quoted the message this one replies to
+---@field media? moonwire.Media
+---@field target? string the id a reaction, edit, revoke or poll vote is about
+---@field reaction? string a reaction's emoji ("" = the reaction was removed)
+---@field location? moonwire.Location
+---@field poll? moonwire.Poll a poll's question and options
+---@field votes string[] a poll vote's selected options (empty otherwise)
 local Message = {}
 
----Answers in the message's chat, quoting it (queued like `bot.send` while
----reconnecting).
----@param text string
+---Answers in the message's chat, quoting it (unless the content gives
+---another `quote`); queued like `bot.send` while reconnecting.
+---@param content moonwire.Content
 ---@return string? id the id of the sent message
----@return string? err why it was not sent, e.g. "not open"
-function Message:reply(text) end
+---@return string? err why it was not sent: "not open", or what is wrong with the content
+function Message:reply(content) end
 
----Reacts to the message with an emoji.
+---Reacts to the message with an emoji ("" removes the reaction).
 ---@param emoji string
 ---@return string? id
 ---@return string? err
 function Message:react(emoji) end
+
+---Sends a read receipt for the message (blue ticks).
+---@return boolean? ok
+---@return string? err e.g. "not open"
+function Message:read() end
+
+---Waits: fetches the message's media (decrypted and its hash checked on
+---WhatsApp), saves it under the data dir's media/<instance>/ and returns
+---the path. Refused beyond [script] max_media_mb (default 64).
+---@return string? path
+---@return string? err e.g. "this message has no media to download"
+function Message:download() end
+
+---Media to send: a path relative to the scripts folder or the data dir's
+---media/ folder (nothing else is readable: `../`, other absolute paths and
+---symlinks that lead out are refused), or the bytes themselves.
+---@alias moonwire.MediaSource string|{data: string, mime?: string, file_name?: string}
+
+---What bot.send and m:reply take: a string is a text message; a table
+---carries one body (text, one media key, a location or a poll) and
+---optionally mentions and a quote. Invalid content (two media keys, an
+---unknown key, a poll with one option, a missing file, ...) is refused with
+---nil and a message naming the problem.
+---@class moonwire.ContentTable
+---@field text? string
+---@field image? moonwire.MediaSource
+---@field video? moonwire.MediaSource
+---@field audio? moonwire.MediaSource
+---@field document? moonwire.MediaSource
+---@field sticker? moonwire.MediaSource
+---@field caption? string a media file's caption (`text` works too)
+---@field file_name? string the name a document is shown with
+---@field mime? string the media type (default: from the file name, else the kind's usual type)
+---@field voice? boolean audio as a voice note
+---@field mentions? string[] JIDs or phone numbers mentioned
+---@field quote? string the id of a message to quote
+---@field location? moonwire.Location
+---@field poll? {name: string, options: string[], selectable?: integer} 2 to 12 options; selectable defaults to 1, 0 is any number
+
+---@alias moonwire.Content string|moonwire.ContentTable
+
+---Receipts for messages the bot sent (`on_receipt`).
+---@class moonwire.Receipt
+---@field chat string
+---@field ids string[] the message ids
+---@field sender string who read (or got, or played) them
+---@field kind "delivered"|"read"|"played"
 
 ---A pairing code to show the user (`on_qr`).
 ---@class moonwire.Qr
@@ -251,14 +350,38 @@ bot = {}
 ---@return moonwire.State
 function bot.state() end
 
----Sends a text message. While connecting or reconnecting it waits in the
----outbox and goes out after the open, under the id answered now; a send
----that finally fails is reported as a `send_failed` event.
+---Sends a message: a text, or a content table (media, location, poll,
+---mentions, quote). Returns at once; the send (and any upload) goes on.
+---While connecting or reconnecting it waits in the outbox and goes out
+---after the open, under the id answered now; a send that finally fails is
+---reported as a `send_failed` event.
 ---@param chat string JID of the chat, or a phone number ("15551234567", "+15551234567")
----@param text string
+---@param content moonwire.Content
 ---@return string? id the message id, or nil
----@return string? err "not open" (closed, pairing, logged out), or why `chat` is no recipient
-function bot.send(chat, text) end
+---@return string? err "not open" (closed, pairing, logged out), why `chat` is no recipient, or what is wrong with the content
+function bot.send(chat, content) end
+
+---Replaces the text of a message the bot sent.
+---@param chat string
+---@param id string the id bot.send returned
+---@param text string
+---@return string? id the id of the edit
+---@return string? err
+function bot.edit(chat, id, text) end
+
+---Deletes a message the bot sent, for everyone.
+---@param chat string
+---@param id string
+---@return string? id the id of the revoke
+---@return string? err
+function bot.revoke(chat, id) end
+
+---Shows (or with `on = false` stops) "typing..." in a chat.
+---@param chat string
+---@param on? boolean default true
+---@return boolean? ok
+---@return string? err e.g. "not open"
+function bot.typing(chat, on) end
 
 ---Waits `ms` milliseconds. Only the calling handler waits: the bot answers
 ---other messages meanwhile. Call it from a handler (a hook, command, hear,
@@ -351,3 +474,7 @@ on_logout = nil
 ---Called for every incoming message.
 ---@type fun(m: moonwire.Message)|nil
 on_message = nil
+
+---Receipts (delivered, read, played) for messages the bot sent.
+---@type fun(r: moonwire.Receipt)|nil
+on_receipt = nil

@@ -112,6 +112,7 @@ pub fn incoming(i: usize, text: &str) -> moonwire::channel::Incoming {
         is_group: false,
         push_name: Some("Friend".into()),
         timestamp: 1_700_000_000,
+        ..Default::default()
     }
 }
 

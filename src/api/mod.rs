@@ -7,6 +7,7 @@ mod delivery;
 pub mod events;
 pub mod hooks;
 mod instances;
+mod messages;
 mod qr;
 pub mod webhook;
 
@@ -42,6 +43,7 @@ use crate::host::metrics::WebhookTotals;
 use crate::lifecycle::State as LState;
 use hooks::HookDoc;
 use instances::{CreateInstance, Created, InstanceView, QrView, handle};
+use messages::SendMessage;
 use webhook::Webhooks;
 
 /// Largest request body accepted.
@@ -268,6 +270,15 @@ fn identify(st: &ApiState, headers: &HeaderMap) -> ApiResult<Caller> {
     Ok(caller)
 }
 
+/// A send may carry a media file as base64 (4 bytes per 3), up to
+/// `[script] max_media_mb`.
+fn media_body_limit(state: &ApiState) -> usize {
+    let max = state.app.scripts.config().max_media;
+    usize::try_from(max.saturating_mul(4) / 3)
+        .unwrap_or(usize::MAX)
+        .saturating_add(BODY_LIMIT)
+}
+
 /// The router: `/healthz` open, everything else behind the key.
 pub fn router(state: ApiState) -> Router {
     let protected = Router::new()
@@ -293,11 +304,17 @@ pub fn router(state: ApiState) -> Router {
             "/v1/instances/{name}/restart",
             post(instances::restart_instance),
         )
-        .route("/v1/instances/{name}/messages", post(send_message))
+        .route(
+            "/v1/instances/{name}/messages",
+            post(send_message).layer(DefaultBodyLimit::max(media_body_limit(&state))),
+        )
         .route(
             "/v1/instances/{name}/messages/{id}",
-            get(delivery::get_message),
+            get(delivery::get_message)
+                .patch(messages::edit_message)
+                .delete(messages::revoke_message),
         )
+        .route("/v1/instances/{name}/media/{id}", get(messages::get_media))
         .route("/v1/scripts", get(get_scripts))
         .route("/v1/scripts/reload", post(reload_scripts))
         .route("/v1/events", get(events))
@@ -386,16 +403,6 @@ pub fn admin_key(api: &ApiConfig, data_dir: &Path) -> Result<String, KeyError> {
 
 // ---- schemas ---------------------------------------------------------------
 
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct SendMessage {
-    /// A JID (`15551234567@s.whatsapp.net`, `...@g.us`) or a phone number.
-    to: String,
-    text: String,
-    /// Id of a message to quote.
-    quote_id: Option<String>,
-}
-
 #[derive(Debug, Deserialize)]
 pub struct SendQuery {
     queue: Option<bool>,
@@ -457,7 +464,7 @@ fn recipient(to: &str) -> Option<String> {
 
 #[utoipa::path(post, path = "/v1/instances/{name}/messages", params(("name" = String, Path),
         ("queue" = Option<bool>, Query, description = "hold for the next open instead of 409")),
-    request_body = SendMessage,
+    request_body(description = "JSON, or multipart/form-data: a part `message` (this JSON without the file) and one file part named image, video, audio, document or sticker", content((SendMessage = "application/json"), (SendMessage = "multipart/form-data"))),
     responses((status = 202, body = Sent), (status = 409, body = ErrorBody, description = "not open"),
         (status = 422, body = ErrorBody)))]
 async fn send_message(
@@ -465,22 +472,14 @@ async fn send_message(
     Extension(caller): Extension<Caller>,
     UrlPath(name): UrlPath<String>,
     query: Result<Query<SendQuery>, QueryRejection>,
-    body: Result<Json<SendMessage>, JsonRejection>,
+    body: Result<messages::SendBody, ApiError>,
 ) -> ApiResult<(StatusCode, Json<Sent>)> {
     caller.reaches(&name)?;
     let Query(q) = query?;
-    let Json(req) = body?;
+    let messages::SendBody(req) = body?;
     let h = handle(&st, &name)?;
-    let Some(to) = recipient(&req.to) else {
-        return Err(ApiError::invalid(format!(
-            "recipient {:?} is neither a JID (user@server) nor a phone number",
-            req.to
-        )));
-    };
-    if req.text.is_empty() {
-        return Err(ApiError::invalid("text is empty"));
-    }
-    let out = Outgoing::text(to, req.text, req.quote_id);
+    let (to, content) = messages::content(&st, &name, req).await?;
+    let out = Outgoing::content(to, content);
     let open = matches!(h.snapshot().state, LState::Open { .. });
     if q.queue.unwrap_or(false) {
         return match h.send_queued(out).await {
@@ -691,9 +690,11 @@ async fn metrics(
     paths(healthz, instances::create_instance, instances::list_instances, instances::get_instance,
         instances::connect_instance, instances::get_qr, instances::scan_instance,
         instances::logout_instance, instances::restart_instance, instances::delete_instance,
-        send_message, delivery::get_message, get_scripts, reload_scripts, events, metrics, openapi,
+        send_message, delivery::get_message, messages::edit_message, messages::revoke_message,
+        messages::get_media, get_scripts, reload_scripts, events, metrics, openapi,
         hooks::serve_hook),
-    components(schemas(InstanceView, CreateInstance, Created, QrView, SendMessage, Sent,
+    components(schemas(InstanceView, CreateInstance, Created, QrView, SendMessage,
+        messages::MediaBody, messages::LocationBody, messages::PollBody, messages::EditMessage, Sent,
         delivery::MessageStatus, ScriptsView, ScriptErrorView, ErrorBody, ErrorDetail)),
     modifiers(&BearerAuth, &HookDoc),
     security(("bearer" = []))

@@ -8,8 +8,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::mpsc::UnboundedSender;
 
+use super::rich::{display_name, mime_from_name};
 use super::{
-    BoxFuture, Channel, ChannelError, ChannelEvent, EventKind, Incoming, OutBody, Outgoing,
+    Action, BoxFuture, Channel, ChannelError, ChannelEvent, Content, EventKind, Incoming,
+    MediaData, MediaInfo, MediaKind, MediaRef, OutBody, Outgoing, Quoted,
 };
 use crate::lifecycle::{DefaultAction, PairKind, Reason};
 
@@ -19,7 +21,7 @@ pub const BOT_JID: &str = "me@console";
 /// Session key marking the simulated account as paired.
 pub const SESSION_KEY: &str = "console.paired";
 /// Incoming message ids are this and a number.
-pub const ID_PREFIX: &str = "in-";
+pub const ID_PREFIX: &str = "c";
 
 /// Where the simulated server shows what the bot sent: stdout for
 /// `moonwire console` (one line per write, in order, silent once closed —
@@ -80,6 +82,40 @@ struct SimState {
     manual_scan: bool,
     /// The connection showing a code, while waiting for a scan.
     pairing: Option<u64>,
+    /// Recent messages both ways (id, sender, text, type), for quotes.
+    history: VecDeque<(String, String, Option<String>, String)>,
+    /// The last message the user sent: a reaction to it is "bot reacted X".
+    last_in: Option<String>,
+}
+
+/// Messages remembered for `/reply`.
+const HISTORY: usize = 512;
+
+/// A typed line that is a message (DESIGN's console lines).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConsoleInput {
+    /// A text from the user, or (`/from CHAT SENDER TEXT`) from someone in
+    /// another chat.
+    Text {
+        chat: Option<String>,
+        sender: Option<String>,
+        text: String,
+    },
+    /// `/image PATH [CAPTION]`, `/file PATH`, `/voice PATH`.
+    Media {
+        kind: MediaKind,
+        path: std::path::PathBuf,
+        caption: Option<String>,
+        voice: bool,
+    },
+    /// `/reply ID TEXT`: a text quoting message ID.
+    Reply { id: String, text: String },
+    /// `/react ID EMOJI`.
+    React { id: String, emoji: String },
+    /// `/edit ID TEXT`.
+    Edit { id: String, text: String },
+    /// `/revoke ID`.
+    Revoke { id: String },
 }
 
 /// The simulated server, shared between the channel and the stdin reader.
@@ -106,6 +142,8 @@ impl ConsoleSim {
                 qr_count: 0,
                 manual_scan: false,
                 pairing: None,
+                history: VecDeque::new(),
+                last_in: None,
             }),
             out,
             pairing,
@@ -136,23 +174,111 @@ impl ConsoleSim {
     /// A line typed by the user: a message to the bot. Delivered now when the
     /// bot is online, otherwise at its next login, like the real server.
     pub fn deliver(&self, text: &str) {
+        // A plain text needs no file: it cannot fail.
+        let _ = self.deliver_input(ConsoleInput::Text {
+            chat: None,
+            sender: None,
+            text: text.into(),
+        });
+    }
+
+    /// A message line of any kind. The n-th message of a run has the id
+    /// `cN`. Fails (nothing is sent) for a media file that cannot be read.
+    pub fn deliver_input(&self, input: ConsoleInput) -> Result<String, String> {
         let mut st = self.lock();
-        st.next_in += 1;
-        let msg = Incoming {
-            id: format!("{ID_PREFIX}{}", st.next_in),
+        let mut msg = Incoming {
             chat: USER_CHAT.into(),
             sender: USER_CHAT.into(),
-            text: Some(text.into()),
             kind: "text".into(),
-            from_me: false,
-            is_group: false,
             push_name: Some("you".into()),
             timestamp: unix_seconds(),
+            ..Incoming::default()
         };
+        match input {
+            ConsoleInput::Text { chat, sender, text } => {
+                if let Some(chat) = chat {
+                    msg.is_group = chat.ends_with("@g.us");
+                    msg.chat = chat;
+                }
+                if let Some(sender) = sender {
+                    msg.push_name = sender.split('@').next().map(str::to_string);
+                    msg.sender = sender;
+                }
+                msg.text = Some(text);
+            }
+            ConsoleInput::Media {
+                kind,
+                path,
+                caption,
+                voice,
+            } => {
+                let meta =
+                    std::fs::metadata(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+                if !meta.is_file() {
+                    return Err(format!("{} is not a file", path.display()));
+                }
+                let path =
+                    std::fs::canonicalize(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+                let name = display_name(&path.display().to_string());
+                msg.kind = kind.as_str().into();
+                msg.text = caption;
+                msg.media = Some(Box::new(MediaInfo {
+                    kind,
+                    mime: Some(
+                        mime_from_name(&name)
+                            .unwrap_or(kind.default_mime())
+                            .to_string(),
+                    ),
+                    size: Some(meta.len()),
+                    file_name: Some(name),
+                    voice,
+                    source: MediaRef::Local { path },
+                    ..MediaInfo::default()
+                }));
+            }
+            ConsoleInput::Reply { id, text } => {
+                let known = st.history.iter().find(|h| h.0 == id).cloned();
+                msg.quoted = Some(Box::new(match known {
+                    Some((id, sender, text, kind)) => Quoted {
+                        id,
+                        sender: Some(sender),
+                        text,
+                        kind: Some(kind),
+                    },
+                    None => Quoted {
+                        id,
+                        ..Quoted::default()
+                    },
+                }));
+                msg.text = Some(text);
+            }
+            ConsoleInput::React { id, emoji } => {
+                msg.kind = "reaction".into();
+                msg.target = Some(id);
+                msg.reaction = Some(emoji);
+            }
+            ConsoleInput::Edit { id, text } => {
+                msg.kind = "edit".into();
+                msg.target = Some(id);
+                msg.text = Some(text);
+            }
+            ConsoleInput::Revoke { id } => {
+                msg.kind = "revoke".into();
+                msg.target = Some(id);
+            }
+        }
+        st.next_in += 1;
+        msg.id = format!("{ID_PREFIX}{}", st.next_in);
+        remember(&mut st, &msg.id, &msg.sender, msg.text.clone(), &msg.kind);
+        if msg.chat == USER_CHAT {
+            st.last_in = Some(msg.id.clone());
+        }
+        let id = msg.id.clone();
         match st.connected {
             Some(conn) => emit(&st, conn, EventKind::Message(msg)),
             None => st.offline.push_back(msg),
         }
+        Ok(id)
     }
 
     /// `/drop CODE`: the server closes the connection with that code. A
@@ -235,6 +361,57 @@ impl ConsoleSim {
             None => st.logout_pending = true,
         }
     }
+}
+
+fn remember(st: &mut SimState, id: &str, sender: &str, text: Option<String>, kind: &str) {
+    st.history
+        .push_back((id.into(), sender.into(), text, kind.into()));
+    if st.history.len() > HISTORY {
+        st.history.pop_front();
+    }
+}
+
+/// The line that shows a message the bot sent (without the `bot> ` and
+/// chat prefix).
+fn content_line(c: &Content) -> String {
+    if let Some(m) = &c.media {
+        let kind = if m.kind == MediaKind::Audio && m.voice {
+            "voice"
+        } else {
+            m.kind.as_str()
+        };
+        let name = m.file_name.clone().unwrap_or_else(|| match &m.data {
+            MediaData::File(p) => display_name(&p.display().to_string()),
+            MediaData::Bytes(_) => format!(
+                "{}.{}",
+                m.kind.as_str(),
+                super::rich::extension_for_mime(&m.mime).unwrap_or("bin")
+            ),
+        });
+        let mut line = format!("<{kind} {name} {}>", m.size);
+        if let Some(caption) = &m.caption {
+            line.push(' ');
+            line.push_str(caption);
+        }
+        return line;
+    }
+    if let Some(l) = &c.location {
+        let mut line = format!("<location {},{}>", l.lat, l.lng);
+        if let Some(n) = &l.name {
+            line.push(' ');
+            line.push_str(n);
+        }
+        return line;
+    }
+    if let Some(p) = &c.poll {
+        return format!(
+            "<poll {} [{}] selectable={}>",
+            p.name,
+            p.options.join(" | "),
+            p.selectable
+        );
+    }
+    c.text.clone().unwrap_or_default()
 }
 
 fn emit(st: &SimState, conn: u64, kind: EventKind) {
@@ -332,31 +509,112 @@ impl Channel for ConsoleChannel {
     }
 
     fn send(&mut self, out: Outgoing) -> BoxFuture<Result<(), ChannelError>> {
-        let st = self.sim.lock();
+        let mut st = self.sim.lock();
         let result = if st.connected.is_none() {
             Err(ChannelError::NotConnected)
         } else {
             // Printed here, not in the future, so the line is out by the time
             // the host has handled the send.
             let chat = &out.chat;
-            match &out.body {
-                OutBody::Text { text, .. } => {
-                    for line in text.split('\n') {
-                        if chat == USER_CHAT {
-                            self.sim.out.line(&format!("bot> {line}"));
-                        } else {
-                            self.sim.out.line(&format!("bot> [{chat}] {line}"));
-                        }
+            let say = |line: &str| {
+                for line in line.split('\n') {
+                    if chat == USER_CHAT {
+                        self.sim.out.line(&format!("bot> {line}"));
+                    } else {
+                        self.sim.out.line(&format!("bot> [{chat}] {line}"));
                     }
                 }
-                OutBody::React { emoji, .. } => {
-                    self.sim.out.line(&format!("bot reacted {emoji}"));
+            };
+            match &out.body {
+                OutBody::Text { text, .. } => {
+                    say(text);
+                    remember(&mut st, &out.id, BOT_JID, Some(text.clone()), "text");
+                }
+                OutBody::Rich(c) => {
+                    say(&content_line(c));
+                    let kind = match (&c.media, &c.location, &c.poll) {
+                        (Some(m), _, _) => m.kind.as_str(),
+                        (_, Some(_), _) => "location",
+                        (_, _, Some(_)) => "poll",
+                        _ => "text",
+                    };
+                    let text = c.body_text().map(str::to_string);
+                    remember(&mut st, &out.id, BOT_JID, text, kind);
+                }
+                OutBody::React { message_id, emoji } => {
+                    if st.last_in.as_deref() == Some(message_id.as_str()) {
+                        self.sim.out.line(&format!("bot reacted {emoji}"));
+                    } else {
+                        self.sim
+                            .out
+                            .line(&format!("bot reacted {emoji} to {message_id}"));
+                    }
+                }
+                OutBody::Edit { message_id, text } => {
+                    self.sim
+                        .out
+                        .line(&format!("bot edited {message_id}: {text}"));
+                }
+                OutBody::Revoke { message_id } => {
+                    self.sim.out.line(&format!("bot revoked {message_id}"));
                 }
             }
             Ok(())
         };
         Box::pin(std::future::ready(result))
     }
+
+    /// Read receipts and typing show nothing; a download is a copy of the
+    /// file that was sent in.
+    fn act(&mut self, action: Action) -> BoxFuture<Result<u64, ChannelError>> {
+        if self.sim.lock().connected.is_none() {
+            return Box::pin(std::future::ready(Err(ChannelError::NotConnected)));
+        }
+        match action {
+            Action::Read { .. } | Action::Typing { .. } => Box::pin(std::future::ready(Ok(0))),
+            Action::Download {
+                media,
+                to,
+                max_bytes,
+            } => Box::pin(async move {
+                let MediaRef::Local { path } = media.source else {
+                    return Err(ChannelError::Media(
+                        "the message carries no file to copy".into(),
+                    ));
+                };
+                tokio::task::spawn_blocking(move || copy_bounded(&path, &to, max_bytes))
+                    .await
+                    .map_err(|e| ChannelError::Media(format!("the copy failed: {e}")))?
+            }),
+        }
+    }
+}
+
+/// Copies `from` to `to`, refusing a file larger than `max` bytes (also
+/// one that grew while it was copied).
+fn copy_bounded(
+    from: &std::path::Path,
+    to: &std::path::Path,
+    max: u64,
+) -> Result<u64, ChannelError> {
+    use std::io::Read;
+    let err = |e: std::io::Error| ChannelError::Media(format!("{}: {e}", from.display()));
+    let src = std::fs::File::open(from).map_err(err)?;
+    let len = src.metadata().map_err(err)?.len();
+    if len > max {
+        return Err(ChannelError::Media(format!(
+            "the file is {len} bytes, more than the limit of {max}"
+        )));
+    }
+    let mut dst = std::fs::File::create(to)
+        .map_err(|e| ChannelError::Media(format!("{}: {e}", to.display())))?;
+    let n = std::io::copy(&mut src.take(max + 1), &mut dst).map_err(err)?;
+    if n > max {
+        return Err(ChannelError::Media(format!(
+            "the file grew past the limit of {max} bytes while it was copied"
+        )));
+    }
+    Ok(n)
 }
 
 #[cfg(test)]

@@ -2,19 +2,26 @@
 //! it dials, reports what happened as [`ChannelEvent`]s and carries out sends.
 
 pub mod console;
+pub mod rich;
 pub mod whatsapp;
 
 use std::future::Future;
 use std::pin::Pin;
 
+use serde::{Deserialize, Serialize};
+
 use crate::lifecycle::{PairKind, ReasonKind};
+pub use rich::{
+    Action, Content, Location, MediaData, MediaInfo, MediaKind, MediaRef, OutMedia, Poll, Quoted,
+    Receipt, ReceiptKind,
+};
 
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
 /// An incoming message, already reduced to what scripts see (`on_message`'s `m`).
 /// It is kept in the inbox as JSON; a field added later reads back from an
 /// older row as its default.
-#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Incoming {
     pub id: String,
@@ -28,17 +35,37 @@ pub struct Incoming {
     pub push_name: Option<String>,
     /// Unix seconds.
     pub timestamp: i64,
+    /// JIDs the message mentions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mentions: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quoted: Option<Box<Quoted>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media: Option<Box<MediaInfo>>,
+    /// The message a reaction, edit, revoke or poll vote is about.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// A reaction's emoji ("" = the reaction was removed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reaction: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<Box<Location>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub poll: Option<Box<Poll>>,
+    /// A poll vote's selected options, by name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub votes: Vec<String>,
 }
 
 /// What a channel reports. Every event carries the connection it belongs to,
 /// so the host can drop what a superseded connection says late.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ChannelEvent {
     pub conn: u64,
     pub kind: EventKind,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum EventKind {
     PairingCode {
         code: String,
@@ -77,25 +104,112 @@ pub enum EventKind {
         id: String,
         error: Option<String>,
     },
+    /// Receipts for messages the bot sent.
+    Receipt(Receipt),
 }
 
 /// Something to send. The id is chosen before sending (WhatsApp ids are
 /// client-made), so callers get it back at once and the send can be async.
-/// It waits in the outbox as JSON until it is sent.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+/// It waits in the outbox as JSON until it is sent (media bytes given in
+/// memory as base64).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Outgoing {
     pub id: String,
     pub chat: String,
     pub body: OutBody,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum OutBody {
-    Text { text: String, quote: Option<String> },
-    React { message_id: String, emoji: String },
+    Text {
+        text: String,
+        quote: Option<String>,
+    },
+    /// Media, a location, a poll, or text with mentions.
+    Rich(Box<Content>),
+    React {
+        message_id: String,
+        emoji: String,
+    },
+    /// Replaces the text of a message the bot sent.
+    Edit {
+        message_id: String,
+        text: String,
+    },
+    /// Deletes a message the bot sent, for everyone.
+    Revoke {
+        message_id: String,
+    },
 }
 
 impl Outgoing {
+    /// A message with any content; plain text (with at most a quote) stays
+    /// the lighter `Text`.
+    pub fn content(chat: impl Into<String>, content: Content) -> Outgoing {
+        let body = match content {
+            Content {
+                text: Some(text),
+                media: None,
+                location: None,
+                poll: None,
+                mentions,
+                quote,
+            } if mentions.is_empty() => OutBody::Text { text, quote },
+            other => OutBody::Rich(Box::new(other)),
+        };
+        Outgoing {
+            id: new_message_id(),
+            chat: chat.into(),
+            body,
+        }
+    }
+
+    pub fn edit(
+        chat: impl Into<String>,
+        message_id: impl Into<String>,
+        text: impl Into<String>,
+    ) -> Outgoing {
+        Outgoing {
+            id: new_message_id(),
+            chat: chat.into(),
+            body: OutBody::Edit {
+                message_id: message_id.into(),
+                text: text.into(),
+            },
+        }
+    }
+
+    pub fn revoke(chat: impl Into<String>, message_id: impl Into<String>) -> Outgoing {
+        Outgoing {
+            id: new_message_id(),
+            chat: chat.into(),
+            body: OutBody::Revoke {
+                message_id: message_id.into(),
+            },
+        }
+    }
+
+    /// A copy to show (events, webhooks): media bytes given in memory are
+    /// left out, their size stays.
+    pub fn without_bytes(&self) -> Outgoing {
+        let body = match &self.body {
+            OutBody::Rich(c) if matches!(&c.media, Some(m) if matches!(m.data, MediaData::Bytes(_))) =>
+            {
+                let mut c = c.clone();
+                if let Some(m) = &mut c.media {
+                    m.data = MediaData::Bytes(bytes::Bytes::new());
+                }
+                OutBody::Rich(c)
+            }
+            other => other.clone(),
+        };
+        Outgoing {
+            id: self.id.clone(),
+            chat: self.chat.clone(),
+            body,
+        }
+    }
+
     pub fn text(
         chat: impl Into<String>,
         text: impl Into<String>,
@@ -197,6 +311,11 @@ pub enum ChannelError {
     BadRecipient(String),
     #[error("{0}")]
     Protocol(String),
+    #[error("this channel cannot do that")]
+    Unsupported,
+    /// A download or upload failed; the text says why (size, hash, host).
+    #[error("{0}")]
+    Media(String),
     /// The connection failed the send; another connection may not.
     #[error("{0}")]
     Interrupted(String),
@@ -228,6 +347,13 @@ pub trait Channel: Send + 'static {
     /// (or, for a channel that [`confirms_sends`](Channel::confirms_sends),
     /// written, its confirmation still to come).
     fn send(&mut self, out: Outgoing) -> BoxFuture<Result<(), ChannelError>>;
+    /// Does something that is not a message (a read receipt, typing, a
+    /// download); answers the bytes a download wrote, else 0.
+    fn act(&mut self, action: Action) -> BoxFuture<Result<u64, ChannelError>> {
+        let _ = action;
+        Box::pin(std::future::ready(Err(ChannelError::Unsupported)))
+    }
+
     /// Whether the server confirms each send later with
     /// [`EventKind::SendAcked`]: until then a send counts as not delivered,
     /// and goes again (same id) after a reconnect.

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use moonwire::channel::console::ConsoleOut;
+use moonwire::channel::MediaKind;
+use moonwire::channel::console::{ConsoleInput, ConsoleOut};
 use moonwire::config::{ChannelKind, Config};
 use moonwire::host::app::{App, StartOptions};
 use moonwire::host::{DataDirLock, EventBus, Host, HostEvent};
@@ -19,6 +20,8 @@ const INSTANCE: &str = "console";
 #[derive(Debug, PartialEq, Eq)]
 enum Line {
     Message(String),
+    /// A richer message: another chat, media, a reply, a reaction, ...
+    Rich(ConsoleInput),
     Drop(u16),
     Logout,
     Connect,
@@ -37,6 +40,9 @@ fn parse(line: &str) -> Result<Line, String> {
             Line::Message(line.to_string())
         });
     };
+    if let Some(rich) = parse_rich(cmd)? {
+        return Ok(Line::Rich(rich));
+    }
     let mut parts = cmd.split_whitespace();
     let name = parts.next().unwrap_or("");
     let arg = parts.next();
@@ -67,7 +73,7 @@ fn parse(line: &str) -> Result<Line, String> {
         "quit" => Line::Quit,
         _ => {
             return Err(format!(
-                "unknown command /{name} (known: /drop CODE, /logout, /connect, /scan, /sleep MS, /quit)"
+                "unknown command /{name} (known: /drop CODE, /logout, /connect, /scan, /sleep MS, /quit, /from CHAT SENDER TEXT, /image PATH [CAPTION], /file PATH, /voice PATH, /reply ID TEXT, /react ID EMOJI, /edit ID TEXT, /revoke ID)"
             ));
         }
     };
@@ -75,6 +81,88 @@ fn parse(line: &str) -> Result<Line, String> {
         return Err(format!("/{name} takes one argument"));
     }
     Ok(parsed)
+}
+
+/// Splits off the first word of `s`; the rest with its leading blanks
+/// gone.
+fn word(s: &str) -> (&str, &str) {
+    let s = s.trim_start();
+    match s.find(char::is_whitespace) {
+        Some(i) => (&s[..i], s[i..].trim_start()),
+        None => (s, ""),
+    }
+}
+
+/// The message lines (`/from`, `/image`, ...), or `None` for another
+/// command.
+fn parse_rich(cmd: &str) -> Result<Option<ConsoleInput>, String> {
+    let (name, rest) = word(cmd);
+    let need = |what: &str, example: &str| format!("/{name} needs {what}, e.g. /{name} {example}");
+    let media = |kind, voice| -> Result<Option<ConsoleInput>, String> {
+        let (path, caption) = word(rest);
+        if path.is_empty() {
+            return Err(need("a file", "cat.jpg"));
+        }
+        if kind != MediaKind::Image && !caption.is_empty() {
+            return Err(format!("/{name} takes one argument: the file"));
+        }
+        Ok(Some(ConsoleInput::Media {
+            kind,
+            path: path.into(),
+            caption: (!caption.is_empty()).then(|| caption.to_string()),
+            voice,
+        }))
+    };
+    let id_and = |what: &str, example: &str| -> Result<(String, String), String> {
+        let (id, text) = word(rest);
+        if id.is_empty() || text.is_empty() {
+            return Err(need(&format!("a message id and {what}"), example));
+        }
+        Ok((id.to_string(), text.to_string()))
+    };
+    Ok(Some(match name {
+        "from" => {
+            let (chat, rest) = word(rest);
+            let (sender, text) = word(rest);
+            if chat.is_empty() || sender.is_empty() || text.is_empty() {
+                return Err(need(
+                    "a chat, a sender and a text",
+                    "team@g.us ann@console hi all",
+                ));
+            }
+            ConsoleInput::Text {
+                chat: Some(chat.into()),
+                sender: Some(sender.into()),
+                text: text.into(),
+            }
+        }
+        "image" => return media(MediaKind::Image, false),
+        "file" => return media(MediaKind::Document, false),
+        "voice" => return media(MediaKind::Audio, true),
+        "reply" => {
+            let (id, text) = id_and("a text", "c1 sounds good")?;
+            ConsoleInput::Reply { id, text }
+        }
+        "react" => {
+            let (id, emoji) = id_and("an emoji", "c1 👍")?;
+            ConsoleInput::React { id, emoji }
+        }
+        "edit" => {
+            let (id, text) = id_and("the new text", "c1 fixed typo")?;
+            ConsoleInput::Edit { id, text }
+        }
+        "revoke" => {
+            let (id, extra) = word(rest);
+            if id.is_empty() {
+                return Err(need("a message id", "c1"));
+            }
+            if !extra.is_empty() {
+                return Err("/revoke takes one argument".into());
+            }
+            ConsoleInput::Revoke { id: id.into() }
+        }
+        _ => return Ok(None),
+    }))
 }
 
 pub fn run(config: &Config, manual_scan: bool) -> anyhow::Result<ExitCode> {
@@ -141,6 +229,11 @@ async fn run_async(config: &Config, manual_scan: bool) -> anyhow::Result<ExitCod
         match parse(&line) {
             Ok(Line::Empty) => continue,
             Ok(Line::Message(text)) => sim.deliver(&text),
+            Ok(Line::Rich(input)) => {
+                if let Err(e) = sim.deliver_input(input) {
+                    eprintln!("console: {e}");
+                }
+            }
             Ok(Line::Drop(code)) => {
                 if let Err(e) = sim.drop_connection(code) {
                     eprintln!("console: /drop {code} ignored: {e}");
@@ -224,5 +317,83 @@ mod tests {
                 .unwrap_err()
                 .contains("unknown command")
         );
+    }
+
+    #[test]
+    fn rich_lines_parse_into_messages() {
+        let rich = |l: &str| match parse(l) {
+            Ok(Line::Rich(r)) => r,
+            other => panic!("{l}: {other:?}"),
+        };
+        assert_eq!(
+            rich("/from team@g.us ann@console hello  all"),
+            ConsoleInput::Text {
+                chat: Some("team@g.us".into()),
+                sender: Some("ann@console".into()),
+                text: "hello  all".into()
+            }
+        );
+        assert_eq!(
+            rich("/image cat.jpg a fine cat"),
+            ConsoleInput::Media {
+                kind: MediaKind::Image,
+                path: "cat.jpg".into(),
+                caption: Some("a fine cat".into()),
+                voice: false
+            }
+        );
+        assert!(matches!(
+            rich("/image cat.jpg"),
+            ConsoleInput::Media { caption: None, .. }
+        ));
+        assert!(matches!(
+            rich("/voice hi.ogg"),
+            ConsoleInput::Media {
+                kind: MediaKind::Audio,
+                voice: true,
+                ..
+            }
+        ));
+        assert!(matches!(
+            rich("/file a.pdf"),
+            ConsoleInput::Media {
+                kind: MediaKind::Document,
+                ..
+            }
+        ));
+        assert_eq!(
+            rich("/reply c1 sounds good"),
+            ConsoleInput::Reply {
+                id: "c1".into(),
+                text: "sounds good".into()
+            }
+        );
+        assert_eq!(
+            rich("/react c2 👍"),
+            ConsoleInput::React {
+                id: "c2".into(),
+                emoji: "👍".into()
+            }
+        );
+        assert_eq!(
+            rich("/edit c3 fixed"),
+            ConsoleInput::Edit {
+                id: "c3".into(),
+                text: "fixed".into()
+            }
+        );
+        assert_eq!(rich("/revoke c4"), ConsoleInput::Revoke { id: "c4".into() });
+        for bad in [
+            "/from team@g.us",
+            "/image",
+            "/file a.pdf extra",
+            "/reply c1",
+            "/react",
+            "/edit c1",
+            "/revoke",
+            "/revoke c1 c2",
+        ] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -273,6 +273,8 @@ pub fn engine_config(config: &Config) -> EngineConfig {
                 .ok()
         }),
         http: moonwire::automation::http::HttpPolicy::from_config(&s.http),
+        media_dir: config.data_dir.join("media"),
+        max_media: s.max_media_mb.saturating_mul(1024 * 1024),
         ..EngineConfig::default()
     }
     .with_hook_timeout(std::time::Duration::from_millis(s.hook_timeout_ms))

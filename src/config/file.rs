@@ -45,6 +45,7 @@ struct RawScript {
     handler_deadline_ms: Option<Spanned<u64>>,
     workers: Option<Spanned<u64>>,
     max_waiting: Option<Spanned<u64>>,
+    max_media_mb: Option<Spanned<u64>>,
     timezone: Option<Spanned<String>>,
     http: Option<RawScriptHttp>,
 }
@@ -218,6 +219,17 @@ pub(super) fn parse_file(text: &str, origin: &Path) -> Result<Layered, ConfigErr
         }
         if let Some(v) = &s.max_waiting {
             c.max_waiting = ctx.positive(v, "script.max_waiting")?;
+        }
+        if let Some(v) = &s.max_media_mb {
+            let mb = *v.get_ref();
+            if mb == 0 || mb > MAX_MEDIA_MB {
+                return Err(ctx.err(
+                    v,
+                    "script.max_media_mb",
+                    format!("must be between 1 and {MAX_MEDIA_MB}, got {mb}"),
+                ));
+            }
+            c.max_media_mb = mb;
         }
         if let Some(v) = &s.timezone {
             check_timezone(v.get_ref()).map_err(|m| ctx.err(v, "script.timezone", m))?;

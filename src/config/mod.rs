@@ -55,6 +55,8 @@ const DEFAULT_API_LISTEN: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::ne
     8080,
 ));
 const MAX_MEMORY_LIMIT_MB: u64 = 4096;
+/// WhatsApp's own limit for a document is 2 GB.
+const MAX_MEDIA_MB: u64 = 2048;
 const MAX_WORKERS: u64 = 256;
 const MAX_HTTP_BODY_MB: u64 = 1024;
 const MAX_HTTP_IN_FLIGHT: usize = 1024;
@@ -187,6 +189,8 @@ pub struct ScriptConfig {
     pub workers: Option<u64>,
     /// Handlers waiting at once per instance.
     pub max_waiting: u64,
+    /// The largest media file `m:download()` fetches and a send reads.
+    pub max_media_mb: u64,
     /// An IANA time zone name for `bot.cron`, checked against the time
     /// zone database; `None`: the system's zone.
     pub timezone: Option<String>,
@@ -202,6 +206,7 @@ impl Default for ScriptConfig {
             handler_deadline_ms: 60_000,
             workers: None,
             max_waiting: 256,
+            max_media_mb: 64,
             timezone: None,
             http: ScriptHttpConfig::default(),
         }

@@ -159,6 +159,14 @@ impl App {
             .with_whatsapp_login_timeout(Duration::from_millis(c.login_timeout_ms))
     }
 
+    /// Certificates (DER) a WhatsApp media host may present besides the
+    /// public roots. For tests against the mock server's media host only:
+    /// nothing in the config or the command line reaches it.
+    pub fn with_whatsapp_media_roots(mut self, roots: Vec<Vec<u8>>) -> App {
+        self.whatsapp.media_roots = roots;
+        self
+    }
+
     /// How long an attempt may go without a login or a pairing code
     /// (`[whatsapp] login_timeout_ms`).
     pub fn with_whatsapp_login_timeout(mut self, timeout: Duration) -> App {

@@ -417,10 +417,12 @@ impl Delivery {
                 }
                 Ok(()) => {
                     outcomes.push((d.seq, SendOutcome::Sent));
+                    let message = Arc::new(q.out.without_bytes());
                     events.push(HostEvent::MessageOut {
                         instance: self.name.to_string(),
                         chat: q.out.chat,
                         id: q.out.id,
+                        message,
                     });
                 }
                 Err(e) if e.is_transient() => {
@@ -477,6 +479,7 @@ impl Delivery {
                 SendOutcome::Sent,
                 HostEvent::MessageOut {
                     instance: self.name.to_string(),
+                    message: Arc::new(q.out.without_bytes()),
                     chat: q.out.chat,
                     id: q.out.id,
                 },

@@ -12,7 +12,7 @@ mod flow;
 
 use super::delivery::{Delivery, SendDone};
 use super::{EventBus, Hooks, HostEvent, HostSettings, now_ms};
-use crate::channel::{Channel, ChannelError, ChannelEvent, EventKind, Outgoing};
+use crate::channel::{Action, Channel, ChannelError, ChannelEvent, EventKind, Outgoing};
 use crate::lifecycle::{
     CloseAnswer, Effect, HookCall, Input, LogoutBy, Machine, Reason, ReasonKind, State, StatusRow,
 };
@@ -50,6 +50,11 @@ enum Command {
         /// Hold it until the next open instead of refusing while not open.
         queue: bool,
         reply: oneshot::Sender<Result<String, SendError>>,
+    },
+    /// Something that is not a message (read receipt, typing, download).
+    Act {
+        action: Action,
+        reply: oneshot::Sender<Result<u64, SendError>>,
     },
     /// A send already in the outbox (row `seq`), to go out in order.
     Queued {
@@ -160,6 +165,17 @@ impl InstanceHandle {
         if self.tx.send(Command::Queued { seq, out }).is_err() {
             tracing::info!(instance = %self.name, "the instance has stopped; the send waits in the outbox for the next start");
         }
+    }
+
+    /// Does something that is not a message, only while open; answers
+    /// what a download wrote (bytes), else 0.
+    pub async fn act(&self, action: Action) -> Result<u64, SendError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Act { action, reply })
+            .map_err(|_| SendError::Gone(self.name.to_string()))?;
+        rx.await
+            .map_err(|_| SendError::Gone(self.name.to_string()))?
     }
 
     /// Resolves once every command and event queued before it is handled.
@@ -426,6 +442,12 @@ impl Actor {
                 return;
             }
             EventKind::Message(_) => return, // batched in on_events
+            EventKind::Receipt(r) => {
+                if self.inbound && matches!(self.machine.state(), State::Open { .. }) {
+                    self.hooks.receipt(&self.handle, r);
+                }
+                return;
+            }
         };
         self.feed(input).await;
     }
@@ -483,6 +505,25 @@ impl Actor {
                     self.flush_outbox();
                 }
             },
+            Command::Act { action, reply } => {
+                if !matches!(self.machine.state(), State::Open { .. }) {
+                    let _ = reply.send(Err(SendError::NotOpen(self.name.to_string())));
+                    return;
+                }
+                // Not in the send queue: a download must not hold up sends.
+                let fut = self.channel.act(action);
+                let mut reply = reply;
+                tokio::spawn(async move {
+                    // Whoever asked may give up (a handler past its
+                    // deadline): the transfer stops with it.
+                    tokio::select! {
+                        r = fut => {
+                            let _ = reply.send(r.map_err(SendError::from));
+                        }
+                        () = reply.closed() => {}
+                    }
+                });
+            }
             // A decision on its way back from the scripts is pending work.
             Command::Settle(reply) if self.machine.deciding() => self.settle_waiters.push(reply),
             Command::Settle(reply) => {

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-use crate::channel::{BoxFuture, Channel, ChannelEvent, Incoming};
+use crate::channel::{BoxFuture, Channel, ChannelEvent, Incoming, Outgoing, Receipt};
 use crate::lifecycle::{
     CloseAnswer, ConnectionStatus, HookCall, ReasonKind, Settings, StateName, StatusRow, Transition,
 };
@@ -46,6 +46,8 @@ pub trait Hooks: Send + Sync + 'static {
         self.message(instance, msg);
         false
     }
+    /// Receipts for messages the instance sent.
+    fn receipt(&self, _instance: &InstanceHandle, _receipt: Receipt) {}
     /// Resolves once every hook call queued before it has finished.
     fn settle(&self) -> BoxFuture<()>;
     /// Resolves once every hook call queued before it has started: it
@@ -94,6 +96,8 @@ pub enum HostEvent {
         instance: String,
         chat: String,
         id: String,
+        /// What was sent (media as metadata: the bytes are not kept).
+        message: Arc<Outgoing>,
     },
     ScriptError {
         instance: String,

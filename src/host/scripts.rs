@@ -25,7 +25,8 @@ use crate::automation::http::{HttpClient, HttpError, HttpRequest, HttpResponse};
 use crate::automation::routes::{
     HookRequest, HookResponse, RouteDispatch, RouteError, RouteId, RouteTable, Routes,
 };
-use crate::channel::{BoxFuture, Incoming, Outgoing};
+use crate::channel::rich::{extension_for_mime, safe_component};
+use crate::channel::{Action, BoxFuture, Incoming, MediaInfo, Outgoing, Receipt};
 use crate::lifecycle::{CloseAnswer, HookCall, LogoutBy, State};
 use crate::script::{Actions, Engine, EngineConfig, LoadReport, Pool, ScriptError, watch};
 use crate::store::{KvWrite, OutboxItem, Store};
@@ -49,6 +50,9 @@ struct HostActions {
     folders: Folders,
     net: Net,
     hook_metrics: Mutex<Vec<(String, crate::host::metrics::HookHandles)>>,
+    /// The data dir's `media/` folder and the media size limit.
+    media_dir: PathBuf,
+    max_media: u64,
     /// What the handlers of the message being started do, committed with
     /// its handled mark.
     handling: Mutex<Handling>,
@@ -84,6 +88,37 @@ struct Net {
     /// The runtime requests run on; `None` outside one (no `bot.http`).
     rt: Option<tokio::runtime::Handle>,
     routes: Arc<Routes>,
+}
+
+/// A download in progress: removed unless it was moved into place.
+struct Partial(PathBuf);
+
+impl Drop for Partial {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// The name a message's media is saved under in `media/<instance>/`: its
+/// id (made safe: ids come from outside) and an extension from the file
+/// name or the type. The API's media route finds it by the same rule.
+pub fn media_file_name(id: &str, media: &MediaInfo) -> String {
+    let from_name = media
+        .file_name
+        .as_deref()
+        .and_then(|n| n.rsplit_once('.'))
+        .map(|(_, e)| e.to_ascii_lowercase())
+        .filter(|e| !e.is_empty() && e.len() <= 8 && e.chars().all(|c| c.is_ascii_alphanumeric()));
+    let ext = from_name
+        .or_else(|| {
+            media
+                .mime
+                .as_deref()
+                .and_then(extension_for_mime)
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| "bin".into());
+    format!("{}.{ext}", safe_component(id))
 }
 
 /// Aborts the request when the handler waiting for it goes (cancelled at
@@ -327,6 +362,75 @@ impl Actions for HostActions {
         })
     }
 
+    fn act(&self, action: Action) -> Result<(), String> {
+        if !matches!(self.handle.snapshot().state, State::Open { .. }) {
+            return Err("not open".into());
+        }
+        let Some(rt) = &self.net.rt else {
+            return Err("needs the host's async runtime".into());
+        };
+        let handle = self.handle.clone();
+        rt.spawn(async move {
+            if let Err(e) = handle.act(action).await {
+                tracing::warn!(instance = %handle.name(), error = %e, "a read receipt or typing indicator failed");
+            }
+        });
+        Ok(())
+    }
+
+    fn download(&self, m: &Incoming) -> BoxFuture<Result<PathBuf, String>> {
+        let fail = |e: String| -> BoxFuture<Result<PathBuf, String>> {
+            Box::pin(std::future::ready(Err(e)))
+        };
+        let Some(media) = m.media.clone() else {
+            return fail("this message has no media to download".into());
+        };
+        let Some(rt) = &self.net.rt else {
+            return fail("downloads need the host's async runtime".into());
+        };
+        let max = self.max_media;
+        if let Some(size) = media.size
+            && size > max
+        {
+            return fail(format!(
+                "the file is {size} bytes, more than the limit of {} MiB ([script] max_media_mb)",
+                max / (1024 * 1024)
+            ));
+        }
+        let dir = self.media_dir.join(safe_component(self.handle.name()));
+        let name = media_file_name(&m.id, &media);
+        let handle = self.handle.clone();
+        let task = AbortOnDrop(rt.spawn(async move {
+            let path = dir.join(&name);
+            // Written whole or not at all (renamed into place once checked),
+            // so a file that is there is the download.
+            if tokio::fs::metadata(&path).await.is_ok_and(|m| m.is_file()) {
+                return Ok(path);
+            }
+            tokio::fs::create_dir_all(&dir)
+                .await
+                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+            let part = Partial(dir.join(format!("{name}.{:016x}.part", rand::random::<u64>())));
+            let action = Action::Download {
+                media: *media,
+                to: part.0.clone(),
+                max_bytes: max,
+            };
+            handle.act(action).await.map_err(|e| e.to_string())?;
+            tokio::fs::rename(&part.0, &path)
+                .await
+                .map_err(|e| format!("cannot move the download into place: {e}"))?;
+            Ok(path)
+        }));
+        Box::pin(async move {
+            let mut task = task;
+            match (&mut task.0).await {
+                Ok(r) => r,
+                Err(e) => Err(format!("the download task failed: {e}")),
+            }
+        })
+    }
+
     fn set_routes(&self, table: RouteTable) {
         let generation = table.generation();
         if !self.net.routes.replace(self.handle.name(), table) {
@@ -414,6 +518,12 @@ impl ScriptHooks {
         &self.config
     }
 
+    /// The scripts' HTTP client (`[script.http]` rules); the API fetches
+    /// media URLs with it too.
+    pub fn http(&self) -> &HttpClient {
+        &self.net.http
+    }
+
     /// Every instance's script routes, for the API to serve.
     pub fn routes(&self) -> &Arc<Routes> {
         &self.net.routes
@@ -445,6 +555,8 @@ impl ScriptHooks {
             folders: self.folders.clone(),
             net: self.net.clone(),
             hook_metrics: Mutex::new(Vec::new()),
+            media_dir: self.config.media_dir.clone(),
+            max_media: self.config.max_media,
             handling: Mutex::default(),
         });
         let mut config = self.config.clone();
@@ -640,6 +752,10 @@ impl Hooks for ScriptHooks {
 
     fn message(&self, instance: &InstanceHandle, msg: Incoming) {
         self.with_engine(instance.name(), |e| e.message(msg));
+    }
+
+    fn receipt(&self, instance: &InstanceHandle, r: Receipt) {
+        self.with_engine(instance.name(), |e| e.receipt(r));
     }
 
     /// The engine marks the row once the message's handlers all started.

@@ -317,6 +317,7 @@ fn message(id: &str) -> Incoming {
         is_group: false,
         push_name: None,
         timestamp: 0,
+        ..Default::default()
     }
 }
 

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::automation::routes::{HookRequest, HookResponse, RouteError, RouteId};
-use crate::channel::Incoming;
+use crate::channel::{Incoming, Receipt};
 use crate::lifecycle::{CloseAnswer, HookCall};
 
 /// Where a route handler's answer goes.
@@ -24,6 +24,8 @@ pub(crate) struct Inbound {
 pub(crate) enum Job {
     Hook(HookCall, Option<oneshot::Sender<CloseAnswer>>),
     Message(Inbound),
+    /// Receipts for messages the bot sent (`on_receipt`).
+    Receipt(Receipt),
     /// An HTTP request for a script's route (`bot.route`).
     Route {
         route: RouteId,
@@ -106,6 +108,10 @@ impl Engine {
                 token: Some(token),
             }))
             .is_ok()
+    }
+
+    pub fn receipt(&self, r: Receipt) {
+        let _ = self.tx.send(Job::Receipt(r));
     }
 
     /// Runs a route's handler; the answer, or why there is none. An

@@ -120,7 +120,6 @@ impl Generation {
             message: format!("cannot start the Lua engine: {e}"),
         };
         let lua = sandbox::new_state(config.memory_limit).map_err(engine_err)?;
-        api::message::install(&lua, actions).map_err(engine_err)?;
         let ctx = Rc::new(Ctx::new(
             actions.clone(),
             config.command_prefix.clone(),
@@ -130,7 +129,13 @@ impl Generation {
             config.handler_deadline,
             config.zone.clone().unwrap_or_else(Zone::utc),
             config.clock.clone(),
+            api::content::MediaPolicy {
+                scripts: module_dir.to_path_buf(),
+                media: config.media_dir.clone(),
+                max_bytes: config.max_media,
+            },
         ));
+        api::message::install(&lua, &ctx).map_err(engine_err)?;
         let mut errors = Vec::new();
         let mut scripts = Vec::new();
         let mut stamps = Vec::new();

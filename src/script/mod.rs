@@ -35,7 +35,7 @@ use crate::automation::clock::Clock;
 use crate::automation::cron::Zone;
 use crate::automation::http::{HttpError, HttpPolicy, HttpRequest, HttpResponse};
 use crate::automation::routes::RouteTable;
-use crate::channel::Outgoing;
+use crate::channel::{Action, Incoming, Outgoing};
 
 /// What a waiting host call returns to the engine.
 pub type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'static>>;
@@ -111,6 +111,19 @@ pub trait Actions: Send + Sync + 'static {
     /// The engine finished a batch of jobs (or stops): the messages
     /// started in it may be committed as handled together.
     fn messages_done(&self) {}
+    /// Starts something that is not a message (a read receipt, typing);
+    /// `Err` says why it cannot be done now.
+    fn act(&self, _action: Action) -> Result<(), String> {
+        Err("not available here".into())
+    }
+    /// Downloads the message's media into the data dir's `media/` folder;
+    /// the file's path, or why not. Awaited on the engine's worker: run the
+    /// transfer elsewhere.
+    fn download(&self, _m: &Incoming) -> BoxFuture<Result<PathBuf, String>> {
+        Box::pin(std::future::ready(Err(
+            "downloads are not available here".into()
+        )))
+    }
 }
 
 /// Engine settings, from `[script]` and `scripts`.
@@ -136,6 +149,12 @@ pub struct EngineConfig {
     pub clock: Clock,
     /// `[script.http]`.
     pub http: HttpPolicy,
+    /// The data dir's `media/` folder: downloads go to `<instance>/` in it,
+    /// and media sends may read from it.
+    pub media_dir: PathBuf,
+    /// The largest media file a download or send may be
+    /// (`[script] max_media_mb`).
+    pub max_media: u64,
 }
 
 impl Default for EngineConfig {
@@ -152,6 +171,8 @@ impl Default for EngineConfig {
             zone: None,
             clock: Clock::system(),
             http: HttpPolicy::default(),
+            media_dir: PathBuf::from("./data/media"),
+            max_media: 64 * 1024 * 1024,
         }
     }
 }

@@ -26,7 +26,7 @@ use super::errors::{self, Limiter};
 use super::generation::Generation;
 use super::handler::Handler;
 use super::{Actions, EngineConfig, ScriptError, budget, strlib};
-use crate::channel::Incoming;
+use crate::channel::{Incoming, Receipt};
 use crate::lifecycle::{CloseAnswer, HookCall};
 
 mod answer;
@@ -89,6 +89,10 @@ impl Started {
     }
 }
 
+#[expect(
+    clippy::large_enum_variant,
+    reason = "messages are most jobs: boxing them would cost an allocation each"
+)]
 enum Item {
     Job(Job),
     Local(Local),
@@ -185,7 +189,7 @@ impl Runner {
             };
             let needs_slot = matches!(
                 front,
-                Item::Job(Job::Message(_) | Job::Hook(..) | Job::Route { .. })
+                Item::Job(Job::Message(_) | Job::Receipt(_) | Job::Hook(..) | Job::Route { .. })
                     | Item::Local(Local::Timer { .. } | Local::Cron { .. })
             );
             if needs_slot && self.waiting.get() >= self.config.max_waiting {
@@ -211,6 +215,7 @@ impl Runner {
                 let seq = self.next_seq();
                 match item {
                     Item::Job(Job::Message(m)) => self.message(m, seq),
+                    Item::Job(Job::Receipt(r)) => self.receipt(r, seq),
                     Item::Job(Job::Hook(call, answer)) => self.hook(call, answer, seq),
                     Item::Job(Job::Route { route, req, reply }) => {
                         self.route(route, req, reply, seq)
@@ -252,8 +257,9 @@ impl Runner {
                 let next_needs_slot = matches!(
                     backlog.front(),
                     Some(
-                        Item::Job(Job::Message(_) | Job::Hook(..) | Job::Route { .. })
-                            | Item::Local(Local::Timer { .. } | Local::Cron { .. })
+                        Item::Job(
+                            Job::Message(_) | Job::Receipt(_) | Job::Hook(..) | Job::Route { .. }
+                        ) | Item::Local(Local::Timer { .. } | Local::Cron { .. })
                     )
                 );
                 if done >= 64 || (next_needs_slot && self.waiting.get() >= self.config.max_waiting)
@@ -554,6 +560,28 @@ impl Runner {
             let file: Rc<str> = g.ctx.file_of(script).into();
             self.start(&g, func, args, file, "hear", seq);
         }
+    }
+
+    /// Every script's `on_receipt`, each with its own table.
+    fn receipt(self: &Rc<Self>, r: Receipt, seq: u64) {
+        let Some(g) = self.current() else { return };
+        self.each_script(
+            &g,
+            "on_receipt",
+            move |lua| {
+                let t = lua.create_table()?;
+                t.raw_set("chat", r.chat.as_str())?;
+                t.raw_set("sender", r.sender.as_str())?;
+                t.raw_set("kind", r.kind.as_str())?;
+                let ids = lua.create_table_with_capacity(r.ids.len(), 0)?;
+                for (i, id) in r.ids.iter().enumerate() {
+                    ids.raw_set(i + 1, id.as_str())?;
+                }
+                t.raw_set("ids", ids)?;
+                Ok(Some(t))
+            },
+            seq,
+        );
     }
 
     fn timer(self: &Rc<Self>, generation: u64, id: u64, seq: u64) {

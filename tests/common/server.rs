@@ -41,6 +41,17 @@ impl Server {
         timeout: Option<Duration>,
         scripts: impl FnOnce(&std::path::Path),
     ) -> Server {
+        Server::launch_with_engine(hooks, metrics_public, timeout, scripts, |_| {}).await
+    }
+
+    /// As `launch`; `engine` changes the engine settings first.
+    pub async fn launch_with_engine(
+        hooks: Vec<WebhookConfig>,
+        metrics_public: bool,
+        timeout: Option<Duration>,
+        scripts: impl FnOnce(&std::path::Path),
+        tweak: impl FnOnce(&mut EngineConfig),
+    ) -> Server {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("scripts")).unwrap();
         scripts(&dir.path().join("scripts"));
@@ -53,10 +64,12 @@ impl Server {
             },
             ..HostSettings::default()
         };
-        let engine = EngineConfig {
+        let mut engine = EngineConfig {
             dir: dir.path().join("scripts"),
+            media_dir: dir.path().join("data/media"),
             ..EngineConfig::default()
         };
+        tweak(&mut engine);
         let app = Arc::new(
             App::new(
                 store,

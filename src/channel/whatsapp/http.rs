@@ -15,20 +15,39 @@ const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct ReqwestHttpClient {
     client: reqwest::Client,
     failure: super::transport::LastFailure,
+    /// Where a streamed upload's request runs (it is handed over on a
+    /// blocking thread).
+    rt: Option<tokio::runtime::Handle>,
+}
+
+/// A reqwest client with `timeout` for a whole exchange that also trusts
+/// `roots` (DER certificates; only tests give any, for the mock's media
+/// host).
+pub fn client(timeout: Duration, roots: &[Vec<u8>]) -> anyhow::Result<reqwest::Client> {
+    let mut b = reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(timeout.min(MAX_CONNECT_TIMEOUT));
+    for der in roots {
+        b = b.add_root_certificate(
+            reqwest::Certificate::from_der(der).context("an extra root certificate")?,
+        );
+    }
+    b.build().context("building the HTTP client")
 }
 
 impl ReqwestHttpClient {
     /// `timeout` bounds a whole exchange, body included, so it must allow for
     /// the largest media download expected.
     pub fn new(timeout: Duration) -> anyhow::Result<Self> {
-        let client = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout.min(MAX_CONNECT_TIMEOUT))
-            .build()
-            .context("building the HTTP client")?;
+        Self::with_roots(timeout, &[])
+    }
+
+    /// As `new`, also trusting `roots` (see [`client`]).
+    pub fn with_roots(timeout: Duration, roots: &[Vec<u8>]) -> anyhow::Result<Self> {
         Ok(ReqwestHttpClient {
-            client,
+            client: client(timeout, roots)?,
             failure: Default::default(),
+            rt: tokio::runtime::Handle::try_current().ok(),
         })
     }
 
@@ -79,6 +98,36 @@ impl HttpClient for ReqwestHttpClient {
             status_code,
             body: body.to_vec(),
         })
+    }
+
+    fn supports_upload_streaming(&self) -> bool {
+        self.rt.is_some()
+    }
+
+    /// A media upload: the library hands the encrypted file as a reader on
+    /// a blocking thread. It is read once into the request body (the
+    /// plaintext was never in memory) and sent with its exact length.
+    fn execute_upload(
+        &self,
+        request: HttpRequest,
+        body: wacore::net::UploadBody,
+        content_length: u64,
+    ) -> anyhow::Result<HttpResponse> {
+        let rt = self
+            .rt
+            .as_ref()
+            .ok_or_else(|| anyhow!("streamed uploads need a tokio runtime"))?;
+        let cap = usize::try_from(content_length).context("the upload is too large")?;
+        let mut buf = Vec::with_capacity(cap);
+        std::io::Read::read_to_end(&mut std::io::Read::take(body, content_length), &mut buf)
+            .context("reading the upload")?;
+        if buf.len() as u64 != content_length {
+            return Err(anyhow!(
+                "the upload ended after {} of {content_length} bytes",
+                buf.len()
+            ));
+        }
+        rt.block_on(self.execute(request.with_body(buf)))
     }
 }
 

@@ -36,7 +36,13 @@ impl InboundDurabilityHook for InboxHook {
     ) -> anyhow::Result<()> {
         let msgs: Vec<_> = batch
             .iter()
-            .map(|m| incoming(&m.message, &m.info))
+            .map(|m| {
+                let mut inc = incoming(&m.message, &m.info);
+                if inc.kind == "poll_vote" {
+                    inc.votes = super::votes(&self.st.backend, &m.message, &inc);
+                }
+                inc
+            })
             .collect();
         let texts = msgs
             .iter()

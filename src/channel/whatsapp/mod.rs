@@ -5,8 +5,12 @@
 //! gets a fresh `Client` (a disconnected or logged-out client is done for
 //! good), over the same rusqlite-backed key store.
 
+mod events;
 pub mod http;
+pub mod inbound;
 mod inbox;
+mod media;
+mod outbound;
 pub mod store;
 pub mod transport;
 
@@ -17,19 +21,18 @@ use std::time::Duration;
 
 use tokio::sync::mpsc::UnboundedSender;
 use wacore::pair_code::PairCodeOptions;
-use wacore::proto_helpers::{MessageBuilderExt, MessageExt};
 use wacore::types::events::{Event, EventHandler};
 use whatsapp_rust::bot::{Bot, MessageContext};
-use whatsapp_rust::send::SendOptions;
 use whatsapp_rust::waproto::whatsapp as wa;
 use whatsapp_rust::{Client, Jid, TokioRuntime};
 
-use super::{
-    BoxFuture, Channel, ChannelError, ChannelEvent, EventKind, Incoming, OutBody, Outgoing,
-};
-use crate::lifecycle::{PairKind, ReasonKind};
+use super::{Action, BoxFuture, Channel, ChannelError, ChannelEvent, EventKind, Outgoing};
+use crate::lifecycle::ReasonKind;
 use crate::store::Store;
+pub use events::{OwnIds, map_event};
+use events::{closed, disconnected};
 use http::ReqwestHttpClient;
+pub use inbound::incoming;
 use store::WaStore;
 use transport::WsTransportFactory;
 
@@ -59,6 +62,12 @@ pub struct WhatsappOptions {
     /// handshake and then says nothing must not leave the instance in
     /// `connecting` (the library waits for `<success>` without a limit).
     pub login_timeout: Duration,
+    /// A whole media download or upload (the largest file must fit).
+    pub media_timeout: Duration,
+    /// Certificates (DER) media hosts may present besides the public
+    /// roots. Only the test rig sets any, for the mock server's media host:
+    /// nothing in the config or the command line reaches it.
+    pub media_roots: Vec<Vec<u8>>,
 }
 
 impl WhatsappOptions {
@@ -72,6 +81,8 @@ impl WhatsappOptions {
             ping_interval: Duration::from_secs(25),
             ping_timeout: Duration::from_secs(10),
             login_timeout: Duration::from_secs(30),
+            media_timeout: Duration::from_secs(300),
+            media_roots: Vec::new(),
         }
     }
 }
@@ -239,186 +250,28 @@ impl EventHandler for Forwarder {
     }
 }
 
-/// The account's own ids, as known when an event arrives.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct OwnIds {
-    pub jid: Option<String>,
-    pub push_name: Option<String>,
-}
-
-fn closed(code: Option<u16>, kind: Option<ReasonKind>, message: impl Into<String>) -> EventKind {
-    EventKind::Closed {
-        code,
-        kind,
-        message: Some(message.into()),
-        retry_after_ms: None,
-    }
-}
-
-/// A socket that ended with no stream error. A WebSocket close frame is the
-/// server ending the connection on purpose (connection_closed, 428; its
-/// `<xmlstreamend/>`, when it sent one, is handled off the read loop and may
-/// be seen only after the close); EOF or an I/O error is a lost connection
-/// (connection_lost).
-fn disconnected(reason: &wacore::net::DisconnectReason) -> EventKind {
-    match reason {
-        wacore::net::DisconnectReason::ServerClose { .. } => closed(
-            Some(428),
-            Some(ReasonKind::ConnectionClosed),
-            format!("the server closed the connection: {reason}"),
-        ),
-        // No code: a bare 408 while pairing would read as the QR codes
-        // running out.
-        _ => closed(
-            None,
-            Some(ReasonKind::ConnectionLost),
-            format!("disconnected: {reason}"),
-        ),
-    }
-}
-
-/// Library events → channel events (the close-reason table in
-/// `lifecycle::reason`). Pure, so each mapping is unit-tested with events
-/// built by hand.
-pub fn map_event(event: &Event, own: Option<&OwnIds>) -> Vec<EventKind> {
-    let own = own.cloned().unwrap_or_default();
-    match event {
-        Event::Connected(_) => vec![EventKind::Opened {
-            jid: own.jid,
-            push_name: own.push_name,
-        }],
-        Event::PairingQrCode(q) => vec![EventKind::PairingCode {
-            code: q.code.clone(),
-            kind: PairKind::Qr,
-            expires_in_ms: q.timeout.as_millis() as u64,
-        }],
-        Event::PairingCode(p) => vec![EventKind::PairingCode {
-            code: p.code.clone(),
-            kind: PairKind::PairCode,
-            expires_in_ms: p.timeout.as_millis() as u64,
-        }],
-        Event::PairSuccess(p) => vec![EventKind::PairSuccess {
-            jid: Some(p.id.to_non_ad().to_string()),
-        }],
-        Event::PairError(p) => vec![closed(
-            None,
-            Some(ReasonKind::BadSession),
-            format!("pairing failed: {}", p.error),
-        )],
-        // With a phone-code flow outstanding the library keeps the socket:
-        // that code is still valid, so this is not a close.
-        Event::PairingQrCodesExhausted(e) if !e.disconnected => Vec::new(),
-        Event::PairingQrCodesExhausted(_) => vec![closed(
-            Some(408),
-            Some(ReasonKind::QrTimeout),
-            "the pairing codes ran out",
-        )],
-        Event::PairingCodeError(e) => vec![closed(
-            None,
-            Some(ReasonKind::BadSession),
-            format!("the pairing code request failed: {}", e.error),
-        )],
-        Event::StreamReplaced(_) => vec![closed(
-            Some(440),
-            Some(ReasonKind::Replaced),
-            "another client took over the session",
-        )],
-        Event::ClientOutdated(_) => vec![closed(
-            Some(405),
-            Some(ReasonKind::ClientOutdated),
-            "the server says this client is outdated",
-        )],
-        Event::TemporaryBan(b) => vec![EventKind::Closed {
-            code: Some(402),
-            kind: Some(ReasonKind::TempBanned),
-            message: Some(format!("temporarily banned: {}", b.code)),
-            retry_after_ms: u64::try_from(b.expire.num_milliseconds()).ok(),
-        }],
-        Event::LoggedOut(l) => {
-            let code = u16::try_from(l.reason.code())
-                .ok()
-                .filter(|c| matches!(c, 401 | 403 | 406))
-                .unwrap_or(401);
-            vec![closed(
-                Some(code),
-                None,
-                format!("logged out by the server ({:?})", l.reason),
-            )]
+/// A vote on a poll this device sent, read with the poll's secret.
+fn votes(backend: &WaStore, m: &wa::Message, inc: &super::Incoming) -> Vec<String> {
+    let Some(poll_id) = inc.target.as_deref() else {
+        return Vec::new();
+    };
+    let record = match backend.get_poll(poll_id) {
+        Ok(Some(bytes)) => serde_json::from_slice::<inbound::PollRecord>(&bytes).ok(),
+        Ok(None) => None,
+        Err(e) => {
+            tracing::warn!(error = %e, "reading a poll to count a vote");
+            None
         }
-        Event::ConnectFailure(f) => {
-            let code = u16::try_from(f.reason.code()).ok();
-            let msg = f
-                .message
-                .clone()
-                .unwrap_or_else(|| format!("{:?}", f.reason));
-            vec![closed(code, None, format!("connect failure: {msg}"))]
-        }
-        // Only unknown or code-less stream errors arrive as this event, and
-        // the library keeps the socket for them; the close (if any) follows.
-        Event::StreamError(_) => Vec::new(),
-        Event::Disconnected(d) => vec![disconnected(&d.reason)],
-        Event::SelfPushNameUpdated(p) => vec![EventKind::AccountId {
-            jid: own.jid,
-            push_name: Some(p.new_name.clone()),
-        }],
-        Event::Messages(batch) => batch
-            .messages
-            .iter()
-            .map(|m| EventKind::Message(incoming(&m.message, &m.info)))
-            .collect(),
-        _ => Vec::new(),
+    };
+    match record {
+        Some(r) => inbound::read_votes(m, &inc.sender, poll_id, &r),
+        None => Vec::new(),
     }
 }
 
-/// What kind of message this is, as scripts see it.
-fn message_type(m: &wa::Message) -> &'static str {
-    let b = m.get_base_message();
-    if b.conversation.is_some() || b.extended_text_message.as_option().is_some() {
-        "text"
-    } else if b.image_message.as_option().is_some() {
-        "image"
-    } else if b.video_message.as_option().is_some() {
-        "video"
-    } else if b.audio_message.as_option().is_some() {
-        "audio"
-    } else if b.document_message.as_option().is_some() {
-        "document"
-    } else if b.sticker_message.as_option().is_some() {
-        "sticker"
-    } else if b.location_message.as_option().is_some()
-        || b.live_location_message.as_option().is_some()
-    {
-        "location"
-    } else if b.contact_message.as_option().is_some()
-        || b.contacts_array_message.as_option().is_some()
-    {
-        "contact"
-    } else if b.reaction_message.as_option().is_some() {
-        "reaction"
-    } else if b.protocol_message.as_option().is_some() {
-        "protocol"
-    } else {
-        "unknown"
-    }
-}
+pub(crate) type Recent = Arc<Mutex<VecDeque<MessageContext>>>;
 
-pub fn incoming(m: &wa::Message, info: &wacore::types::message::MessageInfo) -> Incoming {
-    Incoming {
-        id: info.id.to_string(),
-        chat: info.source.chat.to_string(),
-        sender: info.source.sender.to_non_ad().to_string(),
-        text: m.text_content().map(str::to_string),
-        kind: message_type(m).to_string(),
-        from_me: info.source.is_from_me,
-        is_group: info.source.is_group,
-        push_name: Some(info.push_name.clone()).filter(|n| !n.is_empty()),
-        timestamp: info.timestamp.timestamp(),
-    }
-}
-
-type Recent = Arc<Mutex<VecDeque<MessageContext>>>;
-
-fn find_recent(recent: &Recent, id: &str) -> Option<MessageContext> {
+pub(crate) fn find_recent(recent: &Recent, id: &str) -> Option<MessageContext> {
     recent
         .lock()
         .unwrap_or_else(|e| e.into_inner())
@@ -436,6 +289,9 @@ pub struct WhatsappChannel {
     events: UnboundedSender<ChannelEvent>,
     current: Option<Arc<AttemptState>>,
     recent: Recent,
+    /// Downloads media (shared by every attempt); why not, if it could not
+    /// be built.
+    media_http: Result<reqwest::Client, String>,
 }
 
 impl WhatsappChannel {
@@ -445,6 +301,8 @@ impl WhatsappChannel {
         options: WhatsappOptions,
         events: UnboundedSender<ChannelEvent>,
     ) -> WhatsappChannel {
+        let media_http =
+            http::client(options.media_timeout, &options.media_roots).map_err(|e| format!("{e:#}"));
         WhatsappChannel {
             store,
             instance: instance.into(),
@@ -452,7 +310,19 @@ impl WhatsappChannel {
             events,
             current: None,
             recent: Default::default(),
+            media_http,
         }
+    }
+
+    /// The current attempt's client and key store, if it is up.
+    fn connected(&self) -> Option<(Arc<Client>, Arc<WaStore>)> {
+        let st = self.current.as_ref()?;
+        let client = st
+            .client
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()?;
+        Some((client, st.backend.clone()))
     }
 
     /// Marks the current attempt over and takes its client. Under the
@@ -505,7 +375,10 @@ pub fn is_paired(store: &Arc<Store>, instance: &str) -> bool {
 async fn attempt(st: Arc<AttemptState>, options: WhatsappOptions) {
     let backend = st.backend.clone();
     let failure = transport::LastFailure::default();
-    let http = match ReqwestHttpClient::new(options.http_timeout) {
+    // The library's HTTP client does the version lookup and media uploads:
+    // the media timeout bounds it.
+    let timeout = options.http_timeout.max(options.media_timeout);
+    let http = match ReqwestHttpClient::with_roots(timeout, &options.media_roots) {
         Ok(h) => h.with_failure(failure.clone()),
         Err(e) => {
             st.emit(closed(
@@ -811,53 +684,63 @@ impl Channel for WhatsappChannel {
     }
 
     fn send(&mut self, out: Outgoing) -> BoxFuture<Result<(), ChannelError>> {
-        let client = self.client();
+        let conn = self.connected();
         let recent = self.recent.clone();
         Box::pin(async move {
-            let client = client.ok_or(ChannelError::NotConnected)?;
-            let chat: Jid = out
-                .chat
-                .parse()
-                .map_err(|_| ChannelError::BadRecipient(out.chat.clone()))?;
-            let message = match out.body {
-                OutBody::Text { text, quote } => match quote.and_then(|q| find_recent(&recent, &q))
-                {
-                    Some(ctx) => wa::Message::text_with_context(text, ctx.build_quote_context()),
-                    None => wa::Message::text(text),
-                },
-                OutBody::React { message_id, emoji } => {
-                    let key = match find_recent(&recent, &message_id) {
-                        Some(ctx) => ctx.message_key(),
-                        None => wa::MessageKey {
-                            remote_jid: Some(out.chat.clone()),
-                            from_me: Some(false),
-                            id: Some(message_id),
-                            participant: None,
-                        },
-                    };
-                    wacore::proto_helpers::build_reaction_message(
-                        key,
-                        emoji,
-                        wacore::time::now_millis(),
-                    )
-                }
+            let (client, backend) = conn.ok_or(ChannelError::NotConnected)?;
+            outbound::send(&client, &backend, &recent, out).await
+        })
+    }
+
+    fn act(&mut self, action: Action) -> BoxFuture<Result<u64, ChannelError>> {
+        let conn = self.connected();
+        let media_http = self.media_http.clone();
+        Box::pin(async move {
+            let (client, _) = conn.ok_or(ChannelError::NotConnected)?;
+            let jid = |s: &str| -> Result<Jid, ChannelError> {
+                s.parse()
+                    .map_err(|_| ChannelError::BadRecipient(s.to_string()))
             };
-            client
-                .send_message_with_options(
-                    chat,
-                    message,
-                    SendOptions::default().with_message_id(out.id),
-                )
-                .await
-                .map(|_| ())
-                .map_err(send_error)
+            match action {
+                Action::Read { chat, sender, ids } => {
+                    let chat = jid(&chat)?;
+                    let sender = sender.as_deref().map(jid).transpose()?;
+                    let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+                    client
+                        .mark_as_read(&chat, sender.as_ref(), &ids)
+                        .await
+                        .map_err(|e| ChannelError::Protocol(format!("{e:#}")))?;
+                    Ok(0)
+                }
+                Action::Typing { chat, on } => {
+                    let state = if on {
+                        whatsapp_rust::ChatStateType::Composing
+                    } else {
+                        whatsapp_rust::ChatStateType::Paused
+                    };
+                    client
+                        .chatstate()
+                        .send(&jid(&chat)?, state)
+                        .await
+                        .map_err(|e| ChannelError::Protocol(e.to_string()))?;
+                    Ok(0)
+                }
+                Action::Download {
+                    media,
+                    to,
+                    max_bytes,
+                } => {
+                    let http = media_http.map_err(ChannelError::Media)?;
+                    media::download(&client, &http, &media, &to, max_bytes).await
+                }
+            }
         })
     }
 }
 
 /// Whether a failed send may get through on another connection: the
 /// connection or one of its queries failed, not the message.
-fn send_error(e: whatsapp_rust::send::SendError) -> ChannelError {
+pub(super) fn send_error(e: whatsapp_rust::send::SendError) -> ChannelError {
     use whatsapp_rust::send::SendError as E;
     match e {
         E::Client(_) | E::NotLoggedIn | E::Iq(_) => ChannelError::Interrupted(e.to_string()),
@@ -867,39 +750,7 @@ fn send_error(e: whatsapp_rust::send::SendError) -> ChannelError {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
-    use wacore::net::DisconnectReason;
-    use wacore::types::events::{
-        ClientOutdated, ConnectFailure, ConnectFailureReason, Connected, Disconnected, LoggedOut,
-        PairSuccess, PairingCode, PairingQrCode, PairingQrCodesExhausted, StreamError,
-        StreamReplaced, TempBanReason, TemporaryBan,
-    };
-    use wacore::types::message::MessageInfo;
-
     use super::*;
-
-    fn one(ev: Event) -> EventKind {
-        let own = OwnIds {
-            jid: Some("15551234567@s.whatsapp.net".into()),
-            push_name: Some("Shop".into()),
-        };
-        let mut v = map_event(&ev, Some(&own));
-        assert_eq!(v.len(), 1, "{ev:?}");
-        v.remove(0)
-    }
-
-    fn close_of(k: EventKind) -> (Option<u16>, Option<ReasonKind>, Option<u64>) {
-        match k {
-            EventKind::Closed {
-                code,
-                kind,
-                retry_after_ms,
-                ..
-            } => (code, kind, retry_after_ms),
-            other => panic!("not a close: {other:?}"),
-        }
-    }
 
     #[test]
     fn only_the_two_misleading_library_lines_are_filtered() {
@@ -935,262 +786,5 @@ mod tests {
             crate::store::StoreError::NoSuchInstance("a".into()),
         ));
         assert!(!session_ended(&other));
-    }
-
-    #[test]
-    fn connected_is_open_with_whatever_ids_are_known() {
-        assert_eq!(
-            one(Event::Connected(Connected::builder().build())),
-            EventKind::Opened {
-                jid: Some("15551234567@s.whatsapp.net".into()),
-                push_name: Some("Shop".into()),
-            }
-        );
-        // No own id yet is not an error: open with jid unknown.
-        assert_eq!(
-            map_event(&Event::Connected(Connected::builder().build()), None),
-            [EventKind::Opened {
-                jid: None,
-                push_name: None
-            }]
-        );
-    }
-
-    #[test]
-    fn pairing_events_map_to_codes_and_success() {
-        assert_eq!(
-            one(Event::PairingQrCode(
-                PairingQrCode::builder()
-                    .code("2@ref,key".to_string())
-                    .timeout(Duration::from_secs(20))
-                    .build()
-            )),
-            EventKind::PairingCode {
-                code: "2@ref,key".into(),
-                kind: PairKind::Qr,
-                expires_in_ms: 20_000
-            }
-        );
-        assert_eq!(
-            one(Event::PairingCode(
-                PairingCode::builder()
-                    .code("ABCD1234".to_string())
-                    .timeout(Duration::from_secs(180))
-                    .build()
-            )),
-            EventKind::PairingCode {
-                code: "ABCD1234".into(),
-                kind: PairKind::PairCode,
-                expires_in_ms: 180_000
-            }
-        );
-        let jid: Jid = "15551234567:3@s.whatsapp.net".parse().expect("jid");
-        let lid: Jid = "1234@lid".parse().expect("lid");
-        assert_eq!(
-            one(Event::PairSuccess(
-                PairSuccess::builder()
-                    .id(jid)
-                    .lid(lid)
-                    .business_name(String::new())
-                    .platform("android".to_string())
-                    .build()
-            )),
-            EventKind::PairSuccess {
-                jid: Some("15551234567@s.whatsapp.net".into())
-            }
-        );
-    }
-
-    #[test]
-    fn closes_follow_the_design_table() {
-        type Close = (Option<u16>, Option<ReasonKind>, Option<u64>);
-        let cases: Vec<(Event, Close)> = vec![
-            (
-                Event::StreamReplaced(StreamReplaced::builder().build()),
-                (Some(440), Some(ReasonKind::Replaced), None),
-            ),
-            (
-                Event::PairingQrCodesExhausted(
-                    PairingQrCodesExhausted::builder()
-                        .disconnected(true)
-                        .build(),
-                ),
-                (Some(408), Some(ReasonKind::QrTimeout), None),
-            ),
-            (
-                Event::TemporaryBan(
-                    TemporaryBan::builder()
-                        .code(TempBanReason::SentToTooManyPeople)
-                        .expire(wacore::chrono::TimeDelta::seconds(90))
-                        .build(),
-                ),
-                (Some(402), Some(ReasonKind::TempBanned), Some(90_000)),
-            ),
-            (
-                Event::ClientOutdated(ClientOutdated::builder().build()),
-                (Some(405), Some(ReasonKind::ClientOutdated), None),
-            ),
-            (
-                Event::LoggedOut(
-                    LoggedOut::builder()
-                        .on_connect(true)
-                        .reason(ConnectFailureReason::LoggedOut)
-                        .build(),
-                ),
-                (Some(401), None, None),
-            ),
-            (
-                Event::LoggedOut(
-                    LoggedOut::builder()
-                        .on_connect(true)
-                        .reason(ConnectFailureReason::AccountLocked)
-                        .build(),
-                ),
-                (Some(403), None, None),
-            ),
-            (
-                Event::LoggedOut(
-                    LoggedOut::builder()
-                        .on_connect(true)
-                        .reason(ConnectFailureReason::UnknownLogout)
-                        .build(),
-                ),
-                (Some(406), None, None),
-            ),
-            (
-                Event::ConnectFailure(
-                    ConnectFailure::builder()
-                        .reason(ConnectFailureReason::ServiceUnavailable)
-                        .build(),
-                ),
-                (Some(503), None, None),
-            ),
-            (
-                Event::ConnectFailure(
-                    ConnectFailure::builder()
-                        .reason(ConnectFailureReason::InternalServerError)
-                        .build(),
-                ),
-                (Some(500), None, None),
-            ),
-            (
-                Event::Disconnected(
-                    Disconnected::builder()
-                        .reason(DisconnectReason::StreamEnded)
-                        .build(),
-                ),
-                (None, Some(ReasonKind::ConnectionLost), None),
-            ),
-            (
-                Event::Disconnected(
-                    Disconnected::builder()
-                        .reason(DisconnectReason::ReadError("reset".into()))
-                        .build(),
-                ),
-                (None, Some(ReasonKind::ConnectionLost), None),
-            ),
-            (
-                Event::Disconnected(
-                    Disconnected::builder()
-                        .reason(DisconnectReason::ServerClose {
-                            code: Some(1000),
-                            reason: String::new(),
-                        })
-                        .build(),
-                ),
-                (Some(428), Some(ReasonKind::ConnectionClosed), None),
-            ),
-        ];
-        for (ev, want) in cases {
-            assert_eq!(close_of(one(ev.clone())), want, "{ev:?}");
-        }
-        // Stream errors the library keeps the socket for are not closes;
-        // nor is running out of QR codes while a phone code is pending.
-        for ev in [
-            Event::StreamError(StreamError::builder().code("515".to_string()).build()),
-            Event::StreamError(StreamError::builder().code("weird".to_string()).build()),
-            Event::PairingQrCodesExhausted(
-                PairingQrCodesExhausted::builder()
-                    .disconnected(false)
-                    .build(),
-            ),
-        ] {
-            assert!(map_event(&ev, None).is_empty(), "{ev:?}");
-        }
-        // The machine classifies what comes without a kind: 401 → logged_out etc.
-        assert_eq!(
-            crate::lifecycle::Reason::classify(503, false),
-            ReasonKind::ServiceUnavailable
-        );
-    }
-
-    fn info(id: &str) -> MessageInfo {
-        let mut info = MessageInfo {
-            id: id.into(),
-            ..Default::default()
-        };
-        info.source.chat = "15550001111@s.whatsapp.net".parse().expect("jid");
-        info.source.sender = "15550001111:2@s.whatsapp.net".parse().expect("jid");
-        info.push_name = "Ann".into();
-        info
-    }
-
-    #[test]
-    fn text_is_found_through_the_wrappers_and_other_types_have_none() {
-        let text = wa::Message::text("hello");
-        let m = incoming(&text, &info("A1"));
-        assert_eq!(m.text.as_deref(), Some("hello"));
-        assert_eq!(m.kind, "text");
-        assert_eq!(m.id, "A1");
-        assert_eq!(m.sender, "15550001111@s.whatsapp.net");
-        assert_eq!(m.push_name.as_deref(), Some("Ann"));
-
-        let ext = wa::Message {
-            extended_text_message: wa::message::ExtendedTextMessage {
-                text: Some("with a link".into()),
-                ..Default::default()
-            }
-            .into(),
-            ..Default::default()
-        };
-        assert_eq!(
-            incoming(&ext, &info("A2")).text.as_deref(),
-            Some("with a link")
-        );
-
-        let wrap = |inner: wa::Message| wa::message::FutureProofMessage {
-            message: inner.into(),
-        };
-        let eph = wa::Message {
-            ephemeral_message: wrap(wa::Message::text("disappearing")).into(),
-            ..Default::default()
-        };
-        assert_eq!(
-            incoming(&eph, &info("A3")).text.as_deref(),
-            Some("disappearing")
-        );
-        let once = wa::Message {
-            view_once_message: wrap(ext.clone()).into(),
-            ..Default::default()
-        };
-        assert_eq!(
-            incoming(&once, &info("A4")).text.as_deref(),
-            Some("with a link")
-        );
-        let edited = wa::Message {
-            edited_message: wrap(wa::Message::text("fixed typo")).into(),
-            ..Default::default()
-        };
-        assert_eq!(
-            incoming(&edited, &info("A5")).text.as_deref(),
-            Some("fixed typo")
-        );
-
-        let image = wa::Message {
-            image_message: wa::message::ImageMessage::default().into(),
-            ..Default::default()
-        };
-        let m = incoming(&image, &info("A6"));
-        assert_eq!((m.text, m.kind.as_str()), (None, "image"));
     }
 }

@@ -45,6 +45,9 @@ const NS_APP_STATE_VERSION: &str = "app_state_version";
 const NS_DEVICE_LIST: &str = "device_list";
 const NS_GROUP_METADATA: &str = "group_metadata";
 const NS_DEVICE: &str = "device";
+/// moonwire's own: the polls this device sent (options and secret), so a
+/// vote on one can be read after a restart. Deleted with the session.
+const NS_POLL: &str = "moonwire_poll";
 
 /// The key of the device row: an instance is exactly one WhatsApp device.
 const DEVICE_KEY: &str = "";
@@ -119,6 +122,16 @@ impl WaStore {
         };
         let device: Device = decode(OP, &bytes)?;
         Ok(device.pn.is_some())
+    }
+
+    /// Keeps what a vote on the poll `id` needs to be read.
+    pub fn put_poll(&self, id: &str, record: &[u8]) -> WaResult<()> {
+        self.run("put_poll", |c, i| kv_put(c, i, NS_POLL, id, record))
+    }
+
+    /// What [`WaStore::put_poll`] kept for the poll `id`.
+    pub fn get_poll(&self, id: &str) -> WaResult<Option<Vec<u8>>> {
+        self.run("get_poll", |c, i| kv_get(c, i, NS_POLL, id))
     }
 
     /// Runs `f` under the store's lock with this instance's name.

@@ -114,6 +114,14 @@ fn impossible_values_name_key_and_line() {
             "moonwire.toml:2: script.max_waiting: must be at least 1",
         ),
         (
+            "[script]\nmax_media_mb = 0\n",
+            "moonwire.toml:2: script.max_media_mb: must be between 1 and 2048, got 0",
+        ),
+        (
+            "[script]\nmax_media_mb = 4096\n",
+            "moonwire.toml:2: script.max_media_mb: must be between 1 and 2048, got 4096",
+        ),
+        (
             "[store]\ninbox_keep_days = 0\n",
             "moonwire.toml:2: store.inbox_keep_days: must be between 1 and 3650, got 0",
         ),

@@ -74,6 +74,7 @@ command_prefix = "/"
 handler_deadline_ms = 9000
 workers = 3
 max_waiting = 17
+max_media_mb = 16
 timezone = "America/New_York"
 
 [store]
@@ -230,6 +231,7 @@ fn full_file_sets_every_key() {
             handler_deadline_ms: 9000,
             workers: Some(3),
             max_waiting: 17,
+            max_media_mb: 16,
             timezone: Some("America/New_York".into()),
             http: ScriptHttpConfig {
                 timeout_ms: 2500,

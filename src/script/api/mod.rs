@@ -1,6 +1,7 @@
 //! The `bot` table each script sees, its `print` and `require`, and what
 //! one generation's scripts registered.
 
+pub mod content;
 pub mod cron;
 mod data;
 mod http;
@@ -24,7 +25,7 @@ use super::{Actions, ScriptError, sandbox};
 use crate::automation::clock::Clock;
 use crate::automation::cron::Zone;
 use crate::automation::routes::RouteTable;
-use crate::channel::{Outgoing, recipient};
+use crate::channel::{Action, Outgoing, recipient};
 
 pub use register::{CommandReg, HearReg, TimerReg};
 pub use wait::{take_wait_location, take_waited};
@@ -58,6 +59,8 @@ pub struct Ctx {
     pub routes: RefCell<route::RouteRegs>,
     /// `bot.cron` registrations and their scheduler.
     pub crons: cron::Crons,
+    /// Where media sends may read files, and the size limit.
+    pub media: content::MediaPolicy,
     /// API functions that do not depend on the script, made once per
     /// generation and put in every script's `bot` (thousands of instances
     /// each load a few scripts).
@@ -75,6 +78,7 @@ impl Ctx {
         max_sleep: Duration,
         zone: Zone,
         clock: Clock,
+        media: content::MediaPolicy,
     ) -> Ctx {
         Ctx {
             actions,
@@ -94,6 +98,7 @@ impl Ctx {
             live: Cell::new(false),
             routes: RefCell::new(route::RouteRegs::new(gen_id)),
             crons: cron::Crons::new(zone, clock),
+            media,
             shared: Default::default(),
         }
     }
@@ -226,6 +231,38 @@ fn join_args(lua: &Lua, args: MultiValue) -> FResult<String> {
         parts.push(s.to_string_lossy());
     }
     Ok(parts.join(" "))
+}
+
+/// `nil, message`: what library functions return for a failure that is
+/// not a mistake in the script.
+pub fn nil_err(lua: &Lua, message: impl AsRef<str>) -> FResult<MultiValue> {
+    Ok(MultiValue::from_vec(vec![
+        Value::Nil,
+        Value::String(lua.create_string(message.as_ref())?),
+    ]))
+}
+
+/// A chat argument: a JID or a phone number (as a string or a number).
+fn chat_arg(v: Value, what: &str) -> FResult<String> {
+    match v {
+        Value::String(s) => Ok(s.to_string_lossy()),
+        Value::Integer(n) => Ok(n.to_string()),
+        other => prelude::msg(format!(
+            "{what} needs a chat id (a JID or a phone number), got {}",
+            other.type_name()
+        )),
+    }
+}
+
+/// A message id argument.
+fn id_arg(v: Value, what: &str) -> FResult<String> {
+    match v {
+        Value::String(s) if !s.as_bytes().is_empty() => Ok(s.to_string_lossy()),
+        other => prelude::msg(format!(
+            "{what} needs the id of a message the bot sent, got {}",
+            other.type_name()
+        )),
+    }
 }
 
 /// `id` or `nil, reason`, as every send returns.
@@ -410,43 +447,94 @@ fn core_functions(lua: &Lua, bot: &Table, ctx: &Rc<Ctx>) -> mlua::Result<()> {
     )?;
 
     let a = actions.clone();
+    let policy = ctx.media.clone();
     bot.raw_set(
         "send",
         ctx.shared("send", || {
-            prelude::function(lua, move |lua, (chat, text): (Value, Value)| {
-                let chat = match chat {
+            prelude::function(lua, move |lua, (chat, v): (Value, Value)| {
+                let chat = chat_arg(chat, "bot.send")?;
+                let content = match content::parse(v, &policy, "bot.send") {
+                    Ok(c) => c,
+                    Err(content::ContentError::Raise(e)) => return prelude::msg(e),
+                    Err(content::ContentError::Invalid(e)) => return nil_err(lua, e),
+                };
+                let chat = match recipient(&chat) {
+                    Ok(c) => c,
+                    Err(e) => return nil_err(lua, e.to_string()),
+                };
+                send_result(lua, &a, Outgoing::content(chat, content))
+            })
+        })?,
+    )?;
+
+    let a = actions.clone();
+    bot.raw_set(
+        "edit",
+        ctx.shared("edit", || {
+            prelude::function(lua, move |lua, (chat, id, text): (Value, Value, Value)| {
+                let chat = chat_arg(chat, "bot.edit")?;
+                let id = id_arg(id, "bot.edit")?;
+                let text = match text {
                     Value::String(s) => s.to_string_lossy(),
-                    Value::Integer(n) => n.to_string(),
                     other => {
                         return prelude::msg(format!(
-                            "bot.send needs a chat id (a JID or a phone number), got {}",
+                            "bot.edit needs the new text, got {}",
                             other.type_name()
                         ));
                     }
                 };
-                let text = match text {
-                    Value::String(s) => s.to_string_lossy(),
-                    Value::Integer(_) | Value::Number(_) => lua
-                        .coerce_string(text)?
-                        .map(|s| s.to_string_lossy())
-                        .unwrap_or_default(),
+                if text.is_empty() {
+                    return nil_err(lua, "bot.edit: the new text is empty");
+                }
+                let chat = match recipient(&chat) {
+                    Ok(c) => c,
+                    Err(e) => return nil_err(lua, e.to_string()),
+                };
+                send_result(lua, &a, Outgoing::edit(chat, id, text))
+            })
+        })?,
+    )?;
+
+    let a = actions.clone();
+    bot.raw_set(
+        "revoke",
+        ctx.shared("revoke", || {
+            prelude::function(lua, move |lua, (chat, id): (Value, Value)| {
+                let chat = chat_arg(chat, "bot.revoke")?;
+                let id = id_arg(id, "bot.revoke")?;
+                let chat = match recipient(&chat) {
+                    Ok(c) => c,
+                    Err(e) => return nil_err(lua, e.to_string()),
+                };
+                send_result(lua, &a, Outgoing::revoke(chat, id))
+            })
+        })?,
+    )?;
+
+    let a = actions.clone();
+    bot.raw_set(
+        "typing",
+        ctx.shared("typing", || {
+            prelude::function(lua, move |lua, (chat, on): (Value, Value)| {
+                let chat = chat_arg(chat, "bot.typing")?;
+                let on = match on {
+                    Value::Nil => true,
+                    Value::Boolean(b) => b,
                     other => {
                         return prelude::msg(format!(
-                            "bot.send needs the text to send, got {}",
+                            "bot.typing's second argument is true or false, got {}",
                             other.type_name()
                         ));
                     }
                 };
                 let chat = match recipient(&chat) {
                     Ok(c) => c,
-                    Err(e) => {
-                        return Ok(MultiValue::from_vec(vec![
-                            Value::Nil,
-                            Value::String(lua.create_string(e.to_string())?),
-                        ]));
-                    }
+                    Err(e) => return nil_err(lua, e.to_string()),
                 };
-                send_result(lua, &a, Outgoing::text(chat, text, None))
+                match a.act(Action::Typing { chat, on }) {
+                    Ok(()) => Ok(MultiValue::from_vec(vec![Value::Boolean(true)])),
+                    Err(e) => nil_err(lua, e),
+                }
             })
         })?,
     )?;
