@@ -51,6 +51,23 @@ fn store_is_send_and_sync() {
     assert!(store.instance("t").expect("read").is_some());
 }
 
+/// Durability stays WAL + NORMAL; checkpoints run at the larger limit.
+#[test]
+fn a_file_store_keeps_normal_sync_and_checkpoints_late() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(&dir.path().join("moonwire.db")).expect("open");
+    let sync: i64 = store
+        .conn()
+        .pragma_query_value(None, "synchronous", |r| r.get(0))
+        .expect("synchronous");
+    assert_eq!(sync, 1, "NORMAL");
+    let pages: i64 = store
+        .conn()
+        .pragma_query_value(None, "wal_autocheckpoint", |r| r.get(0))
+        .expect("wal_autocheckpoint");
+    assert_eq!(pages, super::WAL_CHECKPOINT_PAGES);
+}
+
 #[test]
 fn migrates_a_new_file_and_reopens_idempotently() {
     let dir = tempfile::tempdir().expect("tempdir");
