@@ -254,6 +254,110 @@ async fn messages_send_when_open_conflict_when_not_and_queue_on_request() {
     assert_eq!(next_out(&mut events).await, ids[1]);
 }
 
+/// `GET .../messages/{id}`: a queued send shows `queued` until the next
+/// open sends it; a failed one its reason; a logout fails what waits and
+/// takes the rows with it (reported by a `send_failed` event).
+#[tokio::test]
+async fn a_send_shows_queued_then_sent_and_a_logout_fails_what_waits() {
+    let s = Server::start(vec![], false).await;
+    s.create("m").await;
+    s.open("m").await;
+    let mut events = s.app.bus.subscribe();
+    let status = |id: String| {
+        let s = &s;
+        async move {
+            s.admin("GET", &format!("/v1/instances/m/messages/{id}"), None)
+                .await
+        }
+    };
+    let sim = s.app.console_sim("m").unwrap();
+    sim.drop_connection(440).unwrap();
+    s.wait_state("m", "closed").await;
+    let (st, v) = s
+        .admin(
+            "POST",
+            "/v1/instances/m/messages?queue=true",
+            Some(json!({"to": "you@console", "text": "later"})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::ACCEPTED, "{v}");
+    let id = v["id"].as_str().unwrap().to_string();
+    let (st, v) = status(id.clone()).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(
+        (v["status"].clone(), v["chat"].clone()),
+        (json!("queued"), json!("you@console"))
+    );
+    assert_eq!(v["reason"], Value::Null);
+    s.open("m").await;
+    assert_eq!(next_out(&mut events).await, id);
+    let (_, v) = status(id.clone()).await;
+    assert_eq!(v["status"], "sent", "{v}");
+
+    // A failure shows its reason.
+    let failed = moonwire::store::OutboxItem {
+        id: "3EB0FAILED".into(),
+        chat: "x@console".into(),
+        body: "{}".into(),
+    };
+    let seq = s.app.store.outbox_insert("m", &failed, 1).unwrap();
+    s.app
+        .store
+        .outbox_record(
+            "m",
+            &[(
+                seq,
+                moonwire::store::SendOutcome::Failed("bad recipient".into()),
+            )],
+            2,
+        )
+        .unwrap();
+    let (_, v) = status("3EB0FAILED".into()).await;
+    assert_eq!(
+        (v["status"].clone(), v["reason"].clone()),
+        (json!("failed"), json!("bad recipient")),
+        "{v}"
+    );
+
+    // Unknown ids and instances are 404s.
+    let (st, v) = status("nope".into()).await;
+    assert_eq!(
+        (st, err_code(&v)),
+        (StatusCode::NOT_FOUND, "not_found"),
+        "{v}"
+    );
+    let (st, _) = s.admin("GET", "/v1/instances/zz/messages/x", None).await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+
+    // Queued while closed, then a logout: reported failed, not kept.
+    sim.drop_connection(440).unwrap();
+    s.wait_state("m", "closed").await;
+    let (_, v) = s
+        .admin(
+            "POST",
+            "/v1/instances/m/messages?queue=true",
+            Some(json!({"to": "you@console", "text": "never"})),
+        )
+        .await;
+    let waiting = v["id"].as_str().unwrap().to_string();
+    let (st, _) = s.admin("POST", "/v1/instances/m/logout", None).await;
+    assert!(st.is_success(), "{st}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let reason = loop {
+        let ev = tokio::time::timeout_at(deadline, events.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        if let moonwire::host::HostEvent::SendFailed { id, reason, .. } = ev {
+            assert_eq!(id, waiting);
+            break reason;
+        }
+    };
+    assert_eq!(reason, "logged out");
+    let (st, _) = status(waiting).await;
+    assert_eq!(st, StatusCode::NOT_FOUND, "the row went with the logout");
+}
+
 async fn next_out(rx: &mut tokio::sync::broadcast::Receiver<moonwire::host::HostEvent>) -> String {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     loop {

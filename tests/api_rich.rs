@@ -35,6 +35,20 @@ async fn next_out(rx: &mut Receiver<HostEvent>) -> Value {
     }
 }
 
+/// The next incoming `message` event's JSON.
+async fn next_in(rx: &mut Receiver<HostEvent>) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let ev = tokio::time::timeout_at(deadline, rx.recv())
+            .await
+            .expect("an incoming message in time")
+            .unwrap();
+        if matches!(ev, HostEvent::MessageIn { .. }) {
+            return api::events::event_json(&ev).1;
+        }
+    }
+}
+
 async fn post(s: &Server, name: &str, body: Value) -> (StatusCode, Value) {
     s.admin(
         "POST",
@@ -298,6 +312,7 @@ async fn downloaded_media_is_served_to_authorised_callers_only() {
     let other = s.create("o").await;
     s.open("d").await;
     let mut events = s.app.bus.subscribe();
+    let mut events_in = s.app.bus.subscribe();
     let file = s.dir.path().join("in.jpg");
     std::fs::write(&file, b"jpeg!bytes").unwrap();
     let id = s
@@ -313,6 +328,28 @@ async fn downloaded_media_is_served_to_authorised_callers_only() {
         .unwrap();
     let e = next_out(&mut events).await;
     assert_eq!(e["text"], "saved", "{e}");
+    // The inbound event carried the message object: media as metadata,
+    // where its bytes are stays out.
+    let inbound = next_in(&mut events_in).await;
+    assert_eq!(
+        (
+            &inbound["id"],
+            &inbound["message_type"],
+            &inbound["direction"]
+        ),
+        (&json!(id), &json!("image"), &json!("in"))
+    );
+    assert_eq!(
+        inbound["media"],
+        json!({"kind": "image", "mime": "image/jpeg", "size": 10, "file_name": "in.jpg",
+               "seconds": null, "voice": false, "width": null, "height": null})
+    );
+    assert!(
+        !inbound
+            .to_string()
+            .contains(&s.dir.path().display().to_string()),
+        "{inbound}"
+    );
 
     let path = format!("/v1/instances/d/media/{id}");
     for key in [ADMIN, token.as_str()] {
@@ -423,4 +460,108 @@ async fn malformed_rich_bodies_get_4xx_never_5xx() {
         (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
         "{v}"
     );
+}
+
+/// One part: name, file name, type, bytes.
+type Part<'a> = (&'a str, Option<&'a str>, Option<&'a str>, &'a [u8]);
+
+/// A multipart/form-data body by hand.
+fn multipart(parts: &[Part]) -> (String, Vec<u8>) {
+    let boundary = "moonwire-test-boundary-7MA4YWxkTrZu0gW";
+    let mut body = Vec::new();
+    for (name, file, ctype, data) in parts {
+        body.extend_from_slice(format!("--{boundary}\r\n").as_bytes());
+        let mut disp = format!("Content-Disposition: form-data; name=\"{name}\"");
+        if let Some(f) = file {
+            disp.push_str(&format!("; filename=\"{f}\""));
+        }
+        body.extend_from_slice(disp.as_bytes());
+        body.extend_from_slice(b"\r\n");
+        if let Some(c) = ctype {
+            body.extend_from_slice(format!("Content-Type: {c}\r\n").as_bytes());
+        }
+        body.extend_from_slice(b"\r\n");
+        body.extend_from_slice(data);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+#[tokio::test]
+async fn a_multipart_upload_sends_its_file() {
+    let s = Server::start(vec![], false).await;
+    s.create("m").await;
+    s.open("m").await;
+    let mut events = s.app.bus.subscribe();
+    let send = |ctype: String, body: Vec<u8>| {
+        s.http
+            .post(s.url("/v1/instances/m/messages"))
+            .bearer_auth(ADMIN)
+            .header("Content-Type", ctype)
+            .body(body)
+            .send()
+    };
+    let (ctype, body) = multipart(&[
+        (
+            "message",
+            None,
+            None,
+            br#"{"to": "you@console", "caption": "minutes"}"#,
+        ),
+        (
+            "document",
+            Some("minutes.pdf"),
+            Some("application/pdf"),
+            b"%PDF-1.7 minutes",
+        ),
+    ]);
+    let resp = send(ctype, body).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::ACCEPTED);
+    let e = next_out(&mut events).await;
+    assert_eq!(e["text"], "minutes");
+    assert_eq!(
+        e["media"],
+        json!({"kind": "document", "mime": "application/pdf", "size": 16,
+               "file_name": "minutes.pdf", "voice": false})
+    );
+
+    for parts in [
+        // No message part; two files; an unknown part; bad JSON in message.
+        vec![("image", Some("a.png"), None, &b"x"[..])],
+        vec![
+            ("message", None, None, &br#"{"to": "you@console"}"#[..]),
+            ("image", Some("a.png"), None, &b"x"[..]),
+            ("video", Some("a.mp4"), None, &b"y"[..]),
+        ],
+        vec![
+            ("message", None, None, &br#"{"to": "you@console"}"#[..]),
+            ("colour", None, None, &b"red"[..]),
+        ],
+        vec![("message", None, None, &b"{not json"[..])],
+        vec![
+            (
+                "message",
+                None,
+                None,
+                &br#"{"to": "you@console", "image": {"base64": "aGk="}}"#[..],
+            ),
+            ("image", Some("a.png"), None, &b"x"[..]),
+        ],
+    ] {
+        let (ctype, body) = multipart(&parts);
+        let resp = send(ctype, body).await.unwrap();
+        let st = resp.status();
+        let v: Value = resp.json().await.unwrap_or(Value::Null);
+        assert!(st.is_client_error(), "{parts:?}: {st} {v}");
+        assert!(v["error"]["message"].is_string(), "{v}");
+    }
+    // A broken multipart body (no closing boundary, wrong boundary).
+    let resp = send(
+        "multipart/form-data; boundary=nope".into(),
+        b"--other\r\ngarbage".to_vec(),
+    )
+    .await
+    .unwrap();
+    assert!(resp.status().is_client_error(), "{}", resp.status());
 }

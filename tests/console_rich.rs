@@ -71,10 +71,27 @@ fn a_media_line_for_a_missing_file_says_so_and_sends_nothing() {
 
 #[test]
 fn download_copies_what_was_sent_in_and_a_reply_sends_it_back() {
-    let sb = Sandbox::new();
-    sb.script(
-        "media.lua",
-        r#"
+    // Each run on a fresh data dir: ids go on across runs of one data dir
+    // (the inbox keeps them), and this checks the file names.
+    let run = |file: &str, bytes: &[u8], line: &str| {
+        let sb = Sandbox::new();
+        sb.script("media.lua", DOWNLOAD_AND_REPLY);
+        std::fs::write(sb.path().join(file), bytes).unwrap();
+        let out = sb.console(line);
+        (sb, out)
+    };
+    let (sb, out) = run("cat.jpg", b"0123456789", "/image cat.jpg a cat\n");
+    out.assert_bot_lines(&["bot> saved c1.jpg", "bot> <image c1.jpg 10> back: a cat"]);
+    let saved = sb.path().join("data/media/console/c1.jpg");
+    assert_eq!(std::fs::read(&saved).unwrap(), b"0123456789");
+
+    let (_sb, out) = run("hi.ogg", b"ogg!", "/voice hi.ogg\n");
+    out.assert_bot_lines(&["bot> saved c1.ogg", "bot> <voice c1.ogg 4>"]);
+    let (_sb, out) = run("r.pdf", b"%PDF-1", "/file r.pdf\n");
+    out.assert_bot_lines(&["bot> saved c1.pdf", "bot> <document copy.pdf 6>"]);
+}
+
+const DOWNLOAD_AND_REPLY: &str = r#"
 function on_message(m)
   if not m.media then return end
   local path, err = m:download()
@@ -89,21 +106,7 @@ function on_message(m)
     m:reply({ image = path, caption = "back: " .. (m.text or "") })
   end
 end
-"#,
-    );
-    std::fs::write(sb.path().join("cat.jpg"), b"0123456789").unwrap();
-    std::fs::write(sb.path().join("hi.ogg"), b"ogg!").unwrap();
-    let out = sb.console("/image cat.jpg a cat\n");
-    out.assert_bot_lines(&["bot> saved c1.jpg", "bot> <image c1.jpg 10> back: a cat"]);
-    let saved = sb.path().join("data/media/console/c1.jpg");
-    assert_eq!(std::fs::read(&saved).unwrap(), b"0123456789");
-
-    let out = sb.console("/voice hi.ogg\n");
-    out.assert_bot_lines(&["bot> saved c1.ogg", "bot> <voice c1.ogg 4>"]);
-    std::fs::write(sb.path().join("r.pdf"), b"%PDF-1").unwrap();
-    let out = sb.console("/file r.pdf\n");
-    out.assert_bot_lines(&["bot> saved c1.pdf", "bot> <document copy.pdf 6>"]);
-}
+"#;
 
 #[test]
 fn a_download_past_the_size_limit_is_refused() {

@@ -471,3 +471,34 @@ fn morning_summary_subscribes_counts_and_previews() {
     );
     assert!(lines[6].starts_with("bot> Next summary: "), "{lines:?}");
 }
+
+#[test]
+fn archiver_saves_lists_sends_back_and_forgets_files() {
+    let sb = Sandbox::new();
+    let pdf = sb.path().join("report.pdf");
+    let cat = sb.path().join("cat.jpg");
+    std::fs::write(&pdf, b"%PDF").unwrap();
+    std::fs::write(&cat, b"0123456789").unwrap();
+    let mut s = session(&sb, "archiver");
+    // One file at a time: each download waits, and the next message would
+    // not wait for it.
+    s.send(&format!("/file {}", pdf.display()));
+    s.expect("bot reacted 📥", LINE_WAIT);
+    s.expect("bot> Saved report.pdf (4 bytes) as #1", LINE_WAIT);
+    s.send(&format!("/image {} a cat", cat.display()));
+    s.expect("bot reacted 📥", LINE_WAIT);
+    s.expect("bot> Saved cat.jpg (10 bytes) as #2", LINE_WAIT);
+    s.step("!files", "bot> #1 report.pdf, document 4 bytes from you");
+    s.expect("bot> #2 cat.jpg, image 10 bytes from you", LINE_WAIT);
+    // Sent back from the data dir's media folder, where the download is.
+    s.step("!get 2", "bot> <document cat.jpg 10> a cat");
+    assert_eq!(
+        std::fs::read(sb.path().join("data/media/console/c2.jpg")).unwrap(),
+        b"0123456789"
+    );
+    s.step("!get 7", "bot> Which file?");
+    s.step("!forget 1", "bot> Forgot #1 (report.pdf)");
+    s.step("!files", "bot> #1 cat.jpg, image 10 bytes from you");
+    let (_, stderr) = s.finish();
+    assert!(!stderr.contains("script error"), "{stderr}");
+}

@@ -27,6 +27,8 @@ declare -A CATCHER=(
   [M10]="--test cron cron_runs_wait_for_a_free_slot"
   [M11]="--test routes failures_deadlines"
   [M12]="--test cron a_route_call_abandoned"
+  [M13]="--test api_rich downloaded_media_is_served"
+  [M14]="--test whatsapp_rich a_scripts_rich_sends"
 )
 
 applied=""

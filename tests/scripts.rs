@@ -364,6 +364,67 @@ end
     );
 }
 
+/// While reconnecting a send gets its id at once and waits in the outbox;
+/// it goes out once the connection is open again.
+#[test]
+fn a_send_while_reconnecting_waits_in_the_outbox_and_goes_out_after_the_open() {
+    let sb = Sandbox::new();
+    sb.script(
+        "s.lua",
+        r#"
+function on_close(r)
+  bot.after(20, function()
+    local id, err = bot.send("you@console", "queued while away")
+    bot.log.warn("SEND", tostring(id ~= nil), tostring(err), bot.state())
+  end)
+  return 500
+end
+"#,
+    );
+    let mut s = sb.session();
+    s.expect("* open jid=me@console", common::LINE_WAIT);
+    s.send("/drop 428");
+    let before = s.expect("bot> queued while away", common::LINE_WAIT);
+    let reopened = before
+        .iter()
+        .position(|l| l.starts_with("* reconnecting"))
+        .and_then(|r| before[r..].iter().position(|l| l.starts_with("* open")));
+    assert!(reopened.is_some(), "sent after the open: {before:?}");
+    let (_, stderr) = s.finish();
+    assert!(stderr.contains("SEND true nil reconnecting"), "{stderr}");
+}
+
+/// A message's `bot.store` writes are committed with its handled mark at
+/// the end of the engine's batch; a write made outside a message's start
+/// before then (a timer due at once) still lands after them.
+#[test]
+fn a_write_after_a_messages_write_lands_after_it() {
+    let sb = Sandbox::new();
+    sb.script(
+        "s.lua",
+        r#"
+function on_message(m)
+  bot.store.set("last", "message " .. m.text)
+  bot.after(0, function()
+    bot.store.set("last", "timer after " .. m.text)
+    bot.send(m.chat, "read " .. tostring(bot.store.get("last")))
+  end)
+end
+"#,
+    );
+    let mut s = sb.session();
+    s.expect("* open jid=me@console", common::LINE_WAIT);
+    s.send("1");
+    s.expect("bot> read timer after 1", common::LINE_WAIT);
+    let (_, stderr) = s.finish();
+    let store = moonwire::store::Store::open(&sb.path().join("data/moonwire.db")).unwrap();
+    assert_eq!(
+        store.kv_get("console", "s", "last").unwrap(),
+        Some(serde_json::json!("timer after 1")),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn a_runaway_hook_is_stopped_and_the_bot_goes_on() {
     let sb = Sandbox::new();

@@ -88,7 +88,7 @@
 local Message = {}
 
 ---Answers in the message's chat, quoting it (unless the content gives
----another `quote`).
+---another `quote`); queued like `bot.send` while reconnecting.
 ---@param content moonwire.Content
 ---@return string? id the id of the sent message
 ---@return string? err why it was not sent: "not open", or what is wrong with the content
@@ -437,10 +437,13 @@ function bot.state() end
 
 ---Sends a message: a text, or a content table (media, location, poll,
 ---mentions, quote). Returns at once; the send (and any upload) goes on.
+---While connecting or reconnecting it waits in the outbox and goes out
+---after the open, under the id answered now; a send that finally fails is
+---reported as a `send_failed` event.
 ---@param chat string JID of the chat, or a phone number ("15551234567", "+15551234567")
 ---@param content moonwire.Content
 ---@return string? id the message id, or nil
----@return string? err "not open", why `chat` is no recipient, or what is wrong with the content
+---@return string? err "not open" (closed, pairing, logged out), why `chat` is no recipient, or what is wrong with the content
 function bot.send(chat, content) end
 
 ---Replaces the text of a message the bot sent.

@@ -164,6 +164,21 @@ pub fn event_json(ev: &HostEvent) -> (&'static str, Value) {
             v["instance"] = json!(instance);
             ("message", v)
         }
+        HostEvent::SendFailed {
+            instance,
+            id,
+            chat,
+            reason,
+        } => (
+            "send_failed",
+            json!({
+                "type": "send_failed",
+                "instance": instance,
+                "id": id,
+                "chat": chat,
+                "reason": reason,
+            }),
+        ),
         HostEvent::ScriptError { instance, error } => (
             "script_error",
             json!({
@@ -197,6 +212,7 @@ pub fn event_instance(ev: &HostEvent) -> &str {
         | HostEvent::Qr { instance, .. }
         | HostEvent::MessageIn { instance, .. }
         | HostEvent::MessageOut { instance, .. }
+        | HostEvent::SendFailed { instance, .. }
         | HostEvent::ScriptError { instance, .. }
         | HostEvent::Group { instance, .. } => instance,
     }

@@ -50,6 +50,11 @@ fn group_error(e: SendError) -> ApiError {
             format!("instance {name:?} is not open"),
         ),
         SendError::Gone(name) => ApiError::not_found(format!("instance {name:?} not found")),
+        e @ SendError::Store(_) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            e.to_string(),
+        ),
         SendError::Channel(ChannelError::Unsupported) => ApiError::new(
             StatusCode::NOT_IMPLEMENTED,
             "unsupported",

@@ -38,6 +38,8 @@ pub struct InstanceView {
     created_at: u64,
     /// `config` (the config file names it) or `api` (made here)
     created_by: String,
+    /// While logging out or logged out: `user`, `server` or `script`.
+    logout_by: Option<String>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -98,6 +100,7 @@ pub(super) fn view(st: &ApiState, h: &InstanceHandle) -> ApiResult<InstanceView>
         push_name: live.push_name,
         created_at: stored.created_at,
         created_by: stored.created_by.as_str().into(),
+        logout_by: live.logout_by.map(|b| b.as_str().to_string()),
     })
 }
 

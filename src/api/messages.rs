@@ -1,5 +1,6 @@
 //! What `POST .../messages` takes beyond text (the content of a script's
-//! `bot.send`, as JSON: media by URL or base64), edits and revokes
+//! `bot.send`, as JSON: media by URL or base64, or a multipart upload),
+//! edits and revokes
 //! (`PATCH` / `DELETE .../messages/{id}`), and the downloaded media route.
 //!
 //! Media by URL is fetched with the scripts' HTTP client, so the same
@@ -10,7 +11,7 @@
 use axum::Json;
 use axum::body::Body;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::extract::{Extension, Path as UrlPath, Query, State};
+use axum::extract::{Extension, FromRequest, Multipart, Path as UrlPath, Query, Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
@@ -58,13 +59,112 @@ pub struct SendMessage {
 
 /// A media file: fetched from `url` (under the `[script.http]` address
 /// rules) or given as `base64`.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MediaBody {
     url: Option<String>,
     base64: Option<String>,
     mime: Option<String>,
     file_name: Option<String>,
+    /// The bytes of a multipart file part (not in JSON).
+    #[serde(skip)]
+    #[schema(ignore)]
+    raw: Option<bytes::Bytes>,
+}
+
+/// The body of a send: JSON, or `multipart/form-data` with a part
+/// `message` (the same JSON, without the file) and one file part named
+/// after its kind (`image`, `video`, `audio`, `document`, `sticker`),
+/// whose file name and type are used unless the JSON gives them.
+pub(super) struct SendBody(pub SendMessage);
+
+fn multipart_err(status: StatusCode, text: String) -> ApiError {
+    let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
+        "too_large"
+    } else {
+        "bad_request"
+    };
+    ApiError::new(status, code, text)
+}
+
+impl<S: Send + Sync> FromRequest<S> for SendBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<SendBody, ApiError> {
+        let multipart = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|c| c.starts_with("multipart/form-data"));
+        if !multipart {
+            let Json(m) = Json::<SendMessage>::from_request(req, state).await?;
+            return Ok(SendBody(m));
+        }
+        let mut parts = Multipart::from_request(req, state)
+            .await
+            .map_err(|e| multipart_err(e.status(), e.body_text()))?;
+        let mut message: Option<SendMessage> = None;
+        let mut file: Option<(MediaKind, MediaBody)> = None;
+        loop {
+            let field = parts
+                .next_field()
+                .await
+                .map_err(|e| multipart_err(e.status(), e.body_text()))?;
+            let Some(field) = field else { break };
+            let name = field.name().unwrap_or_default().to_string();
+            if name == "message" {
+                let bytes = field
+                    .bytes()
+                    .await
+                    .map_err(|e| multipart_err(e.status(), e.body_text()))?;
+                let m = serde_json::from_slice(&bytes)
+                    .map_err(|e| ApiError::invalid(format!("the message part: {e}")))?;
+                message = Some(m);
+            } else if let Some(kind) = MediaKind::parse(&name) {
+                if file.is_some() {
+                    return Err(ApiError::invalid("one message carries one media file"));
+                }
+                let file_name = field.file_name().map(str::to_string);
+                let mime = field.content_type().map(str::to_string);
+                let data = field
+                    .bytes()
+                    .await
+                    .map_err(|e| multipart_err(e.status(), e.body_text()))?;
+                file = Some((
+                    kind,
+                    MediaBody {
+                        raw: Some(data),
+                        mime,
+                        file_name,
+                        ..MediaBody::default()
+                    },
+                ));
+            } else {
+                return Err(ApiError::invalid(format!(
+                    "unknown part {name:?}: give a part \"message\" and one file part named image, video, audio, document or sticker"
+                )));
+            }
+        }
+        let mut m = message
+            .ok_or_else(|| ApiError::invalid("a multipart send needs a part named \"message\""))?;
+        if let Some((kind, body)) = file {
+            let slot = match kind {
+                MediaKind::Image => &mut m.image,
+                MediaKind::Video => &mut m.video,
+                MediaKind::Audio => &mut m.audio,
+                MediaKind::Document => &mut m.document,
+                MediaKind::Sticker => &mut m.sticker,
+            };
+            if slot.is_some() {
+                return Err(ApiError::invalid(format!(
+                    "{} is given both as a file part and in the message",
+                    kind.as_str()
+                )));
+            }
+            *slot = Some(body);
+        }
+        Ok(SendBody(m))
+    }
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -125,6 +225,12 @@ async fn media_bytes(
             ),
         )
     };
+    if let Some(raw) = &m.raw {
+        if raw.len() as u64 > max {
+            return Err(too_big(raw.len() as u64));
+        }
+        return Ok((raw.clone(), None, None));
+    }
     match (&m.url, &m.base64) {
         (Some(_), Some(_)) | (None, None) => Err(ApiError::invalid(format!(
             "{key} needs exactly one of url and base64"

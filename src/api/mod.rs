@@ -3,6 +3,7 @@
 //! a logout answers once its teardown is done, a state is read from the
 //! running machine, and no key or token ever appears in a payload.
 
+mod delivery;
 pub mod events;
 mod groups;
 pub mod hooks;
@@ -24,7 +25,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, patch, post};
+use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -310,7 +311,9 @@ pub fn router(state: ApiState) -> Router {
         )
         .route(
             "/v1/instances/{name}/messages/{id}",
-            patch(messages::edit_message).delete(messages::revoke_message),
+            get(delivery::get_message)
+                .patch(messages::edit_message)
+                .delete(messages::revoke_message),
         )
         .route("/v1/instances/{name}/media/{id}", get(messages::get_media))
         .route("/v1/instances/{name}/groups", get(groups::list_groups))
@@ -472,7 +475,7 @@ fn recipient(to: &str) -> Option<String> {
 
 #[utoipa::path(post, path = "/v1/instances/{name}/messages", params(("name" = String, Path),
         ("queue" = Option<bool>, Query, description = "hold for the next open instead of 409")),
-    request_body = SendMessage,
+    request_body(description = "JSON, or multipart/form-data: a part `message` (this JSON without the file) and one file part named image, video, audio, document or sticker", content((SendMessage = "application/json"), (SendMessage = "multipart/form-data"))),
     responses((status = 202, body = Sent), (status = 409, body = ErrorBody, description = "not open"),
         (status = 422, body = ErrorBody)))]
 async fn send_message(
@@ -480,11 +483,11 @@ async fn send_message(
     Extension(caller): Extension<Caller>,
     UrlPath(name): UrlPath<String>,
     query: Result<Query<SendQuery>, QueryRejection>,
-    body: Result<Json<SendMessage>, JsonRejection>,
+    body: Result<messages::SendBody, ApiError>,
 ) -> ApiResult<(StatusCode, Json<Sent>)> {
     caller.reaches(&name)?;
     let Query(q) = query?;
-    let Json(req) = body?;
+    let messages::SendBody(req) = body?;
     let h = handle(&st, &name)?;
     let (to, content) = messages::content(&st, &name, req).await?;
     let out = Outgoing::content(to, content);
@@ -518,6 +521,11 @@ async fn send_message(
             StatusCode::SERVICE_UNAVAILABLE,
             "unavailable",
             format!("instance {name:?} is shutting down"),
+        )),
+        Err(e @ SendError::Store(_)) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            e.to_string(),
         )),
         Err(e) => Err(ApiError::new(
             StatusCode::BAD_GATEWAY,
@@ -693,12 +701,13 @@ async fn metrics(
     paths(healthz, instances::create_instance, instances::list_instances, instances::get_instance,
         instances::connect_instance, instances::get_qr, instances::scan_instance,
         instances::logout_instance, instances::restart_instance, instances::delete_instance,
-        send_message, messages::edit_message, messages::revoke_message, messages::get_media,
+        send_message, delivery::get_message, messages::edit_message, messages::revoke_message,
+        messages::get_media,
         groups::list_groups, groups::get_group, groups::change_participants, groups::get_invite,
         get_scripts, reload_scripts, events, metrics, openapi, hooks::serve_hook),
     components(schemas(InstanceView, CreateInstance, Created, QrView, SendMessage,
         messages::MediaBody, messages::LocationBody, messages::PollBody, messages::EditMessage, Sent,
-        ScriptsView, ScriptErrorView, ErrorBody, ErrorDetail,
+        delivery::MessageStatus, ScriptsView, ScriptErrorView, ErrorBody, ErrorDetail,
         crate::channel::groups::GroupInfo, crate::channel::groups::Participant,
         crate::channel::groups::Change, crate::channel::groups::UserResult,
         groups::ParticipantsChange, groups::ParticipantsResult, groups::InviteView)),

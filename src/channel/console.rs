@@ -23,6 +23,8 @@ pub const USER_CHAT: &str = "you@console";
 pub const BOT_JID: &str = "me@console";
 /// Session key marking the simulated account as paired.
 pub const SESSION_KEY: &str = "console.paired";
+/// Incoming message ids are this and a number.
+pub const ID_PREFIX: &str = "c";
 
 /// Where the simulated server shows what the bot sent: stdout for
 /// `moonwire console` (one line per write, in order, silent once closed —
@@ -170,6 +172,13 @@ impl ConsoleSim {
         self.lock().connected.is_some()
     }
 
+    /// Numbers the next incoming message after `n`: the inbox remembers
+    /// ids of earlier runs, and a real server never reuses one.
+    pub fn continue_ids_after(&self, n: u64) {
+        let mut st = self.lock();
+        st.next_in = st.next_in.max(n);
+    }
+
     /// A line typed by the user: a message to the bot. Delivered now when the
     /// bot is online, otherwise at its next login, like the real server.
     pub fn deliver(&self, text: &str) {
@@ -267,7 +276,7 @@ impl ConsoleSim {
             }
         }
         st.next_in += 1;
-        msg.id = format!("c{}", st.next_in);
+        msg.id = format!("{ID_PREFIX}{}", st.next_in);
         remember(&mut st, &msg.id, &msg.sender, msg.text.clone(), &msg.kind);
         if msg.chat == USER_CHAT {
             st.last_in = Some(msg.id.clone());

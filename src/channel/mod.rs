@@ -22,7 +22,10 @@ pub use rich::{
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
 /// An incoming message, already reduced to what scripts see (`on_message`'s `m`).
+/// It is kept in the inbox as JSON; a field added later reads back from an
+/// older row as its default.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Incoming {
     pub id: String,
     pub chat: String,
@@ -66,10 +69,6 @@ pub struct ChannelEvent {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-#[expect(
-    clippy::large_enum_variant,
-    reason = "messages are most events: boxing them would cost an allocation each"
-)]
 pub enum EventKind {
     PairingCode {
         code: String,
@@ -93,7 +92,21 @@ pub enum EventKind {
         message: Option<String>,
         retry_after_ms: Option<u64>,
     },
+    /// A message the channel could not hold back its ack for: the host
+    /// commits it to the inbox before scripts see it.
     Message(Incoming),
+    /// A message the channel committed to the inbox (row `seq`) before
+    /// acking it; only new ones are reported.
+    Inbox {
+        seq: i64,
+        message: Incoming,
+    },
+    /// The server confirmed the send `id` (`error`: it refused it), for a
+    /// channel whose [`Channel::confirms_sends`].
+    SendAcked {
+        id: String,
+        error: Option<String>,
+    },
     /// Receipts for messages the bot sent.
     Receipt(Receipt),
     /// A group changed (`on_group`).
@@ -102,14 +115,16 @@ pub enum EventKind {
 
 /// Something to send. The id is chosen before sending (WhatsApp ids are
 /// client-made), so callers get it back at once and the send can be async.
-#[derive(Debug, Clone, PartialEq)]
+/// It waits in the outbox as JSON until it is sent (media bytes given in
+/// memory as base64).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Outgoing {
     pub id: String,
     pub chat: String,
     pub body: OutBody,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum OutBody {
     Text {
         text: String,
@@ -306,6 +321,20 @@ pub enum ChannelError {
     /// A download or upload failed; the text says why (size, hash, host).
     #[error("{0}")]
     Media(String),
+    /// The connection failed the send; another connection may not.
+    #[error("{0}")]
+    Interrupted(String),
+}
+
+impl ChannelError {
+    /// Whether a send that failed so is worth trying again on the next
+    /// connection (the others fail for good).
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            ChannelError::NotConnected | ChannelError::Interrupted(_)
+        )
+    }
 }
 
 /// One protocol client. Methods return promptly; slow work is in the returned
@@ -318,7 +347,10 @@ pub trait Channel: Send + 'static {
     fn close(&mut self);
     /// Asks the server to unlink this device (logout). Best effort.
     fn unlink(&mut self) -> BoxFuture<Result<(), ChannelError>>;
-    /// Sends a message or reaction under `out.id`.
+    /// Sends a message or reaction under `out.id`. Sends are handed over in
+    /// order, one at a time; the future resolves once the message is out
+    /// (or, for a channel that [`confirms_sends`](Channel::confirms_sends),
+    /// written, its confirmation still to come).
     fn send(&mut self, out: Outgoing) -> BoxFuture<Result<(), ChannelError>>;
     /// Does something that is not a message (a read receipt, typing, a
     /// download); answers the bytes a download wrote, else 0.
@@ -330,6 +362,13 @@ pub trait Channel: Send + 'static {
     fn group(&mut self, op: GroupOp) -> BoxFuture<Result<GroupReply, ChannelError>> {
         let _ = op;
         Box::pin(std::future::ready(Err(ChannelError::Unsupported)))
+    }
+
+    /// Whether the server confirms each send later with
+    /// [`EventKind::SendAcked`]: until then a send counts as not delivered,
+    /// and goes again (same id) after a reconnect.
+    fn confirms_sends(&self) -> bool {
+        false
     }
     /// Whether this device was ever paired with an account (and not logged
     /// out since): only then is there anything for a logout to unlink.

@@ -181,16 +181,35 @@ impl Poll {
     }
 }
 
-/// Where the bytes of a media send come from.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Where the bytes of a media send come from. In the outbox (JSON) bytes
+/// are base64.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum MediaData {
     /// A file already checked to be one a sender may read.
     File(PathBuf),
-    Bytes(bytes::Bytes),
+    Bytes(#[serde(with = "base64_bytes")] bytes::Bytes),
+}
+
+mod base64_bytes {
+    use base64::Engine as _;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &bytes::Bytes, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(v))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<bytes::Bytes, D::Error> {
+        let s = String::deserialize(d)?;
+        base64::engine::general_purpose::STANDARD
+            .decode(s)
+            .map(bytes::Bytes::from)
+            .map_err(serde::de::Error::custom)
+    }
 }
 
 /// A media file to send.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OutMedia {
     pub kind: MediaKind,
     pub data: MediaData,
@@ -205,7 +224,7 @@ pub struct OutMedia {
 
 /// A message beyond plain text: one body (text, media, location or poll),
 /// mentions and a quote.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct Content {
     pub text: Option<String>,
     pub media: Option<OutMedia>,
@@ -512,6 +531,49 @@ mod tests {
         assert_eq!(safe_component(""), "_");
         assert_eq!(display_name("/tmp/a/b.pdf"), "b.pdf");
         assert_eq!(display_name("..\\x\n.txt"), "x.txt");
+    }
+
+    #[test]
+    fn rich_sends_round_trip_through_the_outboxs_json() {
+        let out = crate::channel::Outgoing::content(
+            "1555@s.whatsapp.net",
+            Content {
+                media: Some(OutMedia {
+                    kind: MediaKind::Audio,
+                    data: MediaData::Bytes(bytes::Bytes::from_static(b"\x00\xffOggS")),
+                    mime: "audio/ogg; codecs=opus".into(),
+                    file_name: None,
+                    caption: Some("hi".into()),
+                    voice: true,
+                    size: 6,
+                }),
+                mentions: vec!["1666@s.whatsapp.net".into()],
+                quote: Some("Q1".into()),
+                ..Content::default()
+            },
+        );
+        let j = serde_json::to_string(&out).unwrap();
+        assert!(j.contains("AP9PZ2dT"), "bytes as base64: {j}");
+        assert_eq!(
+            serde_json::from_str::<crate::channel::Outgoing>(&j).unwrap(),
+            out
+        );
+        let poll = crate::channel::Outgoing::content(
+            "1555@s.whatsapp.net",
+            Content {
+                location: Some(Location {
+                    lat: 52.5,
+                    lng: 13.4,
+                    name: None,
+                }),
+                ..Content::default()
+            },
+        );
+        let j = serde_json::to_string(&poll).unwrap();
+        assert_eq!(
+            serde_json::from_str::<crate::channel::Outgoing>(&j).unwrap(),
+            poll
+        );
     }
 
     #[test]

@@ -249,6 +249,10 @@ pub fn host_settings(config: &Config) -> HostSettings {
             ..Settings::default()
         },
         hook_timeout: std::time::Duration::from_millis(config.script.hook_timeout_ms),
+        retention: moonwire::host::Retention {
+            keep_days: config.store.inbox_keep_days,
+            keep_rows: config.store.inbox_keep_rows,
+        },
         ..HostSettings::default()
     }
 }

@@ -11,6 +11,7 @@ struct RawFile {
     instance: Option<Spanned<Vec<RawInstance>>>,
     reconnect: Option<RawReconnect>,
     script: Option<RawScript>,
+    store: Option<RawStore>,
     whatsapp: Option<RawWhatsapp>,
     api: Option<RawApi>,
     webhook: Option<Vec<RawWebhook>>,
@@ -56,6 +57,13 @@ struct RawScriptHttp {
     max_body_mb: Option<Spanned<u64>>,
     max_in_flight: Option<Spanned<usize>>,
     allow: Option<Spanned<Vec<Spanned<String>>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStore {
+    inbox_keep_days: Option<Spanned<u64>>,
+    inbox_keep_rows: Option<Spanned<u64>>,
 }
 
 #[derive(Deserialize)]
@@ -229,6 +237,32 @@ pub(super) fn parse_file(text: &str, origin: &Path) -> Result<Layered, ConfigErr
         }
         if let Some(h) = &s.http {
             parse_script_http(&ctx, h, &mut c.http)?;
+        }
+    }
+
+    if let Some(st) = &raw.store {
+        let c = &mut l.config.store;
+        for (v, key, max, slot) in [
+            (
+                &st.inbox_keep_days,
+                "store.inbox_keep_days",
+                MAX_INBOX_KEEP_DAYS,
+                &mut c.inbox_keep_days,
+            ),
+            (
+                &st.inbox_keep_rows,
+                "store.inbox_keep_rows",
+                MAX_INBOX_KEEP_ROWS,
+                &mut c.inbox_keep_rows,
+            ),
+        ] {
+            if let Some(v) = v {
+                let n = *v.get_ref();
+                if n == 0 || n > max {
+                    return Err(ctx.err(v, key, format!("must be between 1 and {max}, got {n}")));
+                }
+                *slot = n;
+            }
         }
     }
 

@@ -26,7 +26,14 @@ pub const DEFAULT_FILE_NAME: &str = "moonwire.toml";
 /// The database file inside `data_dir`.
 pub const DB_FILE_NAME: &str = "moonwire.db";
 /// Events a webhook may subscribe to.
-pub const WEBHOOK_EVENTS: [&str; 5] = ["state", "qr", "message", "script_error", "group"];
+pub const WEBHOOK_EVENTS: [&str; 6] = [
+    "state",
+    "qr",
+    "message",
+    "script_error",
+    "send_failed",
+    "group",
+];
 /// Plain log levels accepted for `log.level`.
 pub const LOG_LEVELS: [&str; 5] = ["trace", "debug", "info", "warn", "error"];
 
@@ -60,6 +67,8 @@ const MAX_MEDIA_MB: u64 = 2048;
 const MAX_WORKERS: u64 = 256;
 const MAX_HTTP_BODY_MB: u64 = 1024;
 const MAX_HTTP_IN_FLIGHT: usize = 1024;
+const MAX_INBOX_KEEP_DAYS: u64 = 3650;
+const MAX_INBOX_KEEP_ROWS: u64 = 100_000_000;
 
 /// The fully resolved configuration.
 ///
@@ -75,6 +84,7 @@ pub struct Config {
     pub instances: Vec<InstanceConfig>,
     pub reconnect: ReconnectConfig,
     pub script: ScriptConfig,
+    pub store: StoreConfig,
     pub whatsapp: WhatsappConfig,
     /// `None`: no API server.
     pub api: Option<ApiConfig>,
@@ -92,6 +102,7 @@ impl Default for Config {
             instances: vec![InstanceConfig::default()],
             reconnect: ReconnectConfig::default(),
             script: ScriptConfig::default(),
+            store: StoreConfig::default(),
             whatsapp: WhatsappConfig::default(),
             api: None,
             webhooks: Vec::new(),
@@ -228,6 +239,24 @@ impl Default for ScriptHttpConfig {
             max_body_mb: 8,
             max_in_flight: 4,
             allow: Default::default(),
+        }
+    }
+}
+
+/// `[store]`: how long the inbox keeps messages (for telling a redelivery
+/// from a new message) and the outbox finished sends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreConfig {
+    pub inbox_keep_days: u64,
+    /// Per instance.
+    pub inbox_keep_rows: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            inbox_keep_days: 7,
+            inbox_keep_rows: 100_000,
         }
     }
 }

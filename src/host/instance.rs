@@ -10,10 +10,13 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
+mod flow;
+
+use super::delivery::{Delivery, SendDone};
 use super::{EventBus, Hooks, HostEvent, HostSettings, now_ms};
 use crate::channel::{
     Action, Channel, ChannelError, ChannelEvent, EventKind, GroupEvent, GroupOp, GroupReply,
-    Incoming, Outgoing,
+    Outgoing,
 };
 use crate::lifecycle::{
     CloseAnswer, Effect, HookCall, Input, LogoutBy, Machine, Reason, ReasonKind, State, StatusRow,
@@ -36,6 +39,9 @@ pub enum SendError {
     Gone(String),
     #[error(transparent)]
     Channel(#[from] ChannelError),
+    /// The outbox could not take it.
+    #[error("queueing the send failed: {0}")]
+    Store(String),
 }
 
 enum Command {
@@ -60,6 +66,11 @@ enum Command {
     Group {
         op: GroupOp,
         reply: oneshot::Sender<Result<GroupReply, SendError>>,
+    },
+    /// A send already in the outbox (row `seq`), to go out in order.
+    Queued {
+        seq: i64,
+        out: Outgoing,
     },
     Settle(oneshot::Sender<()>),
     Shutdown(oneshot::Sender<()>),
@@ -129,7 +140,9 @@ impl InstanceHandle {
         let _ = self.tx.send(Command::Logout { by, reply });
     }
 
-    /// Sends through the channel; only while open.
+    /// Queues a send in the outbox; only while open. Answers its id once it
+    /// is queued: how it went is the outbox's (a `MessageOut` or
+    /// `SendFailed` event, the row's status).
     pub async fn send(&self, out: Outgoing) -> Result<String, SendError> {
         let (reply, rx) = oneshot::channel();
         self.tx
@@ -143,8 +156,8 @@ impl InstanceHandle {
             .map_err(|_| SendError::Gone(self.name.to_string()))?
     }
 
-    /// Sends now if open, otherwise keeps it (in order, in memory) for the
-    /// next open; refused once logged out. Answers once sent or queued.
+    /// As [`InstanceHandle::send`], but while not open the send waits in
+    /// the outbox for the next open; refused once logged out.
     pub async fn send_queued(&self, out: Outgoing) -> Result<String, SendError> {
         let (reply, rx) = oneshot::channel();
         self.tx
@@ -158,28 +171,13 @@ impl InstanceHandle {
             .map_err(|_| SendError::Gone(self.name.to_string()))?
     }
 
-    /// Queues a send without waiting for its result; failures are logged.
-    pub fn send_nowait(&self, out: Outgoing) {
-        let (reply, rx) = oneshot::channel();
-        let name = self.name.clone();
-        let cmd = Command::Send {
-            out,
-            queue: false,
-            reply,
-        };
-        if self.tx.send(cmd).is_err() {
-            tracing::warn!(instance = %name, "send dropped: the instance has stopped");
-            return;
+    /// A send someone else put in the outbox (row `seq`): the actor sends
+    /// it in order. If the actor has stopped it waits in the outbox for the
+    /// next start.
+    pub fn queued(&self, seq: i64, out: Outgoing) {
+        if self.tx.send(Command::Queued { seq, out }).is_err() {
+            tracing::info!(instance = %self.name, "the instance has stopped; the send waits in the outbox for the next start");
         }
-        tokio::spawn(async move {
-            match rx.await {
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => tracing::warn!(instance = %name, error = %e, "send failed"),
-                Err(_) => {
-                    tracing::warn!(instance = %name, "send dropped: the instance has stopped")
-                }
-            }
-        });
     }
 
     /// Does something that is not a message, only while open; answers
@@ -235,16 +233,17 @@ struct Actor {
     retry_at: Option<Instant>,
     logout_waiters: Vec<oneshot::Sender<StatusRow>>,
     queue: VecDeque<Input>,
-    /// Sends asked to wait for the next open, in order.
-    outbox: VecDeque<Outgoing>,
+    /// The inbox and outbox (host/delivery.rs).
+    delivery: Delivery,
+    /// Whether the last step left the instance open.
+    was_open: bool,
     /// `settle()` callers waiting for an `on_close` decision to come back.
     settle_waiters: Vec<oneshot::Sender<()>>,
     /// Sends in flight, awaited one after another so they leave in order.
     sends: mpsc::UnboundedSender<PendingSend>,
-    /// Messages that arrived before the session was open (the offline
-    /// backlog comes before `Connected`): delivered at the next open.
-    early: Vec<Incoming>,
-    /// Group events that arrived before the open, likewise.
+    /// Group events that arrived before the open (the offline backlog
+    /// comes before `Connected`): delivered at the next open, after the
+    /// inbox backlog.
     early_groups: Vec<GroupEvent>,
     /// The row is gone (the instance was deleted): no write can ever land,
     /// so the actor ends instead of retrying for ever.
@@ -278,15 +277,13 @@ fn reason_of(state: &State) -> Option<&Reason> {
     }
 }
 
-/// The most early messages held; beyond it they are dropped and counted.
-const EARLY_LIMIT: usize = 10_000;
+/// Channel events handled in one go: consecutive messages among them are
+/// committed to the inbox in one transaction.
+const EVENT_BATCH: usize = 256;
 
 struct PendingSend {
     fut: crate::channel::BoxFuture<Result<(), ChannelError>>,
-    id: String,
-    chat: String,
-    message: Arc<Outgoing>,
-    reply: Option<oneshot::Sender<Result<String, SendError>>>,
+    seq: i64,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -309,14 +306,17 @@ pub(super) fn spawn(
     });
     let (tx, mut commands) = mpsc::unbounded_channel();
     let (answers_tx, mut answers) = mpsc::unbounded_channel();
+    let (done_tx, mut done) = mpsc::unbounded_channel();
     let handle = InstanceHandle {
         name: name.clone(),
         tx,
         snapshot: snap_rx,
         groups: Arc::default(),
     };
-    let name_for_sender = name.clone();
-    let bus_for_sender = bus.clone();
+    let mut delivery = Delivery::new(name.clone(), store.clone(), bus.clone(), settings.retention);
+    if !settings.inbox {
+        delivery.bypass_inbox();
+    }
     let mut actor = Actor {
         name,
         handle: handle.clone(),
@@ -335,10 +335,10 @@ pub(super) fn spawn(
         retry_at: None,
         logout_waiters: Vec::new(),
         queue: VecDeque::new(),
-        outbox: VecDeque::new(),
+        delivery,
+        was_open: false,
         settle_waiters: Vec::new(),
-        sends: spawn_sender(name_for_sender, bus_for_sender),
-        early: Vec::new(),
+        sends: spawn_sender(done_tx),
         early_groups: Vec::new(),
         gone: false,
     };
@@ -348,7 +348,22 @@ pub(super) fn spawn(
             let retry_at = actor.retry_at;
             tokio::select! {
                 biased;
-                Some(ev) = events.recv() => actor.on_event(ev).await,
+                Some(ev) = events.recv() => {
+                    let mut batch = vec![ev];
+                    while batch.len() < EVENT_BATCH
+                        && let Ok(ev) = events.try_recv()
+                    {
+                        batch.push(ev);
+                    }
+                    actor.on_events(batch).await
+                }
+                Some(d) = done.recv() => {
+                    let mut batch = vec![d];
+                    while let Ok(d) = done.try_recv() {
+                        batch.push(d);
+                    }
+                    actor.sends_done(batch)
+                }
                 Some((seq, answer)) = answers.recv() => {
                     actor.feed(Input::CloseAnswer { seq, answer }).await
                 }
@@ -387,27 +402,14 @@ pub(super) fn spawn(
     (handle, task)
 }
 
-/// One task per instance awaits sends in the order they were made.
-fn spawn_sender(name: Arc<str>, bus: EventBus) -> mpsc::UnboundedSender<PendingSend> {
+/// One task per instance awaits sends in the order they were handed over
+/// and tells the actor how each went.
+fn spawn_sender(done: mpsc::UnboundedSender<SendDone>) -> mpsc::UnboundedSender<PendingSend> {
     let (tx, mut rx) = mpsc::unbounded_channel::<PendingSend>();
     tokio::spawn(async move {
         while let Some(p) = rx.recv().await {
-            let result = p.fut.await.map(|()| p.id.clone()).map_err(SendError::from);
-            match &result {
-                Ok(_) => bus.publish(HostEvent::MessageOut {
-                    instance: name.to_string(),
-                    chat: p.chat,
-                    id: p.id,
-                    message: p.message,
-                }),
-                Err(e) if p.reply.is_none() => {
-                    tracing::warn!(instance = %name, id = %p.id, error = %e, "a queued send failed")
-                }
-                Err(_) => {}
-            }
-            if let Some(reply) = p.reply {
-                let _ = reply.send(result);
-            }
+            let result = p.fut.await;
+            let _ = done.send(SendDone { seq: p.seq, result });
         }
     });
     tx
@@ -421,12 +423,8 @@ async fn sleep_until(at: Option<Instant>) {
 }
 
 impl Actor {
-    async fn on_event(&mut self, ev: ChannelEvent) {
-        if ev.conn != self.conn {
-            tracing::debug!(instance = %self.name, conn = ev.conn, current = self.conn, "dropping an event of a superseded connection");
-            return;
-        }
-        let input = match ev.kind {
+    async fn on_event(&mut self, kind: EventKind) {
+        let input = match kind {
             EventKind::PairingCode {
                 code,
                 kind,
@@ -453,19 +451,19 @@ impl Actor {
                 message: message.map(bounded),
                 retry_after_ms,
             },
-            EventKind::Message(msg) => {
-                match self.machine.state() {
-                    _ if !self.inbound => {
-                        tracing::debug!(instance = %self.name, id = %msg.id, "inbound stopped; message not handled");
-                    }
-                    State::Open { .. } => self.deliver(msg),
-                    _ if self.early.len() < EARLY_LIMIT => self.early.push(msg),
-                    _ => {
-                        tracing::warn!(instance = %self.name, id = %msg.id, "too many messages before the session opened; dropped");
-                    }
+            // Committed by the channel: handed now if open, else at the
+            // next open with the rest of the backlog.
+            EventKind::Inbox { seq, message } => {
+                if self.inbound && matches!(self.machine.state(), State::Open { .. }) {
+                    self.hand(seq, message);
                 }
                 return;
             }
+            EventKind::SendAcked { id, error } => {
+                self.delivery.acked(&id, error);
+                return;
+            }
+            EventKind::Message(_) => return, // batched in on_events
             EventKind::Receipt(r) => {
                 if self.inbound && matches!(self.machine.state(), State::Open { .. }) {
                     self.hooks.receipt(&self.handle, r);
@@ -501,18 +499,36 @@ impl Actor {
                     self.feed(Input::Logout { by }).await;
                 }
             },
-            Command::Send { out, queue, reply } => match self.machine.state() {
-                State::Open { .. } => self.send_now(out, Some(reply)),
-                // No account to send from until someone pairs again.
-                State::LoggingOut { .. } | State::LoggedOut { .. } => {
+            Command::Send { out, queue, reply } => {
+                let accept = match self.machine.state() {
+                    State::Open { .. } => true,
+                    // No account to send from until someone pairs again.
+                    State::LoggingOut { .. } | State::LoggedOut { .. } => false,
+                    _ => queue,
+                };
+                if !accept {
                     let _ = reply.send(Err(SendError::NotOpen(self.name.to_string())));
+                    return;
                 }
-                _ if queue => {
-                    let _ = reply.send(Ok(out.id.clone()));
-                    self.outbox.push_back(out);
+                match self.delivery.insert(&out) {
+                    Ok(seq) => {
+                        let _ = reply.send(Ok(out.id.clone()));
+                        self.delivery.enqueue(seq, out);
+                        self.flush_outbox();
+                    }
+                    Err(e) => {
+                        tracing::error!(instance = %self.name, error = %e, "the outbox refused a send");
+                        let _ = reply.send(Err(SendError::Store(e.to_string())));
+                    }
+                }
+            }
+            Command::Queued { seq, out } => match self.machine.state() {
+                State::LoggingOut { .. } | State::LoggedOut { .. } => {
+                    self.delivery.refuse(seq, out, "logged out")
                 }
                 _ => {
-                    let _ = reply.send(Err(SendError::NotOpen(self.name.to_string())));
+                    self.delivery.enqueue(seq, out);
+                    self.flush_outbox();
                 }
             },
             Command::Act { action, reply } => {
@@ -544,55 +560,12 @@ impl Actor {
         }
     }
 
-    fn send_now(
-        &mut self,
-        out: Outgoing,
-        reply: Option<oneshot::Sender<Result<String, SendError>>>,
-    ) {
-        let pending = PendingSend {
-            id: out.id.clone(),
-            chat: out.chat.clone(),
-            message: Arc::new(out.without_bytes()),
-            fut: self.channel.send(out),
-            reply,
-        };
-        if let Err(e) = self.sends.send(pending)
-            && let Some(reply) = e.0.reply
-        {
-            let _ = reply.send(Err(SendError::Gone(self.name.to_string())));
-        }
-    }
-
-    /// Sends what waited for an open, in order.
-    fn flush_outbox(&mut self) {
-        while matches!(self.machine.state(), State::Open { .. }) {
-            let Some(out) = self.outbox.pop_front() else {
-                break;
-            };
-            self.send_now(out, None);
-        }
-    }
-
-    /// Hands messages held while connecting to the scripts, in order
-    /// (then the group events held, in order).
-    fn deliver_early(&mut self) {
-        if !matches!(self.machine.state(), State::Open { .. }) {
-            return;
-        }
-        for msg in std::mem::take(&mut self.early) {
-            self.deliver(msg);
-        }
+    /// Hands the group events held while connecting to the scripts, in
+    /// order.
+    fn deliver_early_groups(&mut self) {
         for ev in std::mem::take(&mut self.early_groups) {
             self.deliver_group(ev);
         }
-    }
-
-    fn deliver(&mut self, msg: Incoming) {
-        self.bus.publish(HostEvent::MessageIn {
-            instance: self.name.to_string(),
-            message: msg.clone(),
-        });
-        self.hooks.message(&self.handle, msg);
     }
 
     /// Steps the machine with `input` and everything the effects queue up.
@@ -617,19 +590,26 @@ impl Actor {
                 // Unlink and transport close have run (or failed): finish.
                 self.queue.push_back(Input::LogoutDone);
             }
+            let open = matches!(self.machine.state(), State::Open { .. });
+            if self.was_open && !open {
+                self.delivery.connection_ended();
+            }
             if matches!(self.machine.state(), State::LoggedOut { .. }) {
                 // The account is gone: nothing queued can go out any more,
                 // and nothing held may reach the next account's scripts.
-                if !self.outbox.is_empty() {
-                    tracing::warn!(instance = %self.name, dropped = self.outbox.len(), "logged out: queued sends dropped");
-                    self.outbox.clear();
-                }
-                self.early.clear();
+                self.delivery.fail_all("logged out");
+                self.delivery.forget_inbound();
                 self.early_groups.clear();
-            } else {
+            } else if open && !self.was_open {
+                // The backlog (what arrived while away, what a crash cut
+                // short) first, then what waited to be sent.
+                self.was_open = true;
+                self.hand_backlog();
+                self.deliver_early_groups();
+                self.delivery.release_hold();
                 self.flush_outbox();
-                self.deliver_early();
             }
+            self.was_open = open;
         }
         if !self.machine.deciding() {
             for w in self.settle_waiters.drain(..) {
@@ -804,6 +784,16 @@ impl Actor {
     }
 
     fn retry_write(&mut self) {
+        self.flush_outbox();
+        self.arm_hold();
+        if self.delivery.has_uncommitted() {
+            let new = self.delivery.retry();
+            self.hand_new(new);
+            self.delivery.flush_marks();
+            if self.delivery.has_uncommitted() {
+                self.retry_at = Some(Instant::now() + self.settings.write_retry);
+            }
+        }
         if let Some(w) = self.unwritten.take() {
             let ended = match &w {
                 Write::EndSession(row) => Some(row.clone()),
@@ -828,10 +818,11 @@ impl Actor {
     }
 
     /// Lets the channel flush its library state, bounded so a hung server
-    /// cannot hold up a shutdown; reports what queued sends are lost.
+    /// cannot hold up a shutdown.
     async fn close_channel(&mut self) {
-        if !self.outbox.is_empty() {
-            tracing::warn!(instance = %self.name, dropped = self.outbox.len(), "stopping with queued sends that never went out");
+        let pending = self.delivery.pending_sends();
+        if pending > 0 {
+            tracing::info!(instance = %self.name, pending, "stopping with sends not out yet; they wait in the outbox for the next start");
         }
         if tokio::time::timeout(Duration::from_secs(10), self.channel.shutdown())
             .await

@@ -49,6 +49,9 @@ pub struct Metrics {
     script_errors: Counter,
     http_requests: Family<Labels, Counter>,
     http_seconds: Histogram,
+    send_failed: Counter,
+    inbox_redelivered: Counter,
+    pruned: Family<Labels, Counter>,
 }
 
 impl Default for Metrics {
@@ -70,6 +73,9 @@ impl Default for Metrics {
             script_errors: Default::default(),
             http_requests: Default::default(),
             http_seconds: http_histogram(),
+            send_failed: Default::default(),
+            inbox_redelivered: Default::default(),
+            pruned: Default::default(),
         };
         {
             let mut r = m.registry.lock().unwrap_or_else(|e| e.into_inner());
@@ -132,6 +138,21 @@ impl Default for Metrics {
                 "http_request_duration_seconds",
                 "Script HTTP request time, queueing and body included",
                 m.http_seconds.clone(),
+            );
+            r.register(
+                "send_failed",
+                "Sends given up on (bad recipient, logout, refused, out of tries)",
+                m.send_failed.clone(),
+            );
+            r.register(
+                "inbox_redelivered",
+                "Messages that arrived again and were not handed to scripts twice",
+                m.inbox_redelivered.clone(),
+            );
+            r.register(
+                "delivery_pruned_rows",
+                "Inbox rows and finished sends pruned by age or count, by table",
+                m.pruned.clone(),
             );
             r.register(
                 "webhook_delivered",
@@ -224,8 +245,24 @@ impl Metrics {
             HostEvent::ScriptError { .. } => {
                 self.script_errors.inc();
             }
+            HostEvent::SendFailed { .. } => {
+                self.send_failed.inc();
+            }
             HostEvent::Qr { .. } | HostEvent::Group { .. } => {}
         }
+    }
+
+    pub fn inbox_redelivered(&self, n: u64) {
+        self.inbox_redelivered.inc_by(n);
+    }
+
+    pub fn delivery_pruned(&self, inbox: u64, outbox: u64) {
+        self.pruned
+            .get_or_create(&label("table", "inbox"))
+            .inc_by(inbox);
+        self.pruned
+            .get_or_create(&label("table", "outbox"))
+            .inc_by(outbox);
     }
 
     pub fn hook(&self, hook: &str, elapsed: Duration, ok: bool) {
@@ -290,6 +327,7 @@ mod tests {
             last_change_at: 0,
             jid: None,
             push_name: None,
+            logout_by: None,
         };
         m.observe(&HostEvent::State {
             instance: "a".into(),
@@ -334,6 +372,29 @@ mod tests {
             "moonwire_http_requests_total{class=\"2xx\"} 2",
             "moonwire_http_requests_total{class=\"refused\"} 1",
             "moonwire_http_request_duration_seconds_count 3",
+        ] {
+            assert!(text.contains(needle), "{needle} missing in\n{text}");
+        }
+    }
+
+    #[test]
+    fn delivery_counts_show_up_in_the_text() {
+        let m = Metrics::default();
+        m.observe(&HostEvent::SendFailed {
+            instance: "a".into(),
+            id: "x".into(),
+            chat: "c".into(),
+            reason: "logged out".into(),
+        });
+        m.inbox_redelivered(3);
+        m.delivery_pruned(5, 2);
+        m.delivery_pruned(1, 0);
+        let text = m.render(&[], &[]);
+        for needle in [
+            "moonwire_send_failed_total 1",
+            "moonwire_inbox_redelivered_total 3",
+            "moonwire_delivery_pruned_rows_total{table=\"inbox\"} 6",
+            "moonwire_delivery_pruned_rows_total{table=\"outbox\"} 2",
         ] {
             assert!(text.contains(needle), "{needle} missing in\n{text}");
         }

@@ -2,6 +2,9 @@
 //! store and the scripts meet. Nothing else knows all of them.
 
 pub mod app;
+pub mod delivery;
+#[cfg(test)]
+mod delivery_tests;
 pub mod instance;
 pub mod metrics;
 pub mod scripts;
@@ -20,6 +23,7 @@ use crate::lifecycle::{
 };
 use crate::store::Store;
 
+pub use delivery::Retention;
 pub use instance::{InstanceHandle, SendError, Snapshot};
 
 /// What scripts (or anything else) plug into. Calls must return at once: the
@@ -34,6 +38,14 @@ pub trait Hooks: Send + Sync + 'static {
     ) -> Option<oneshot::Receiver<CloseAnswer>>;
     /// An incoming message, in arrival order per instance.
     fn message(&self, instance: &InstanceHandle, msg: Incoming);
+    /// Inbox row `seq` for the scripts. Answers whether these hooks mark it
+    /// handled themselves (once every handler has started); if not, the
+    /// host marks it as soon as it is handed over.
+    fn deliver(&self, instance: &InstanceHandle, seq: i64, msg: Incoming) -> bool {
+        let _ = seq;
+        self.message(instance, msg);
+        false
+    }
     /// Receipts for messages the instance sent.
     fn receipt(&self, _instance: &InstanceHandle, _receipt: Receipt) {}
     /// A group changed (`on_group`).
@@ -97,6 +109,13 @@ pub enum HostEvent {
     Group {
         instance: String,
         event: GroupEvent,
+    },
+    /// A send that will not be delivered, and why.
+    SendFailed {
+        instance: String,
+        id: String,
+        chat: String,
+        reason: String,
     },
 }
 
@@ -162,8 +181,14 @@ pub struct HostSettings {
     pub hook_timeout: Duration,
     /// How long a logout waits for the server to confirm the unlink.
     pub unlink_timeout: Duration,
-    /// Pause between retries of a failed status write.
+    /// Pause between retries of a failed status write (or inbox commit).
     pub write_retry: Duration,
+    /// How long the inbox and finished sends are kept (`[store]`).
+    pub retention: Retention,
+    /// `false` only to measure what the inbox costs (`benches/delivery.rs`):
+    /// messages then go straight to the scripts and nothing of them is
+    /// durable. No configuration key sets it.
+    pub inbox: bool,
 }
 
 impl Default for HostSettings {
@@ -173,6 +198,8 @@ impl Default for HostSettings {
             hook_timeout: Duration::from_millis(1000),
             unlink_timeout: Duration::from_secs(5),
             write_retry: Duration::from_millis(500),
+            retention: Retention::default(),
+            inbox: true,
         }
     }
 }
@@ -284,6 +311,7 @@ impl Host {
                     last_change_at: now_ms(),
                     jid: None,
                     push_name: None,
+                    logout_by: row.status.logout_by,
                 };
                 store.end_session(&row.name, &ended)?;
                 tracing::warn!(instance = %row.name, "finished a logout an unclean stop interrupted");

@@ -31,7 +31,7 @@ use crate::channel::{
 };
 use crate::lifecycle::{CloseAnswer, HookCall, LogoutBy, State};
 use crate::script::{Actions, Engine, EngineConfig, LoadReport, Pool, ScriptError, watch};
-use crate::store::Store;
+use crate::store::{KvWrite, OutboxItem, Store};
 
 /// One scripts folder and the instances running it.
 #[derive(Default)]
@@ -55,6 +55,32 @@ struct HostActions {
     /// The data dir's `media/` folder and the media size limit.
     media_dir: PathBuf,
     max_media: u64,
+    /// What the handlers of the message being started do, committed with
+    /// its handled mark.
+    handling: Mutex<Handling>,
+}
+
+/// Messages' handling while their handlers start: the `bot.store` writes
+/// and the sends they make before they first wait, committed with the
+/// rows' handled marks at the end of the engine's batch of jobs
+/// (`Actions::messages_done`), so a burst costs one transaction. Only this
+/// instance's worker touches it, so the lock is uncontended.
+#[derive(Default)]
+struct Handling {
+    /// The inbox row whose handlers are running.
+    message: Option<i64>,
+    /// Rows whose handlers have all started, not committed yet.
+    handled: Vec<i64>,
+    kv: Vec<KvWrite>,
+    sends: Vec<(OutboxItem, Outgoing)>,
+    /// `bot.logout()` was called: it follows the sends made before it.
+    logout: bool,
+}
+
+impl Handling {
+    fn pending(&self) -> bool {
+        !self.handled.is_empty() || !self.kv.is_empty() || !self.sends.is_empty() || self.logout
+    }
 }
 
 /// What `bot.http` and `bot.route` need of the host.
@@ -108,6 +134,70 @@ impl<T> Drop for AbortOnDrop<T> {
 }
 
 impl HostActions {
+    fn handling(&self) -> std::sync::MutexGuard<'_, Handling> {
+        self.handling.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Inside a message's handlers' start, `f` records a write there
+    /// (answers true). Outside, what earlier messages left uncommitted is
+    /// committed first, so a write made now lands after theirs.
+    fn buffered(&self, f: impl FnOnce(&mut Handling)) -> bool {
+        let mut h = self.handling();
+        if h.message.is_some() {
+            f(&mut h);
+            return true;
+        }
+        let pending = h.pending();
+        drop(h);
+        if pending {
+            self.commit_handled();
+        }
+        false
+    }
+
+    /// Commits the handled marks of the messages started since the last
+    /// commit with what their handlers did, in one transaction, then hands
+    /// their sends to the actor (and a `bot.logout()` after them). If the
+    /// commit fails nothing of it happened: the sends are reported failed,
+    /// and the messages go to the scripts again at the next start.
+    fn commit_handled(&self) {
+        let (handled, kv, sends, logout) = {
+            let mut h = self.handling();
+            (
+                std::mem::take(&mut h.handled),
+                std::mem::take(&mut h.kv),
+                std::mem::take(&mut h.sends),
+                std::mem::take(&mut h.logout),
+            )
+        };
+        let instance = self.handle.name();
+        let items: Vec<OutboxItem> = sends.iter().map(|(i, _)| i.clone()).collect();
+        match self
+            .store
+            .commit_handling(instance, &handled, &kv, &items, now_ms())
+        {
+            Ok(seqs) => {
+                for (seq, (_, out)) in seqs.into_iter().zip(sends) {
+                    self.handle.queued(seq, out);
+                }
+            }
+            Err(e) => {
+                tracing::error!(instance = %instance, error = %e, n = handled.len(), "committing messages' handling failed; their store writes are lost and they are handled again at the next start");
+                for (_, out) in sends {
+                    self.bus.publish(HostEvent::SendFailed {
+                        instance: instance.to_string(),
+                        id: out.id,
+                        chat: out.chat,
+                        reason: format!("the outbox could not take it: {e}"),
+                    });
+                }
+            }
+        }
+        if logout {
+            self.handle.logout_nowait(LogoutBy::Script);
+        }
+    }
+
     /// Whether this load error was already reported for the folder's
     /// generation (by another instance sharing it).
     fn already_reported(&self, error: &ScriptError, generation: u64) -> bool {
@@ -134,31 +224,102 @@ impl Actions for HostActions {
         self.handle.snapshot().state.name().as_str().to_string()
     }
 
+    /// Into the outbox: while connecting or reconnecting the send waits
+    /// there for the open (the instance comes back by itself); in any other
+    /// state that is not open there is nothing to wait for.
     fn send(&self, out: Outgoing) -> Result<(), String> {
-        if !matches!(self.handle.snapshot().state, State::Open { .. }) {
+        if !matches!(
+            self.handle.snapshot().state,
+            State::Open { .. } | State::Connecting { .. } | State::Reconnecting { .. }
+        ) {
             return Err("not open".into());
         }
-        self.handle.send_nowait(out);
+        let item = crate::host::delivery::outbox_item(&out).map_err(|e| e.to_string())?;
+        let mut slot = Some((item, out));
+        if self.buffered(|h| h.sends.extend(slot.take())) {
+            return Ok(());
+        }
+        let Some((item, out)) = slot else {
+            return Ok(());
+        };
+        let seq = self
+            .store
+            .outbox_insert(self.handle.name(), &item, now_ms())
+            .map_err(|e| format!("the outbox refused the send: {e}"))?;
+        self.handle.queued(seq, out);
         Ok(())
     }
 
+    fn message_begin(&self, token: i64) {
+        self.handling().message = Some(token);
+    }
+
+    /// The message counts as handled once the batch it is in commits.
+    fn message_started(&self, token: i64) {
+        let mut h = self.handling();
+        h.message = None;
+        h.handled.push(token);
+    }
+
+    fn messages_done(&self) {
+        if self.handling().pending() {
+            self.commit_handled();
+        }
+    }
+
     fn logout(&self) {
+        if self.buffered(|h| h.logout = true) {
+            return;
+        }
         self.handle.logout_nowait(LogoutBy::Script);
     }
 
     fn store_get(&self, script: &str, key: &str) -> Result<Option<serde_json::Value>, String> {
+        {
+            // A message's handlers read what they wrote.
+            let h = self.handling();
+            let newest = h.kv.iter().rev().find_map(|w| match w {
+                KvWrite::Set {
+                    script: s,
+                    key: k,
+                    value,
+                } if s == script && k == key => Some(Some(value.clone())),
+                KvWrite::Delete { script: s, key: k } if s == script && k == key => Some(None),
+                _ => None,
+            });
+            if let Some(v) = newest {
+                return Ok(v);
+            }
+        }
         self.store
             .kv_get(self.handle.name(), script, key)
             .map_err(|e| e.to_string())
     }
 
     fn store_set(&self, script: &str, key: &str, value: &serde_json::Value) -> Result<(), String> {
+        if self.buffered(|h| {
+            h.kv.push(KvWrite::Set {
+                script: script.to_string(),
+                key: key.to_string(),
+                value: value.clone(),
+            })
+        }) {
+            return Ok(());
+        }
         self.store
             .kv_set(self.handle.name(), script, key, value, now_ms())
             .map_err(|e| e.to_string())
     }
 
     fn store_delete(&self, script: &str, key: &str) -> Result<(), String> {
+        if self.buffered(|h| {
+            h.kv.push(KvWrite::Delete {
+                script: script.to_string(),
+                key: key.to_string(),
+            })
+        }) {
+            return Ok(());
+        }
         self.store
             .kv_delete(self.handle.name(), script, key)
             .map(|_| ())
@@ -421,6 +582,7 @@ impl ScriptHooks {
             hook_metrics: Mutex::new(Vec::new()),
             media_dir: self.config.media_dir.clone(),
             max_media: self.config.max_media,
+            handling: Mutex::default(),
         });
         let mut config = self.config.clone();
         config.dir = dir.clone();
@@ -623,6 +785,12 @@ impl Hooks for ScriptHooks {
 
     fn group(&self, instance: &InstanceHandle, ev: GroupEvent) {
         self.with_engine(instance.name(), |e| e.group(ev));
+    }
+
+    /// The engine marks the row once the message's handlers all started.
+    fn deliver(&self, instance: &InstanceHandle, seq: i64, msg: Incoming) -> bool {
+        self.with_engine(instance.name(), |e| e.message_tracked(msg, seq))
+            .unwrap_or(false)
     }
 
     fn settle(&self) -> BoxFuture<()> {

@@ -163,6 +163,11 @@ fn assert_logged_out(r: &Rig, by: &str) {
     let row = r.store.instance("i").unwrap().unwrap().status;
     assert_eq!(row.state, StateName::LoggedOut);
     assert_eq!(row.last_reason_kind, Some(ReasonKind::LoggedOut));
+    assert_eq!(
+        row.logout_by.map(LogoutBy::as_str),
+        Some(by),
+        "who, in the row"
+    );
     assert!(!r.store.session_exists("i").unwrap(), "keys deleted");
     let calls = r.hooks.calls.lock().unwrap();
     let logouts: Vec<&String> = calls.iter().filter(|c| c.starts_with("logout")).collect();

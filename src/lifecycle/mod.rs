@@ -106,6 +106,8 @@ pub struct StatusRow {
     pub last_change_at: u64,
     pub jid: Option<String>,
     pub push_name: Option<String>,
+    /// Who logged out, while the row says `logging_out` / `logged_out`.
+    pub logout_by: Option<LogoutBy>,
 }
 
 /// How a pairing code is meant to be used.
@@ -138,6 +140,15 @@ impl LogoutBy {
             LogoutBy::User => "user",
             LogoutBy::Server => "server",
             LogoutBy::Script => "script",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<LogoutBy> {
+        match s {
+            "user" => Some(LogoutBy::User),
+            "server" => Some(LogoutBy::Server),
+            "script" => Some(LogoutBy::Script),
+            _ => None,
         }
     }
 }
@@ -508,6 +519,10 @@ impl Machine {
             last_change_at: self.last_change_at,
             jid: self.jid.clone(),
             push_name: self.push_name.clone(),
+            logout_by: match self.state {
+                State::LoggingOut { by } | State::LoggedOut { by, .. } => Some(by),
+                _ => None,
+            },
         }
     }
 

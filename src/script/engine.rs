@@ -13,9 +13,17 @@ use crate::lifecycle::{CloseAnswer, HookCall};
 /// Where a route handler's answer goes.
 pub(crate) type RouteReply = oneshot::Sender<Result<HookResponse, RouteError>>;
 
+/// A message for the scripts, and the inbox row it came from: the runner
+/// tells the host when all its handlers have started
+/// ([`Actions::message_started`](super::Actions::message_started)).
+pub(crate) struct Inbound {
+    pub msg: Incoming,
+    pub token: Option<i64>,
+}
+
 pub(crate) enum Job {
     Hook(HookCall, Option<oneshot::Sender<CloseAnswer>>),
-    Message(Incoming),
+    Message(Inbound),
     /// Receipts for messages the bot sent (`on_receipt`).
     Receipt(Receipt),
     /// A group changed (`on_group`).
@@ -86,7 +94,22 @@ impl Engine {
     }
 
     pub fn message(&self, m: Incoming) {
-        let _ = self.tx.send(Job::Message(m));
+        let _ = self.tx.send(Job::Message(Inbound {
+            msg: m,
+            token: None,
+        }));
+    }
+
+    /// As [`Engine::message`], for inbox row `token`: its handlers' start
+    /// is reported with `Actions::message_begin` / `message_started`.
+    /// Answers false if the engine has stopped (the row was not taken).
+    pub fn message_tracked(&self, m: Incoming, token: i64) -> bool {
+        self.tx
+            .send(Job::Message(Inbound {
+                msg: m,
+                token: Some(token),
+            }))
+            .is_ok()
     }
 
     pub fn receipt(&self, r: Receipt) {

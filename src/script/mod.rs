@@ -102,6 +102,15 @@ pub trait Actions: Send + Sync + 'static {
     /// A generation was swapped in (or lost a script): these are the
     /// instance's routes now.
     fn set_routes(&self, _table: RouteTable) {}
+    /// The handlers of inbox row `token` are about to start: what they do
+    /// until [`Actions::message_started`] belongs to that message.
+    fn message_begin(&self, _token: i64) {}
+    /// Every handler of inbox row `token` has started (finished, or waits):
+    /// the message counts as handled.
+    fn message_started(&self, _token: i64) {}
+    /// The engine finished a batch of jobs (or stops): the messages
+    /// started in it may be committed as handled together.
+    fn messages_done(&self) {}
     /// Starts something that is not a message (a read receipt, typing);
     /// `Err` says why it cannot be done now.
     fn act(&self, _action: Action) -> Result<(), String> {

@@ -21,7 +21,7 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::AbortHandle;
 
 use super::api::message;
-use super::engine::{Job, LoadReport};
+use super::engine::{Inbound, Job, LoadReport};
 use super::errors::{self, Limiter};
 use super::generation::Generation;
 use super::handler::Handler;
@@ -277,6 +277,7 @@ impl Runner {
                     break;
                 }
             }
+            self.actions.messages_done();
             // Let other instances on this worker and resumed handlers run.
             tokio::task::yield_now().await;
         }
@@ -465,7 +466,24 @@ impl Runner {
     // ---------------------------------------------------------------
     // Jobs
 
-    fn message(self: &Rc<Self>, m: Incoming, seq: u64) {
+    /// Starts a message's handlers. For an inbox row, everything its
+    /// handlers do before they first wait is bracketed by
+    /// `message_begin`/`message_started`: the host commits it together
+    /// with the row's handled mark. The start (not the end) is the mark,
+    /// because a handler may wait for minutes and a crash meanwhile must
+    /// not run its first half twice.
+    fn message(self: &Rc<Self>, m: Inbound, seq: u64) {
+        let Inbound { msg, token } = m;
+        if let Some(t) = token {
+            self.actions.message_begin(t);
+        }
+        self.start_message(msg, seq);
+        if let Some(t) = token {
+            self.actions.message_started(t);
+        }
+    }
+
+    fn start_message(self: &Rc<Self>, m: Incoming, seq: u64) {
         let Some(g) = self.current() else { return };
         let m = Arc::new(m);
         let obj = match message::object(&g.lua, m.clone()) {

@@ -3,8 +3,10 @@
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 
 use super::to_sql_int;
-use super::{Store, StoreError, corrupt, delete_sessions, from_sql_int, has_session, sql};
-use crate::lifecycle::{ConnectionStatus, ReasonKind, StateName, StatusRow};
+use super::{
+    Store, StoreError, corrupt, delete_delivery, delete_sessions, from_sql_int, has_session, sql,
+};
+use crate::lifecycle::{ConnectionStatus, LogoutBy, ReasonKind, StateName, StatusRow};
 
 /// Who made an instance. The config file is the truth for the instances it
 /// names; the API's own instances live only in their rows, so a restart
@@ -62,6 +64,7 @@ impl InstanceRow {
             "last_change_at": s.last_change_at,
             "jid": s.jid,
             "push_name": s.push_name,
+            "logout_by": s.logout_by.map(LogoutBy::as_str),
             "created_at": self.created_at,
             "created_by": self.created_by.as_str(),
         })
@@ -90,7 +93,7 @@ pub struct Reconciled {
 
 const INSTANCE_COLUMNS: &str = "name, channel, connection_status, state, last_reason_code, \
      last_reason_kind, last_change_at, jid, push_name, created_at, last_reason_message, \
-     created_by, manual_scan";
+     created_by, manual_scan, logout_by";
 
 /// An `instances` row as SQLite returned it, before its text is trusted.
 struct RawInstance {
@@ -107,6 +110,7 @@ struct RawInstance {
     last_reason_message: Option<String>,
     created_by: String,
     manual_scan: bool,
+    logout_by: Option<String>,
 }
 
 impl RawInstance {
@@ -126,6 +130,7 @@ impl RawInstance {
             last_reason_message: r.get(10)?,
             created_by: r.get(11)?,
             manual_scan: r.get(12)?,
+            logout_by: r.get(13)?,
         })
     }
 
@@ -147,6 +152,11 @@ impl RawInstance {
             .transpose()?;
         let created_by = CreatedBy::parse(&self.created_by)
             .ok_or_else(|| corrupt(name, "created_by", &self.created_by))?;
+        let logout_by = self
+            .logout_by
+            .as_deref()
+            .map(|b| LogoutBy::parse(b).ok_or_else(|| corrupt(name, "logout_by", b)))
+            .transpose()?;
         let last_change_at = from_sql_int(name, "last_change_at", self.last_change_at)?;
         let created_at = from_sql_int(name, "created_at", self.created_at)?;
         Ok(InstanceRow {
@@ -159,6 +169,7 @@ impl RawInstance {
                 last_change_at,
                 jid: self.jid,
                 push_name: self.push_name,
+                logout_by,
             },
             name: self.name,
             channel: self.channel,
@@ -197,7 +208,7 @@ pub(super) fn update_status(
         .execute(
             "UPDATE instances SET connection_status = ?2, state = ?3, last_reason_code = ?4, \
              last_reason_kind = ?5, last_change_at = ?6, jid = ?7, push_name = ?8, \
-             last_reason_message = ?9 WHERE name = ?1",
+             last_reason_message = ?9, logout_by = ?10 WHERE name = ?1",
             params![
                 name,
                 row.connection_status.as_str(),
@@ -208,6 +219,7 @@ pub(super) fn update_status(
                 row.jid,
                 row.push_name,
                 row.last_reason_message,
+                row.logout_by.map(LogoutBy::as_str),
             ],
         )
         .map_err(sql(op))?;
@@ -343,6 +355,7 @@ impl Store {
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(sql(OP))?;
         delete_sessions(&tx, OP, name)?;
+        delete_delivery(&tx, OP, name)?;
         tx.execute("DELETE FROM kv WHERE instance = ?1", [name])
             .map_err(sql(OP))?;
         tx.execute("DELETE FROM api_tokens WHERE instance = ?1", [name])
@@ -419,7 +432,8 @@ impl Store {
             let has_session = has_session(&tx, OP, &name)?;
             tx.execute(
                 "UPDATE instances SET connection_status = ?2, state = ?3, last_reason_code = NULL, \
-                 last_reason_kind = ?4, last_reason_message = NULL, last_change_at = ?5 WHERE name = ?1",
+                 last_reason_kind = ?4, last_reason_message = NULL, last_change_at = ?5, logout_by = NULL \
+                 WHERE name = ?1",
                 params![
                     name,
                     ConnectionStatus::Close.as_str(),

@@ -162,7 +162,46 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     ALTER TABLE instances ADD COLUMN created_by TEXT NOT NULL DEFAULT 'config';
     ALTER TABLE instances ADD COLUMN manual_scan INTEGER NOT NULL DEFAULT 0;
     UPDATE instances SET created_by = 'api' WHERE name IN (SELECT instance FROM api_tokens);",
+    // 5: durable delivery. The inbox holds each message that arrived, under
+    // the (chat, sender, id) a redelivery repeats, committed before the
+    // server's ack; `handled_at` is set once the scripts have run for it.
+    // The outbox holds every send from the moment it has an id until it is
+    // sent or failed. `seq` orders both. Who logged out goes in the row.
+    "CREATE TABLE inbox (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        instance TEXT NOT NULL,
+        chat TEXT NOT NULL,
+        sender TEXT NOT NULL,
+        id TEXT NOT NULL,
+        message TEXT NOT NULL,
+        received_at INTEGER NOT NULL,
+        handled_at INTEGER,
+        UNIQUE (instance, chat, sender, id)
+    );
+    CREATE INDEX inbox_unhandled ON inbox (instance, seq) WHERE handled_at IS NULL;
+    CREATE INDEX inbox_by_age ON inbox (instance, received_at);
+    CREATE TABLE outbox (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        instance TEXT NOT NULL,
+        id TEXT NOT NULL,
+        chat TEXT NOT NULL,
+        body TEXT NOT NULL,
+        status TEXT NOT NULL,
+        reason TEXT,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        UNIQUE (instance, id)
+    );
+    CREATE INDEX outbox_queued ON outbox (instance, seq) WHERE status = 'queued';
+    CREATE INDEX outbox_by_age ON outbox (instance, updated_at);
+    ALTER TABLE instances ADD COLUMN logout_by TEXT;",
 ];
+
+/// The tables of an instance's messages in transit: deleted with its
+/// session (a logout) and with the instance, but not session data (an
+/// inbox row does not make an instance paired).
+pub const DELIVERY_TABLES: &[&str] = &["inbox", "outbox"];
 
 /// Every table holding an instance's protocol/session data, each with an
 /// `instance` column. Logging out and deleting an instance clear exactly these,

@@ -27,6 +27,7 @@ fn status(state: StateName, at: u64) -> StatusRow {
         last_change_at: at,
         jid: None,
         push_name: None,
+        logout_by: None,
     }
 }
 
@@ -48,6 +49,23 @@ fn store_is_send_and_sync() {
         .expect("thread")
         .expect("ensure");
     assert!(store.instance("t").expect("read").is_some());
+}
+
+/// Durability stays WAL + NORMAL; checkpoints run at the larger limit.
+#[test]
+fn a_file_store_keeps_normal_sync_and_checkpoints_late() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(&dir.path().join("moonwire.db")).expect("open");
+    let sync: i64 = store
+        .conn()
+        .pragma_query_value(None, "synchronous", |r| r.get(0))
+        .expect("synchronous");
+    assert_eq!(sync, 1, "NORMAL");
+    let pages: i64 = store
+        .conn()
+        .pragma_query_value(None, "wal_autocheckpoint", |r| r.get(0))
+        .expect("wal_autocheckpoint");
+    assert_eq!(pages, super::WAL_CHECKPOINT_PAGES);
 }
 
 #[test]
@@ -129,6 +147,7 @@ fn ensure_instance_creates_idle_and_keeps_an_existing_row() {
             last_change_at: 1_000,
             jid: None,
             push_name: None,
+            logout_by: None,
         }
     );
     let mut open = status(StateName::Open, 2_000);
@@ -165,6 +184,7 @@ fn every_state_status_and_reason_round_trips() {
                     last_change_at: at,
                     jid: (n % 2 == 0).then(|| format!("{n}@s.whatsapp.net")),
                     push_name: (n % 3 == 0).then(|| format!("Näme {n} ✓")),
+                    logout_by: None,
                 };
                 store.write_status("i", &row).expect("write");
                 let back = store.instance("i").expect("read").expect("present");
@@ -246,6 +266,7 @@ fn to_json_has_exactly_the_documented_fields() {
             "last_reason_code",
             "last_reason_kind",
             "last_reason_message",
+            "logout_by",
             "name",
             "push_name",
             "state",
@@ -257,7 +278,7 @@ fn to_json_has_exactly_the_documented_fields() {
             "name": "bot", "channel": "whatsapp", "connection_status": "close",
             "state": "idle", "last_reason_code": null, "last_reason_kind": null,
             "last_reason_message": null, "last_change_at": 7, "jid": null,
-            "push_name": null, "created_at": 7, "created_by": "config",
+            "push_name": null, "created_at": 7, "created_by": "config", "logout_by": null,
         })
     );
     let full = InstanceRow {
@@ -270,10 +291,12 @@ fn to_json_has_exactly_the_documented_fields() {
             last_change_at: 9,
             jid: Some("1@s.whatsapp.net".into()),
             push_name: Some("Me".into()),
+            logout_by: Some(crate::lifecycle::LogoutBy::User),
         },
         ..row
     };
     let v = full.to_json();
+    assert_eq!(v["logout_by"], json!("user"));
     assert_eq!(v["last_reason_code"], json!(401));
     assert_eq!(v["last_reason_kind"], json!("logged_out"));
     assert_eq!(v["state"], json!("logged_out"));
@@ -511,6 +534,7 @@ fn reconcile_after_a_simulated_crash() {
             last_change_at: 100,
             jid: Some("1@s.whatsapp.net".into()),
             push_name: Some("Me".into()),
+            logout_by: None,
         }
     );
     let retrying = store.instance("retrying").expect("read").expect("present");

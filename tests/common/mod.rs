@@ -311,6 +311,25 @@ impl Session {
         }
     }
 
+    /// Waits up to `within` for a stdout line `pred` accepts; answers it,
+    /// or `None` when none came (or the process ended). Every line read is
+    /// kept in `seen`.
+    pub fn wait_line_opt(
+        &mut self,
+        within: Duration,
+        pred: impl Fn(&str) -> bool,
+    ) -> Option<String> {
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self.lines.recv_timeout(left).ok()?;
+            self.seen.push(line.clone());
+            if pred(&line) {
+                return Some(line);
+            }
+        }
+    }
+
     /// Lines that arrive within `d`.
     pub fn drain(&mut self, d: Duration) -> Vec<String> {
         let deadline = Instant::now() + d;

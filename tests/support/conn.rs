@@ -108,6 +108,7 @@ impl Connection {
             tx: direct_tx,
         });
         let mut flap_at = None;
+        let mut login = 0;
         if let Some(k) = account {
             let failure = self.shared.login_failure.lock().unwrap().clone();
             if let Some(failure) = failure {
@@ -115,7 +116,7 @@ impl Connection {
             }
             let lid = self.shared.directory.lock().unwrap().account(k).lid.clone();
             send(&mut ws, &mut session, &stanzas::success_node(&lid)?).await?;
-            self.shared.logins.fetch_add(1, Ordering::SeqCst);
+            login = self.shared.logins.fetch_add(1, Ordering::SeqCst) + 1;
             flap_at = self
                 .shared
                 .flap_after
@@ -166,9 +167,16 @@ impl Connection {
                             }
                             // Leaving passive mode: the server then
                             // delivers what queued up while the device was
-                            // offline (nothing), ending with the marker.
+                            // offline (what it did not ack), ending with
+                            // the marker.
                             if is_active(&node) {
-                                send(&mut ws, &mut session, &stanzas::offline_marker()).await?;
+                                let queued = match account {
+                                    Some(k) => self.shared.offline_for(k, login),
+                                    None => vec![stanzas::offline_marker()],
+                                };
+                                for n in &queued {
+                                    send(&mut ws, &mut session, n).await?;
+                                }
                             }
                         }
                     }
@@ -230,6 +238,7 @@ impl Connection {
         if node.tag == "message" {
             stanzas::route_message(&self.shared, k, node);
         }
+        self.shared.take_acks(k, node);
         if !is_prekey_upload(node) {
             return Ok(());
         }

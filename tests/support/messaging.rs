@@ -14,7 +14,7 @@ impl MockServer {
     /// The contact `user` (a phone number) writes `text` to the first
     /// account's companion: a real Signal message (`pkmsg` first, from the
     /// pre-keys the companion uploaded at login, then `msg`). Answers the
-    /// message id.
+    /// message id. With the companion offline it waits for its next login.
     pub async fn message_from(
         &self,
         user: &str,
@@ -36,6 +36,19 @@ impl MockServer {
             conversation: Some(text.to_string()),
             ..Default::default()
         };
+        self.send_from(k, user, push_name, &message).await
+    }
+
+    /// The contact `user` sends any `message` (media, a quote, a
+    /// reaction, a poll vote, ...) to account `k`'s companion, encrypted as
+    /// [`Self::message_from`] does. Answers the message id.
+    pub async fn send_from(
+        &self,
+        k: usize,
+        user: &str,
+        push_name: &str,
+        message: &wa::Message,
+    ) -> anyhow::Result<String> {
         let (party, lid) = {
             let mut dir = self.shared.directory.lock().unwrap();
             if !user.bytes().all(|b| b.is_ascii_digit()) || user.is_empty() {
@@ -50,17 +63,46 @@ impl MockServer {
         let from = format!("{user}@s.whatsapp.net");
         let mut party = party.lock().await;
         let (id, mut node) =
-            stanzas::sealed_message(&self.shared, k, &mut party, &from, push_name, &message)
-                .await?;
+            stanzas::sealed_message(&self.shared, k, &mut party, &from, push_name, message).await?;
         // The server names the sender's LID beside its number.
         let lid = format!("{lid}@lid")
             .parse::<Jid>()
             .map_err(|e| anyhow!("{e}"))?;
         node.attrs.insert("sender_lid", lid);
-        if self.shared.send_to_account(k, &node) == 0 {
-            bail!("no connection of account {k} to deliver the message on");
-        }
+        // Kept until acked; with no connection up it waits for the next
+        // login.
+        let delivered = self.shared.send_to_account(k, &node) > 0;
+        self.shared.enqueue(k, &id, &node, delivered);
         Ok(id)
+    }
+
+    /// The contact `user` tells account `k`'s companion it got (`kind`
+    /// "read", "played", or "" for delivered) the messages `ids`, as the
+    /// server relays a phone's receipt.
+    pub fn receipt_from(&self, k: usize, user: &str, ids: &[&str], kind: &str) -> usize {
+        let from: Jid = match format!("{user}@s.whatsapp.net").parse() {
+            Ok(j) => j,
+            Err(_) => return 0,
+        };
+        let mut b = whatsapp_rust::wacore_binary::builder::NodeBuilder::new("receipt")
+            .attr("from", from)
+            .attr("id", ids.first().copied().unwrap_or_default().to_string())
+            .attr("t", super::now_secs().to_string());
+        if !kind.is_empty() {
+            b = b.attr("type", kind.to_string());
+        }
+        if ids.len() > 1 {
+            b = b.children([
+                whatsapp_rust::wacore_binary::builder::NodeBuilder::new("list")
+                    .children(ids[1..].iter().map(|id| {
+                        whatsapp_rust::wacore_binary::builder::NodeBuilder::new("item")
+                            .attr("id", id.to_string())
+                            .build()
+                    }))
+                    .build(),
+            ]);
+        }
+        self.shared.send_to_account(k, &b.build())
     }
 
     /// Decrypts what companions sent the contact `user` since the last

@@ -24,7 +24,13 @@
 //!   messages and receipts, and answers any other `get`/`set` IQ with an
 //!   empty result;
 //! - carries Signal messages both ways between companions and simulated
-//!   contacts or phones (`contact.rs`), each with its own pre-keys;
+//!   contacts or phones (`contact.rs`), each with its own pre-keys: any
+//!   `wa::Message` a contact sends (`send_from`: quotes, reactions, edits,
+//!   polls, votes, ...), and receipts from a contact's phone
+//!   (`receipt_from`);
+//! - keeps each message for a companion until it is acked and delivers
+//!   what is not at the next login, before the offline marker
+//!   (`offline.rs`);
 //! - keeps groups (`groups.rs`): answers the `w:g2` IQs about them and
 //!   sends every member a `<notification type="w:gp2">` for each change;
 //!   contacts write to a group with sender keys (`skmsg` plus the
@@ -34,9 +40,12 @@
 //! - injects faults on command (stream errors, `<failure>`, stream end, TCP
 //!   drops, silence, refused or rationed connections, flapping).
 //!
+//! - answers the `media_conn` IQ with its own media host (`media.rs`:
+//!   HTTPS with a test-only root), which keeps uploads and serves them.
+//!
 //! Not done: edge-routing pre-intros (`ED`; the mock never hands out
 //! routing info, so clients never send one), app-state patches (every
-//! collection is empty), history sync payloads, media.
+//! collection is empty), history sync payloads.
 
 #![allow(dead_code)] // each test binary uses its own part of this
 
@@ -45,8 +54,10 @@ mod conn;
 pub mod contact;
 pub mod directory;
 pub mod groups;
+pub mod media;
 mod messaging;
 pub mod noise;
+pub mod offline;
 pub mod phone;
 pub mod rig;
 pub mod stanzas;
@@ -182,6 +193,12 @@ struct Shared {
     changed: Notify,
     /// Groups, by id (`groups.rs`).
     groups: Mutex<groups::Groups>,
+    /// The media host's files and counters.
+    media: Arc<media::MediaStore>,
+    /// Its `host:port`, as the `media_conn` answer names it.
+    media_host: Mutex<String>,
+    /// Messages for companions, kept until acked (`offline.rs`).
+    offline: Mutex<Vec<offline::Queued>>,
 }
 
 impl Shared {
@@ -250,6 +267,8 @@ impl MockServer {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let port = listener.local_addr().expect("local addr").port();
         let shared = Arc::new(Shared::default());
+        let media_host = media::start(shared.media.clone()).await;
+        *shared.media_host.lock().unwrap() = media_host;
         let server_static = Keys::generate();
         let root = Keys::generate();
         let cert = noise::cert_chain(&root, &server_static.public);

@@ -211,9 +211,29 @@ impl Rig {
     /// A host over `dir` (kept by the caller, so a second host can start
     /// over the same database after the first stopped).
     pub fn start_in(server: &MockServer, dir: &Path, settings: HostSettings) -> Rig {
+        Rig::start_scripted_in(server, dir, settings, &[])
+    }
+
+    /// A fresh data dir with `scripts` (name, source) beside `hooks.lua`.
+    pub fn start_scripted(server: &MockServer, scripts: &[(&str, &str)]) -> Rig {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut rig = Rig::start_scripted_in(server, tmp.path(), fast_settings(), scripts);
+        rig._tmp = Some(tmp);
+        rig
+    }
+
+    pub fn start_scripted_in(
+        server: &MockServer,
+        dir: &Path,
+        settings: HostSettings,
+        extra: &[(&str, &str)],
+    ) -> Rig {
         let scripts = dir.join("scripts");
         std::fs::create_dir_all(&scripts).unwrap();
         std::fs::write(scripts.join("hooks.lua"), HOOKS_LUA).unwrap();
+        for (name, src) in extra {
+            std::fs::write(scripts.join(name), src).unwrap();
+        }
         let db_path = dir.join("moonwire.db");
         let store = Arc::new(Store::open(&db_path).unwrap());
         let bus = EventBus::default();
@@ -240,6 +260,7 @@ impl Rig {
         }
         let engine = EngineConfig {
             dir: scripts,
+            media_dir: dir.join("media"),
             ..EngineConfig::default()
         };
         let app = App::new(
@@ -252,6 +273,7 @@ impl Rig {
         .unwrap()
         .with_whatsapp_url(server.url())
         .with_whatsapp_version(VERSION)
+        .with_whatsapp_media_roots(vec![server.media_root()])
         // Quick to notice a silent server, yet with room enough that a
         // loaded test machine (a build beside it) does not look like one.
         .with_whatsapp_ping(Duration::from_millis(500), Duration::from_secs(3))

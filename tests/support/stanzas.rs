@@ -472,6 +472,19 @@ pub(super) async fn replies(shared: &Shared, account: Option<usize>, node: &Node
                     .build(),
             ]
         }
+        // The media hosts: the mock's own.
+        "w:m" if child("media_conn") => {
+            let host = shared.media_host.lock().unwrap().clone();
+            vec![
+                result_to(id)
+                    .children([NodeBuilder::new("media_conn")
+                        .attr("auth", super::media::MEDIA_AUTH)
+                        .attr("ttl", "3600")
+                        .children([NodeBuilder::new("host").attr("hostname", host).build()])
+                        .build()])
+                    .build(),
+            ]
+        }
         _ => vec![result_to(id).build()],
     }
 }

@@ -299,7 +299,7 @@ pub async fn send(
             SendOptions::default().with_message_id(&out.id),
         )
         .await
-        .map_err(|e| ChannelError::Protocol(e.to_string()))?;
+        .map_err(super::send_error)?;
     if let Some(record) = poll {
         // Without it the votes cannot be read; the poll itself went out.
         match serde_json::to_vec(&record) {

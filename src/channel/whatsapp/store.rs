@@ -1271,6 +1271,7 @@ mod tests {
             last_change_at: at,
             jid: None,
             push_name: None,
+            logout_by: None,
         }
     }
 

@@ -122,6 +122,26 @@ fn impossible_values_name_key_and_line() {
             "moonwire.toml:2: script.max_media_mb: must be between 1 and 2048, got 4096",
         ),
         (
+            "[store]\ninbox_keep_days = 0\n",
+            "moonwire.toml:2: store.inbox_keep_days: must be between 1 and 3650, got 0",
+        ),
+        (
+            "\n[store]\ninbox_keep_rows = 100\ninbox_keep_days = 3651\n",
+            "moonwire.toml:4: store.inbox_keep_days: must be between 1 and 3650, got 3651",
+        ),
+        (
+            "[store]\ninbox_keep_rows = 0\n",
+            "moonwire.toml:2: store.inbox_keep_rows: must be between 1 and 100000000, got 0",
+        ),
+        (
+            "[store]\ninbox_keep_rows = -5\n",
+            "moonwire.toml:2: store.inbox_keep_rows: invalid value",
+        ),
+        (
+            "[store]\ninbox_keep = 5\n",
+            "moonwire.toml:2: store.inbox_keep: unknown field `inbox_keep`",
+        ),
+        (
             "[script]\nmemory_limit_mb = 0\n",
             "moonwire.toml:2: script.memory_limit_mb: must be between 1 and 4096",
         ),

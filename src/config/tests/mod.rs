@@ -77,6 +77,10 @@ max_waiting = 17
 max_media_mb = 16
 timezone = "America/New_York"
 
+[store]
+inbox_keep_days = 30
+inbox_keep_rows = 5000
+
 [script.http]
 timeout_ms = 2500
 max_body_mb = 2
@@ -138,6 +142,10 @@ fn defaults_match_the_spec() {
     assert_eq!(c.script.memory_limit_mb, 64);
     assert_eq!(c.script.command_prefix, "!");
     assert_eq!(c.script.timezone, None);
+    assert_eq!(
+        (c.store.inbox_keep_days, c.store.inbox_keep_rows),
+        (7, 100_000)
+    );
     assert_eq!(
         c.script.http,
         ScriptHttpConfig {
@@ -236,6 +244,13 @@ fn full_file_sets_every_key() {
                 ])
                 .unwrap(),
             },
+        }
+    );
+    assert_eq!(
+        c.store,
+        StoreConfig {
+            inbox_keep_days: 30,
+            inbox_keep_rows: 5000
         }
     );
     assert_eq!(c.whatsapp.url, "ws://127.0.0.1:9000/ws");

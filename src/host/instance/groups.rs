@@ -12,7 +12,11 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use super::{Actor, Command, EARLY_LIMIT, InstanceHandle, SendError};
+use super::{Actor, Command, InstanceHandle, SendError};
+
+/// The most group events held before the open; beyond it they are dropped
+/// and logged.
+const EARLY_LIMIT: usize = 10_000;
 use crate::channel::groups::{Change, GroupAction, GroupEvent, GroupInfo, GroupOp, GroupReply};
 use crate::host::HostEvent;
 use crate::lifecycle::State;

@@ -152,6 +152,10 @@ impl Model {
             last_change_at: self.changed_at,
             jid: self.jid.clone(),
             push_name: self.push_name.clone(),
+            logout_by: match self.state {
+                MState::LoggingOut { by } | MState::LoggedOut { by } => Some(by),
+                _ => None,
+            },
         }
     }
 

@@ -211,6 +211,8 @@ impl Runner {
     /// Ends the instance's scripts: waiting handlers are cancelled, every
     /// `on_unload` runs (bounded), the generation goes.
     pub(super) async fn shutdown(self: &Rc<Self>, dropped: usize) {
+        // What the last batch's messages did lands before anything else.
+        self.actions.messages_done();
         if dropped > 0 {
             tracing::warn!(instance = %self.actions.instance(), dropped, "scripts stopped with work still queued");
         }

@@ -1,0 +1,267 @@
+use serde_json::json;
+
+use super::*;
+use crate::lifecycle::{LogoutBy, StateName};
+
+fn mem() -> Store {
+    let s = Store::open_in_memory().expect("in-memory store");
+    s.ensure_instance("a", "console", 1).expect("a");
+    s.ensure_instance("b", "console", 1).expect("b");
+    s
+}
+
+fn item<'a>(id: &'a str, message: &'a str) -> InboxItem<'a> {
+    InboxItem {
+        chat: "c@x",
+        sender: "s@x",
+        id,
+        message,
+    }
+}
+
+fn send(id: &str) -> OutboxItem {
+    OutboxItem {
+        id: id.into(),
+        chat: "c@x".into(),
+        body: format!("{{\"text\":\"{id}\"}}"),
+    }
+}
+
+fn logged_out(at: u64) -> StatusRow {
+    StatusRow {
+        connection_status: StateName::LoggedOut.connection_status(),
+        state: StateName::LoggedOut,
+        last_reason_code: Some(401),
+        last_reason_kind: Some(crate::lifecycle::ReasonKind::LoggedOut),
+        last_reason_message: None,
+        last_change_at: at,
+        jid: None,
+        push_name: None,
+        logout_by: Some(LogoutBy::Script),
+    }
+}
+
+#[test]
+fn a_key_seen_before_is_refused_in_the_batch_and_across_commits() {
+    let s = mem();
+    let first = s
+        .inbox_commit(
+            "a",
+            &[item("1", "m1"), item("2", "m2"), item("1", "again")],
+            5,
+        )
+        .unwrap();
+    assert!(first[0].is_some() && first[1].is_some() && first[2].is_none());
+    assert!(first[0] < first[1]);
+    // A redelivery of a handled row and of an unhandled one: both refused.
+    s.inbox_mark_handled("a", &[first[0].unwrap()], 6).unwrap();
+    assert_eq!(
+        s.inbox_commit("a", &[item("1", "x"), item("2", "y")], 7)
+            .unwrap(),
+        [None, None]
+    );
+    // The same id from another sender, chat or instance is another message.
+    let other = InboxItem {
+        sender: "t@x",
+        ..item("1", "m")
+    };
+    let chat = InboxItem {
+        chat: "d@x",
+        ..item("1", "m")
+    };
+    let got = s.inbox_commit("a", &[other, chat], 8).unwrap();
+    assert!(got.iter().all(Option::is_some));
+    assert!(s.inbox_commit("b", &[item("1", "m")], 8).unwrap()[0].is_some());
+    // Only unhandled rows, oldest first, after the given seq.
+    let rows = s.inbox_unhandled("a", 0, 10).unwrap();
+    let texts: Vec<&str> = rows.iter().map(|r| r.message.as_str()).collect();
+    assert_eq!(texts, ["m2", "m", "m"]);
+    assert_eq!(
+        s.inbox_unhandled("a", rows[0].seq, 1).unwrap(),
+        [rows[1].clone()]
+    );
+}
+
+#[test]
+fn a_failing_commit_keeps_nothing_of_the_batch() {
+    let s = mem();
+    s.with_conn("break", |c| {
+        c.execute_batch(
+            "CREATE TRIGGER no_inbox BEFORE INSERT ON inbox WHEN NEW.id = 'bad' \
+             BEGIN SELECT RAISE(ABORT, 'disk on fire'); END;",
+        )
+    })
+    .unwrap();
+    let err = s
+        .inbox_commit("a", &[item("ok", "m1"), item("bad", "m2")], 5)
+        .unwrap_err();
+    assert!(err.to_string().contains("disk on fire"), "{err}");
+    assert!(s.inbox_unhandled("a", 0, 10).unwrap().is_empty());
+    // The first one was rolled back too: it is new when it comes again.
+    assert!(s.inbox_commit("a", &[item("ok", "m1")], 6).unwrap()[0].is_some());
+}
+
+#[test]
+fn handling_lands_whole_or_not_at_all() {
+    let s = mem();
+    let seq = s.inbox_commit("a", &[item("1", "m")], 5).unwrap()[0].unwrap();
+    s.kv_set("a", "bot", "n", &json!(1), 1).unwrap();
+    let kv = [
+        KvWrite::Set {
+            script: "bot".into(),
+            key: "n".into(),
+            value: json!(2),
+        },
+        KvWrite::Delete {
+            script: "bot".into(),
+            key: "gone".into(),
+        },
+    ];
+    // A send whose id is taken makes the transaction fail: nothing of it stays.
+    s.outbox_insert("a", &send("dup"), 1).unwrap();
+    let err = s
+        .commit_handling("a", &[seq], &kv, &[send("new"), send("dup")], 9)
+        .unwrap_err();
+    assert!(err.to_string().contains("UNIQUE"), "{err}");
+    assert_eq!(s.kv_get("a", "bot", "n").unwrap(), Some(json!(1)));
+    assert_eq!(s.inbox_handled("a", seq).unwrap(), Some(false));
+    assert_eq!(s.outbox_status("a", "new").unwrap(), None);
+
+    let seqs = s
+        .commit_handling("a", &[seq], &kv, &[send("new")], 9)
+        .unwrap();
+    assert_eq!(seqs.len(), 1);
+    assert_eq!(s.kv_get("a", "bot", "n").unwrap(), Some(json!(2)));
+    assert_eq!(s.inbox_handled("a", seq).unwrap(), Some(true));
+    let queued: Vec<String> = s
+        .outbox_queued("a")
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(queued, ["dup", "new"]);
+}
+
+#[test]
+fn a_send_is_recorded_once_and_its_status_read_back() {
+    let s = mem();
+    let one = s.outbox_insert("a", &send("one"), 10).unwrap();
+    let two = s.outbox_insert("a", &send("two"), 11).unwrap();
+    s.outbox_record("a", &[(one, SendOutcome::Attempted)], 12)
+        .unwrap();
+    assert_eq!(s.outbox_queued("a").unwrap()[0].attempts, 1);
+    s.outbox_record(
+        "a",
+        &[
+            (one, SendOutcome::Sent),
+            (two, SendOutcome::Failed("bad recipient".into())),
+        ],
+        13,
+    )
+    .unwrap();
+    // Finished is final.
+    s.outbox_record("a", &[(one, SendOutcome::Failed("late".into()))], 14)
+        .unwrap();
+    let r = s.outbox_status("a", "one").unwrap().unwrap();
+    assert_eq!(
+        (r.status, r.reason, r.attempts),
+        (SendStatus::Sent, None, 1)
+    );
+    assert_eq!((r.created_at, r.updated_at), (10, 13));
+    let r = s.outbox_status("a", "two").unwrap().unwrap();
+    assert_eq!(
+        (r.status, r.reason.as_deref()),
+        (SendStatus::Failed, Some("bad recipient"))
+    );
+    assert!(s.outbox_queued("a").unwrap().is_empty());
+    assert_eq!(s.outbox_status("b", "one").unwrap(), None);
+}
+
+#[test]
+fn a_logout_takes_the_inbox_and_outbox_with_the_keys_and_records_who() {
+    let s = mem();
+    s.session_put("a", "creds", b"k").unwrap();
+    s.inbox_commit("a", &[item("1", "m")], 5).unwrap();
+    s.outbox_insert("a", &send("x"), 5).unwrap();
+    s.inbox_commit("b", &[item("1", "m")], 5).unwrap();
+    s.end_session("a", &logged_out(9)).unwrap();
+    assert!(!s.session_exists("a").unwrap());
+    assert!(s.inbox_unhandled("a", 0, 10).unwrap().is_empty());
+    assert!(s.outbox_queued("a").unwrap().is_empty());
+    // A redelivery after the logout is a new message of the new account.
+    assert!(s.inbox_commit("a", &[item("1", "m")], 10).unwrap()[0].is_some());
+    assert_eq!(s.inbox_unhandled("b", 0, 10).unwrap().len(), 1);
+    let row = s.instance("a").unwrap().unwrap();
+    assert_eq!(row.status.logout_by, Some(LogoutBy::Script));
+    assert_eq!(row.to_json()["logout_by"], "script");
+}
+
+#[test]
+fn a_failing_logout_write_keeps_the_messages_too() {
+    let s = mem();
+    s.inbox_commit("a", &[item("1", "m")], 5).unwrap();
+    s.outbox_insert("a", &send("x"), 5).unwrap();
+    s.with_conn("break", |c| {
+        c.execute_batch(
+            "CREATE TRIGGER no_writes BEFORE UPDATE ON instances \
+             BEGIN SELECT RAISE(ABORT, 'disk on fire'); END;",
+        )
+    })
+    .unwrap();
+    assert!(s.end_session("a", &logged_out(9)).is_err());
+    assert_eq!(s.inbox_unhandled("a", 0, 10).unwrap().len(), 1);
+    assert_eq!(s.outbox_queued("a").unwrap().len(), 1);
+}
+
+#[test]
+fn deleting_an_instance_deletes_its_messages() {
+    let s = mem();
+    s.inbox_commit("a", &[item("1", "m")], 5).unwrap();
+    s.outbox_insert("a", &send("x"), 5).unwrap();
+    assert!(s.delete_instance("a").unwrap());
+    assert!(s.inbox_unhandled("a", 0, 10).unwrap().is_empty());
+    assert_eq!(s.outbox_status("a", "x").unwrap(), None);
+}
+
+#[test]
+fn pruning_keeps_the_newest_rows_and_queued_sends() {
+    let s = mem();
+    let day = 86_400_000;
+    let ids: Vec<String> = (0..10).map(|i| i.to_string()).collect();
+    for (i, id) in ids.iter().enumerate() {
+        // Rows 0..4 are ten days old, the rest one day.
+        let at = if i < 5 { 10 * day } else { 19 * day };
+        let seq = s.inbox_commit("a", &[item(id, "m")], at).unwrap()[0].unwrap();
+        if i != 1 && i != 7 {
+            s.inbox_mark_handled("a", &[seq], at).unwrap();
+        }
+        let out = s.outbox_insert("a", &send(id), at).unwrap();
+        if i != 2 {
+            s.outbox_record("a", &[(out, SendOutcome::Sent)], at)
+                .unwrap();
+        }
+    }
+    s.inbox_commit("b", &[item("old", "m")], 0).unwrap();
+    // Seven days kept: rows 0..4 go, unhandled row 1 with them; then at
+    // most 3 rows: handled rows beyond the newest three go, unhandled 7
+    // stays. The queued send 2 stays whatever its age.
+    let p = s.delivery_prune("a", 7 * day, 3, 20 * day).unwrap();
+    assert_eq!(p.unhandled, 1);
+    assert_eq!(p.inbox, 5 + 2, "{p:?}");
+    let left = s
+        .with_conn("count", |c| {
+            c.query_row("SELECT COUNT(*) FROM inbox WHERE instance = 'a'", [], |r| {
+                r.get::<_, i64>(0)
+            })
+        })
+        .unwrap();
+    assert_eq!(left, 3);
+    assert_eq!(s.inbox_unhandled("a", 0, 10).unwrap().len(), 1);
+    assert!(s.outbox_status("a", "2").unwrap().is_some());
+    assert!(s.outbox_status("a", "0").unwrap().is_none());
+    assert_eq!(p.outbox, 4 + 2, "{p:?}");
+    // Another instance's rows are its own business.
+    assert_eq!(s.inbox_unhandled("b", 0, 10).unwrap().len(), 1);
+    // A redelivery of a pruned message counts as new again: the key is gone.
+    assert!(s.inbox_commit("a", &[item("0", "m")], 20 * day).unwrap()[0].is_some());
+}
