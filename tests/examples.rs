@@ -240,67 +240,84 @@ fn a_reminder_due_while_disconnected_fires_on_reconnect() {
 
 // moderation
 
+/// A group made by you (an admin) with ann, the bot an admin too unless
+/// `bot_admin` is false.
+fn moderated_group(bot_admin: bool) -> String {
+    let mut s = String::from("/group team@g.us Team you@console ann@console\n");
+    if bot_admin {
+        s.push_str("/promote team@g.us me@console\n");
+    }
+    s
+}
+
 #[test]
-fn moderation_strikes_warns_and_pardons() {
+fn moderation_warns_twice_then_removes_and_spares_admins() {
     let sb = Sandbox::new();
-    let out = run(
-        &sb,
-        "moderation",
-        "this is spam\n!watch\nthis is SPAM\nfree money here\n!strikes\ntotal scam\n\
-         see https://example.com/deal\n!pardon\n!strikes\n",
-    );
+    let input = moderated_group(true)
+        + "this is spam\n\
+           /from team@g.us ann@console this is spam\n\
+           /from team@g.us ann@console !strikes\n\
+           /from team@g.us you@console spam spam, see https://bit.ly/x\n\
+           /from team@g.us ann@console fine, see https://example.com/deal\n\
+           /from team@g.us ann@console see https://BIT.LY/deal\n\
+           /from team@g.us ann@console !admins\n\
+           /from team@g.us ann@console total scam\n";
+    let out = run(&sb, "moderation", &input);
     out.assert_bot_lines(&[
-        // "this is spam": not watched yet.
-        "bot> Moderating this chat as if it were a group.",
-        "bot> ⚠️ Please keep it civil (strike 1 of 3).",
-        "bot> ⚠️ Please keep it civil (strike 2 of 3).",
-        "bot> You have 2 strikes.",
-        "bot> ⚠️ That's strike 3. An admin will have a look.",
-        "bot> ⚠️ Please don't post links here (example.com).",
-        "bot> Your strikes are cleared.",
-        "bot> You have no strikes.",
+        // "this is spam" in the direct chat: not a group.
+        "bot> [team@g.us] ⚠️ please keep it civil (warning 1 of 2).",
+        "bot> [team@g.us] You have 1 warning.",
+        // you@console is an admin: spared. example.com is not banned.
+        "bot> [team@g.us] ⚠️ links to bit.ly are not allowed here (warning 2 of 2). Next time you're out.",
+        "bot> [team@g.us] Admins of Team: you@console, me@console",
+        "bot removed ann@console from team@g.us",
+        "bot> [team@g.us] Removed ann@console after 2 warnings.",
     ]);
 }
 
 #[test]
-fn moderation_patterns_links_and_unwatch() {
+fn moderation_without_admin_rights_says_so_and_pardons_only_for_admins() {
     let sb = Sandbox::new();
-    let out = run(
-        &sb,
-        "moderation",
-        "!watch\nspammer spamalot\nFR33MONEY\n!strikes\nscam at http://evil.example/x?y\n\
-         !strikes\n!pardon friend@console\n!strikes\n!unwatch\nspam\nhttps://a.example\n\
-         !strikes\n",
-    );
+    let input = moderated_group(false)
+        + "/from team@g.us ann@console spam\n\
+           /from team@g.us ann@console fr33money\n\
+           /from team@g.us ann@console scam\n\
+           /from team@g.us ann@console !pardon ann@console\n\
+           /from team@g.us you@console !pardon ann@console\n\
+           /from team@g.us ann@console !strikes\n";
+    let out = run(&sb, "moderation", &input);
     out.assert_bot_lines(&[
-        "bot> Moderating this chat as if it were a group.",
-        // "spammer spamalot": not the word "spam".
-        "bot> ⚠️ Please keep it civil (strike 1 of 3).",
-        "bot> You have 1 strike.",
-        // A banned word and a link: both answers.
-        "bot> ⚠️ Please keep it civil (strike 2 of 3).",
-        "bot> ⚠️ Please don't post links here (evil.example).",
-        "bot> You have 2 strikes.",
-        "bot> Strikes cleared for friend@console.",
-        "bot> You have 2 strikes.",
-        "bot> No longer moderating this chat.",
-        // Unwatched: neither the word nor the link is answered.
-        "bot> You have 2 strikes.",
+        "bot> [team@g.us] ⚠️ please keep it civil (warning 1 of 2).",
+        "bot> [team@g.us] ⚠️ please keep it civil (warning 2 of 2). Next time you're out.",
+        "bot> [team@g.us] ⚠️ please keep it civil. I can't remove you (403 not-authorized: the bot is not an admin of team@g.us); an admin will have a look.",
+        "bot> [team@g.us] Only group admins can pardon.",
+        "bot> [team@g.us] Warnings cleared for ann@console.",
+        "bot> [team@g.us] You have no warnings.",
     ]);
 }
 
 #[test]
-fn moderation_strikes_and_watch_survive_a_restart() {
+fn moderation_warnings_survive_a_restart_and_a_leave_clears_them() {
     let sb = Sandbox::new();
-    let out = run(&sb, "moderation", "!watch\nspam\n");
+    let group = moderated_group(true);
+    let out = run(
+        &sb,
+        "moderation",
+        &(group.clone() + "/from team@g.us ann@console spam\n"),
+    );
+    out.assert_bot_lines(&["bot> [team@g.us] ⚠️ please keep it civil (warning 1 of 2)."]);
+    let out = run(
+        &sb,
+        "moderation",
+        &(group
+            + "/from team@g.us ann@console !strikes\n\
+               /leave team@g.us ann@console\n\
+               /join team@g.us ann@console\n\
+               /from team@g.us ann@console !strikes\n"),
+    );
     out.assert_bot_lines(&[
-        "bot> Moderating this chat as if it were a group.",
-        "bot> ⚠️ Please keep it civil (strike 1 of 3).",
-    ]);
-    let out = run(&sb, "moderation", "!strikes\nscams\n");
-    out.assert_bot_lines(&[
-        "bot> You have 1 strike.",
-        "bot> ⚠️ Please keep it civil (strike 2 of 3).",
+        "bot> [team@g.us] You have 1 warning.",
+        "bot> [team@g.us] You have no warnings.",
     ]);
 }
 

@@ -147,6 +147,90 @@ function Message:download() end
 ---@field sender string who read (or got, or played) them
 ---@field kind "delivered"|"read"|"played"
 
+---A change to a group (`on_group`). Members are named by phone-number JID
+---when known, by LID (`...@lid`) otherwise, as everywhere else.
+---@class moonwire.GroupEvent
+---@field chat string the group, "...@g.us"
+---@field action "add"|"remove"|"promote"|"demote"|"subject"|"description"|"announce"|"locked"|"create"
+---@field participants string[] who was added, removed, promoted or demoted (for "create": the members)
+---@field by? string who did it, when known
+---@field value? string the new subject or description; "on"/"off" for announce and locked
+
+---One member of a group.
+---@class moonwire.GroupParticipant
+---@field jid string phone-number JID when known, else the LID
+---@field admin boolean an admin (super admins too)
+---@field super_admin boolean the group's creator
+
+---A group's metadata (`bot.groups.info`).
+---@class moonwire.GroupInfo
+---@field jid string
+---@field subject string
+---@field description? string
+---@field owner? string who created the group
+---@field announce boolean only admins may send
+---@field locked boolean only admins may edit the group's info
+---@field participants moonwire.GroupParticipant[]
+
+---Groups: every call waits (only the calling handler). Failures are nil and
+---the server's reason ("403 forbidden", "404 item-not-found", ...). `info` is
+---answered from the instance's memory while fresh (5 min; group events keep
+---it true).
+---@class moonwire.Groups
+local Groups = {}
+
+---@param jid string a group, "...@g.us"
+---@return moonwire.GroupInfo? info
+---@return string? err
+function Groups.info(jid) end
+
+---The groups this account is in.
+---@return moonwire.GroupInfo[]? groups
+---@return string? err
+function Groups.list() end
+
+---true when every user was added; else nil and, per user that was not, why.
+---@param jid string
+---@param users string|string[] JIDs or phone numbers
+---@return true? ok
+---@return string? err
+function Groups.add(jid, users) end
+
+---@param jid string
+---@param users string|string[]
+---@return true? ok
+---@return string? err
+function Groups.remove(jid, users) end
+
+---@param jid string
+---@param users string|string[]
+---@return true? ok
+---@return string? err
+function Groups.promote(jid, users) end
+
+---@param jid string
+---@param users string|string[]
+---@return true? ok
+---@return string? err
+function Groups.demote(jid, users) end
+
+---The group's invite link (the bot must be an admin).
+---@param jid string
+---@return string? link "https://chat.whatsapp.com/..."
+---@return string? err
+function Groups.invite_link(jid) end
+
+---@param jid string
+---@param subject string 1 to 100 characters
+---@return true? ok
+---@return string? err
+function Groups.set_subject(jid, subject) end
+
+---@param jid string
+---@return true? ok
+---@return string? err
+function Groups.leave(jid) end
+
 ---A pairing code to show the user (`on_qr`).
 ---@class moonwire.Qr
 ---@field code string the QR payload, or the 8-character pairing code
@@ -344,6 +428,7 @@ function Log.error(...) end
 ---@field log moonwire.Log
 ---@field http moonwire.Http
 ---@field crypto moonwire.Crypto
+---@field groups moonwire.Groups
 bot = {}
 
 ---The lifecycle state of the instance.
@@ -474,6 +559,11 @@ on_logout = nil
 ---Called for every incoming message.
 ---@type fun(m: moonwire.Message)|nil
 on_message = nil
+
+---A group changed: members added, removed, promoted, demoted; the subject,
+---description or settings; a group was created with the bot in it.
+---@type fun(e: moonwire.GroupEvent)|nil
+on_group = nil
 
 ---Receipts (delivered, read, played) for messages the bot sent.
 ---@type fun(r: moonwire.Receipt)|nil

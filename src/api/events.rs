@@ -190,6 +190,18 @@ pub fn event_json(ev: &HostEvent) -> (&'static str, Value) {
                 "message": error.message,
             }),
         ),
+        HostEvent::Group { instance, event } => (
+            "group",
+            json!({
+                "type": "group",
+                "instance": instance,
+                "chat": event.chat,
+                "action": event.action.as_str(),
+                "participants": event.participants,
+                "by": event.by,
+                "value": event.value,
+            }),
+        ),
     }
 }
 
@@ -201,6 +213,7 @@ pub fn event_instance(ev: &HostEvent) -> &str {
         | HostEvent::MessageIn { instance, .. }
         | HostEvent::MessageOut { instance, .. }
         | HostEvent::SendFailed { instance, .. }
-        | HostEvent::ScriptError { instance, .. } => instance,
+        | HostEvent::ScriptError { instance, .. }
+        | HostEvent::Group { instance, .. } => instance,
     }
 }

@@ -5,6 +5,7 @@
 
 mod delivery;
 pub mod events;
+mod groups;
 pub mod hooks;
 mod instances;
 mod messages;
@@ -315,6 +316,16 @@ pub fn router(state: ApiState) -> Router {
                 .delete(messages::revoke_message),
         )
         .route("/v1/instances/{name}/media/{id}", get(messages::get_media))
+        .route("/v1/instances/{name}/groups", get(groups::list_groups))
+        .route("/v1/instances/{name}/groups/{jid}", get(groups::get_group))
+        .route(
+            "/v1/instances/{name}/groups/{jid}/participants",
+            post(groups::change_participants),
+        )
+        .route(
+            "/v1/instances/{name}/groups/{jid}/invite",
+            get(groups::get_invite),
+        )
         .route("/v1/scripts", get(get_scripts))
         .route("/v1/scripts/reload", post(reload_scripts))
         .route("/v1/events", get(events))
@@ -587,7 +598,7 @@ async fn reload_scripts(
 }
 
 #[utoipa::path(get, path = "/v1/events", params(("instance" = Option<String>, Query)),
-    responses((status = 200, description = "text/event-stream of JSON events: state, qr, message, script_error")))]
+    responses((status = 200, description = "text/event-stream of JSON events: state, qr, message, script_error, group")))]
 async fn events(
     State(st): State<ApiState>,
     Extension(caller): Extension<Caller>,
@@ -686,16 +697,20 @@ async fn metrics(
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "moonwire admin API", description = "Instances, pairing, logout, sending, scripts, events. Authenticate with `Authorization: Bearer <key>`: the admin key, or an instance's token for that instance's routes and for this document (it holds no instance data). Calls that change an instance answer within 30 s, or 504 while the work goes on."),
+    info(title = "moonwire admin API", description = "Instances, pairing, logout, sending, groups, scripts, events. Authenticate with `Authorization: Bearer <key>`: the admin key, or an instance's token for that instance's routes and for this document (it holds no instance data). Calls that change an instance answer within 30 s, or 504 while the work goes on."),
     paths(healthz, instances::create_instance, instances::list_instances, instances::get_instance,
         instances::connect_instance, instances::get_qr, instances::scan_instance,
         instances::logout_instance, instances::restart_instance, instances::delete_instance,
         send_message, delivery::get_message, messages::edit_message, messages::revoke_message,
-        messages::get_media, get_scripts, reload_scripts, events, metrics, openapi,
-        hooks::serve_hook),
+        messages::get_media,
+        groups::list_groups, groups::get_group, groups::change_participants, groups::get_invite,
+        get_scripts, reload_scripts, events, metrics, openapi, hooks::serve_hook),
     components(schemas(InstanceView, CreateInstance, Created, QrView, SendMessage,
         messages::MediaBody, messages::LocationBody, messages::PollBody, messages::EditMessage, Sent,
-        delivery::MessageStatus, ScriptsView, ScriptErrorView, ErrorBody, ErrorDetail)),
+        delivery::MessageStatus, ScriptsView, ScriptErrorView, ErrorBody, ErrorDetail,
+        crate::channel::groups::GroupInfo, crate::channel::groups::Participant,
+        crate::channel::groups::Change, crate::channel::groups::UserResult,
+        groups::ParticipantsChange, groups::ParticipantsResult, groups::InviteView)),
     modifiers(&BearerAuth, &HookDoc),
     security(("bearer" = []))
 )]

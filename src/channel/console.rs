@@ -8,6 +8,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::mpsc::UnboundedSender;
 
+pub use super::console_groups::GroupLine;
+use super::console_groups::SimGroups;
+use super::groups::{GroupOp, GroupReply};
 use super::rich::{display_name, mime_from_name};
 use super::{
     Action, BoxFuture, Channel, ChannelError, ChannelEvent, Content, EventKind, Incoming,
@@ -86,6 +89,9 @@ struct SimState {
     history: VecDeque<(String, String, Option<String>, String)>,
     /// The last message the user sent: a reaction to it is "bot reacted X".
     last_in: Option<String>,
+    /// The simulated groups, and their changes made while the bot was away.
+    groups: SimGroups,
+    offline_groups: VecDeque<super::GroupEvent>,
 }
 
 /// Messages remembered for `/reply`.
@@ -144,6 +150,8 @@ impl ConsoleSim {
                 pairing: None,
                 history: VecDeque::new(),
                 last_in: None,
+                groups: SimGroups::default(),
+                offline_groups: VecDeque::new(),
             }),
             out,
             pairing,
@@ -279,6 +287,18 @@ impl ConsoleSim {
             None => st.offline.push_back(msg),
         }
         Ok(id)
+    }
+
+    /// A group line (`/group`, `/join`, ...): the group changes and the
+    /// bot hears of it now, or at its next login.
+    pub fn group_line(&self, line: GroupLine) -> Result<(), String> {
+        let mut st = self.lock();
+        let ev = st.groups.line(line, BOT_JID)?;
+        match st.connected {
+            Some(conn) => emit(&st, conn, EventKind::Group(Box::new(ev))),
+            None => st.offline_groups.push_back(ev),
+        }
+        Ok(())
     }
 
     /// `/drop CODE`: the server closes the connection with that code. A
@@ -482,6 +502,9 @@ impl Channel for ConsoleChannel {
                 push_name: Some("moonwire".into()),
             },
         );
+        while let Some(ev) = st.offline_groups.pop_front() {
+            emit(&st, conn, EventKind::Group(Box::new(ev)));
+        }
         while let Some(msg) = st.offline.pop_front() {
             emit(&st, conn, EventKind::Message(msg));
         }
@@ -561,6 +584,25 @@ impl Channel for ConsoleChannel {
             }
             Ok(())
         };
+        Box::pin(std::future::ready(result))
+    }
+
+    /// Answered from the simulated groups; a change shows as a console
+    /// line and comes back as the event a real server would send.
+    fn group(&mut self, op: GroupOp) -> BoxFuture<Result<GroupReply, ChannelError>> {
+        let mut st = self.sim.lock();
+        let Some(conn) = st.connected else {
+            return Box::pin(std::future::ready(Err(ChannelError::NotConnected)));
+        };
+        let result = st.groups.op(op, BOT_JID).map(|(reply, events, lines)| {
+            for l in lines {
+                self.sim.out.line(&l);
+            }
+            for ev in events {
+                emit(&st, conn, EventKind::Group(Box::new(ev)));
+            }
+            reply
+        });
         Box::pin(std::future::ready(result))
     }
 

@@ -2,6 +2,8 @@
 //! it dials, reports what happened as [`ChannelEvent`]s and carries out sends.
 
 pub mod console;
+mod console_groups;
+pub mod groups;
 pub mod rich;
 pub mod whatsapp;
 
@@ -11,6 +13,7 @@ use std::pin::Pin;
 use serde::{Deserialize, Serialize};
 
 use crate::lifecycle::{PairKind, ReasonKind};
+pub use groups::{GroupEvent, GroupInfo, GroupOp, GroupReply};
 pub use rich::{
     Action, Content, Location, MediaData, MediaInfo, MediaKind, MediaRef, OutMedia, Poll, Quoted,
     Receipt, ReceiptKind,
@@ -106,6 +109,8 @@ pub enum EventKind {
     },
     /// Receipts for messages the bot sent.
     Receipt(Receipt),
+    /// A group changed (`on_group`).
+    Group(Box<GroupEvent>),
 }
 
 /// Something to send. The id is chosen before sending (WhatsApp ids are
@@ -351,6 +356,11 @@ pub trait Channel: Send + 'static {
     /// download); answers the bytes a download wrote, else 0.
     fn act(&mut self, action: Action) -> BoxFuture<Result<u64, ChannelError>> {
         let _ = action;
+        Box::pin(std::future::ready(Err(ChannelError::Unsupported)))
+    }
+    /// Asks the server about a group, or changes one.
+    fn group(&mut self, op: GroupOp) -> BoxFuture<Result<GroupReply, ChannelError>> {
+        let _ = op;
         Box::pin(std::future::ready(Err(ChannelError::Unsupported)))
     }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use moonwire::channel::MediaKind;
-use moonwire::channel::console::{ConsoleInput, ConsoleOut};
+use moonwire::channel::console::{ConsoleInput, ConsoleOut, GroupLine};
 use moonwire::config::{ChannelKind, Config};
 use moonwire::host::app::{App, StartOptions};
 use moonwire::host::{DataDirLock, EventBus, Host, HostEvent};
@@ -22,6 +22,8 @@ enum Line {
     Message(String),
     /// A richer message: another chat, media, a reply, a reaction, ...
     Rich(ConsoleInput),
+    /// A change to a simulated group: `/group`, `/join`, `/leave`, ...
+    Group(GroupLine),
     Drop(u16),
     Logout,
     Connect,
@@ -42,6 +44,9 @@ fn parse(line: &str) -> Result<Line, String> {
     };
     if let Some(rich) = parse_rich(cmd)? {
         return Ok(Line::Rich(rich));
+    }
+    if let Some(group) = parse_group(cmd)? {
+        return Ok(Line::Group(group));
     }
     let mut parts = cmd.split_whitespace();
     let name = parts.next().unwrap_or("");
@@ -73,7 +78,7 @@ fn parse(line: &str) -> Result<Line, String> {
         "quit" => Line::Quit,
         _ => {
             return Err(format!(
-                "unknown command /{name} (known: /drop CODE, /logout, /connect, /scan, /sleep MS, /quit, /from CHAT SENDER TEXT, /image PATH [CAPTION], /file PATH, /voice PATH, /reply ID TEXT, /react ID EMOJI, /edit ID TEXT, /revoke ID)"
+                "unknown command /{name} (known: /drop CODE, /logout, /connect, /scan, /sleep MS, /quit, /from CHAT SENDER TEXT, /image PATH [CAPTION], /file PATH, /voice PATH, /reply ID TEXT, /react ID EMOJI, /edit ID TEXT, /revoke ID, /group CHAT SUBJECT MEMBER..., /join CHAT USER, /leave CHAT USER, /promote CHAT USER, /demote CHAT USER, /subject CHAT TEXT)"
             ));
         }
     };
@@ -165,6 +170,78 @@ fn parse_rich(cmd: &str) -> Result<Option<ConsoleInput>, String> {
     }))
 }
 
+/// The group lines, or `None` for another command.
+fn parse_group(cmd: &str) -> Result<Option<GroupLine>, String> {
+    let (name, rest) = word(cmd);
+    let (chat, rest) = word(rest);
+    let chat = chat.to_string();
+    let user = |example: &str| -> Result<String, String> {
+        let (user, extra) = word(rest);
+        if chat.is_empty() || user.is_empty() || !extra.is_empty() {
+            return Err(format!(
+                "/{name} needs a group and one user, e.g. /{name} team@g.us {example}"
+            ));
+        }
+        Ok(user.to_string())
+    };
+    Ok(Some(match name {
+        "group" => {
+            // The subject is every word up to the first member (a JID).
+            let words: Vec<&str> = rest.split_whitespace().collect();
+            let first_member = words.iter().position(|w| w.contains('@'));
+            let (subject, members) = match first_member {
+                Some(i) if i > 0 => (words[..i].join(" "), &words[i..]),
+                _ => {
+                    return Err("/group needs a group, a subject and members, e.g. /group team@g.us Team you@console ann@console".into());
+                }
+            };
+            if chat.is_empty() {
+                return Err(
+                    "/group needs a group id, e.g. /group team@g.us Team you@console".into(),
+                );
+            }
+            if let Some(bad) = members.iter().find(|m| !m.contains('@')) {
+                return Err(format!(
+                    "/group: member {bad:?} is not a JID (user@server); the subject comes before the members"
+                ));
+            }
+            GroupLine::Create {
+                chat,
+                subject,
+                members: members.iter().map(|m| m.to_string()).collect(),
+            }
+        }
+        "join" => GroupLine::Join {
+            user: user("ann@console")?,
+            chat,
+        },
+        "leave" => GroupLine::Leave {
+            user: user("ann@console")?,
+            chat,
+        },
+        "promote" => GroupLine::Promote {
+            user: user("me@console")?,
+            chat,
+        },
+        "demote" => GroupLine::Demote {
+            user: user("ann@console")?,
+            chat,
+        },
+        "subject" => {
+            if chat.is_empty() || rest.is_empty() {
+                return Err(
+                    "/subject needs a group and a text, e.g. /subject team@g.us Lunch crew".into(),
+                );
+            }
+            GroupLine::Subject {
+                chat,
+                text: rest.to_string(),
+            }
+        }
+        _ => return Ok(None),
+    }))
+}
+
 pub fn run(config: &Config, manual_scan: bool) -> anyhow::Result<ExitCode> {
     let rt = super::runtime()?;
     let code = rt.block_on(run_async(config, manual_scan));
@@ -231,6 +308,11 @@ async fn run_async(config: &Config, manual_scan: bool) -> anyhow::Result<ExitCod
             Ok(Line::Message(text)) => sim.deliver(&text),
             Ok(Line::Rich(input)) => {
                 if let Err(e) = sim.deliver_input(input) {
+                    eprintln!("console: {e}");
+                }
+            }
+            Ok(Line::Group(line)) => {
+                if let Err(e) = sim.group_line(line) {
                     eprintln!("console: {e}");
                 }
             }
@@ -320,6 +402,39 @@ mod tests {
     }
 
     #[test]
+    fn group_lines_parse() {
+        assert_eq!(
+            parse("/group team@g.us Lunch crew you@console ann@console"),
+            Ok(Line::Group(GroupLine::Create {
+                chat: "team@g.us".into(),
+                subject: "Lunch crew".into(),
+                members: vec!["you@console".into(), "ann@console".into()],
+            }))
+        );
+        assert_eq!(
+            parse("/join team@g.us bob@console"),
+            Ok(Line::Group(GroupLine::Join {
+                chat: "team@g.us".into(),
+                user: "bob@console".into()
+            }))
+        );
+        assert_eq!(
+            parse("/promote team@g.us me@console"),
+            Ok(Line::Group(GroupLine::Promote {
+                chat: "team@g.us".into(),
+                user: "me@console".into()
+            }))
+        );
+        assert_eq!(
+            parse("/subject team@g.us New  name"),
+            Ok(Line::Group(GroupLine::Subject {
+                chat: "team@g.us".into(),
+                text: "New  name".into()
+            }))
+        );
+    }
+
+    #[test]
     fn rich_lines_parse_into_messages() {
         let rich = |l: &str| match parse(l) {
             Ok(Line::Rich(r)) => r,
@@ -384,6 +499,13 @@ mod tests {
         );
         assert_eq!(rich("/revoke c4"), ConsoleInput::Revoke { id: "c4".into() });
         for bad in [
+            "/group team@g.us",
+            "/group team@g.us you@console",
+            "/group team@g.us Team",
+            "/join team@g.us",
+            "/join team@g.us a@console b@console",
+            "/promote",
+            "/subject team@g.us",
             "/from team@g.us",
             "/image",
             "/file a.pdf extra",

@@ -26,7 +26,14 @@ pub const DEFAULT_FILE_NAME: &str = "moonwire.toml";
 /// The database file inside `data_dir`.
 pub const DB_FILE_NAME: &str = "moonwire.db";
 /// Events a webhook may subscribe to.
-pub const WEBHOOK_EVENTS: [&str; 5] = ["state", "qr", "message", "script_error", "send_failed"];
+pub const WEBHOOK_EVENTS: [&str; 6] = [
+    "state",
+    "qr",
+    "message",
+    "script_error",
+    "send_failed",
+    "group",
+];
 /// Plain log levels accepted for `log.level`.
 pub const LOG_LEVELS: [&str; 5] = ["trace", "debug", "info", "warn", "error"];
 

@@ -1,6 +1,8 @@
 //! One instance's actor: feeds channel events, commands, timers and script
 //! answers into the machine, and carries out its effects in order.
 
+mod groups;
+
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,11 +14,15 @@ mod flow;
 
 use super::delivery::{Delivery, SendDone};
 use super::{EventBus, Hooks, HostEvent, HostSettings, now_ms};
-use crate::channel::{Action, Channel, ChannelError, ChannelEvent, EventKind, Outgoing};
+use crate::channel::{
+    Action, Channel, ChannelError, ChannelEvent, EventKind, GroupEvent, GroupOp, GroupReply,
+    Outgoing,
+};
 use crate::lifecycle::{
     CloseAnswer, Effect, HookCall, Input, LogoutBy, Machine, Reason, ReasonKind, State, StatusRow,
 };
 use crate::store::{Store, StoreError};
+pub use groups::{FRESH_FOR, GROUP_CALL_TIMEOUT, GroupCache};
 
 /// What an instance looks like right now, for readers that must not wait.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,6 +62,11 @@ enum Command {
         action: Action,
         reply: oneshot::Sender<Result<u64, SendError>>,
     },
+    /// A group call (`bot.groups.*`, the API's group routes).
+    Group {
+        op: GroupOp,
+        reply: oneshot::Sender<Result<GroupReply, SendError>>,
+    },
     /// A send already in the outbox (row `seq`), to go out in order.
     Queued {
         seq: i64,
@@ -71,6 +82,8 @@ pub struct InstanceHandle {
     name: Arc<str>,
     tx: mpsc::UnboundedSender<Command>,
     snapshot: watch::Receiver<Snapshot>,
+    /// Group metadata, kept fresh by group events.
+    groups: Arc<std::sync::Mutex<GroupCache>>,
 }
 
 impl std::fmt::Debug for InstanceHandle {
@@ -228,6 +241,10 @@ struct Actor {
     settle_waiters: Vec<oneshot::Sender<()>>,
     /// Sends in flight, awaited one after another so they leave in order.
     sends: mpsc::UnboundedSender<PendingSend>,
+    /// Group events that arrived before the open (the offline backlog
+    /// comes before `Connected`): delivered at the next open, after the
+    /// inbox backlog.
+    early_groups: Vec<GroupEvent>,
     /// The row is gone (the instance was deleted): no write can ever land,
     /// so the actor ends instead of retrying for ever.
     gone: bool,
@@ -294,6 +311,7 @@ pub(super) fn spawn(
         name: name.clone(),
         tx,
         snapshot: snap_rx,
+        groups: Arc::default(),
     };
     let mut delivery = Delivery::new(name.clone(), store.clone(), bus.clone(), settings.retention);
     if !settings.inbox {
@@ -321,6 +339,7 @@ pub(super) fn spawn(
         was_open: false,
         settle_waiters: Vec::new(),
         sends: spawn_sender(done_tx),
+        early_groups: Vec::new(),
         gone: false,
     };
     let task = tokio::spawn(async move {
@@ -416,7 +435,10 @@ impl Actor {
                 expires_in_ms,
             },
             EventKind::PairSuccess { jid } => Input::PairSuccess { jid },
-            EventKind::Opened { jid, push_name } => Input::Opened { jid, push_name },
+            EventKind::Opened { jid, push_name } => {
+                self.handle.forget_groups();
+                Input::Opened { jid, push_name }
+            }
             EventKind::AccountId { jid, push_name } => Input::AccountId { jid, push_name },
             EventKind::Closed {
                 code,
@@ -446,6 +468,10 @@ impl Actor {
                 if self.inbound && matches!(self.machine.state(), State::Open { .. }) {
                     self.hooks.receipt(&self.handle, r);
                 }
+                return;
+            }
+            EventKind::Group(ev) => {
+                self.on_group_event(*ev);
                 return;
             }
         };
@@ -524,12 +550,21 @@ impl Actor {
                     }
                 });
             }
+            Command::Group { op, reply } => self.group_call(op, reply),
             // A decision on its way back from the scripts is pending work.
             Command::Settle(reply) if self.machine.deciding() => self.settle_waiters.push(reply),
             Command::Settle(reply) => {
                 let _ = reply.send(());
             }
             Command::Shutdown(_) => {} // handled by the loop
+        }
+    }
+
+    /// Hands the group events held while connecting to the scripts, in
+    /// order.
+    fn deliver_early_groups(&mut self) {
+        for ev in std::mem::take(&mut self.early_groups) {
+            self.deliver_group(ev);
         }
     }
 
@@ -564,11 +599,13 @@ impl Actor {
                 // and nothing held may reach the next account's scripts.
                 self.delivery.fail_all("logged out");
                 self.delivery.forget_inbound();
+                self.early_groups.clear();
             } else if open && !self.was_open {
                 // The backlog (what arrived while away, what a crash cut
                 // short) first, then what waited to be sent.
                 self.was_open = true;
                 self.hand_backlog();
+                self.deliver_early_groups();
                 self.delivery.release_hold();
                 self.flush_outbox();
             }

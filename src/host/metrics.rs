@@ -248,7 +248,7 @@ impl Metrics {
             HostEvent::SendFailed { .. } => {
                 self.send_failed.inc();
             }
-            HostEvent::Qr { .. } => {}
+            HostEvent::Qr { .. } | HostEvent::Group { .. } => {}
         }
     }
 

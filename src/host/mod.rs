@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-use crate::channel::{BoxFuture, Channel, ChannelEvent, Incoming, Outgoing, Receipt};
+use crate::channel::{BoxFuture, Channel, ChannelEvent, GroupEvent, Incoming, Outgoing, Receipt};
 use crate::lifecycle::{
     CloseAnswer, ConnectionStatus, HookCall, ReasonKind, Settings, StateName, StatusRow, Transition,
 };
@@ -48,6 +48,8 @@ pub trait Hooks: Send + Sync + 'static {
     }
     /// Receipts for messages the instance sent.
     fn receipt(&self, _instance: &InstanceHandle, _receipt: Receipt) {}
+    /// A group changed (`on_group`).
+    fn group(&self, _instance: &InstanceHandle, _event: GroupEvent) {}
     /// Resolves once every hook call queued before it has finished.
     fn settle(&self) -> BoxFuture<()>;
     /// Resolves once every hook call queued before it has started: it
@@ -102,6 +104,11 @@ pub enum HostEvent {
     ScriptError {
         instance: String,
         error: crate::script::ScriptError,
+    },
+    /// A group changed.
+    Group {
+        instance: String,
+        event: GroupEvent,
     },
     /// A send that will not be delivered, and why.
     SendFailed {

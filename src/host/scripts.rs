@@ -26,7 +26,9 @@ use crate::automation::routes::{
     HookRequest, HookResponse, RouteDispatch, RouteError, RouteId, RouteTable, Routes,
 };
 use crate::channel::rich::{extension_for_mime, safe_component};
-use crate::channel::{Action, BoxFuture, Incoming, MediaInfo, Outgoing, Receipt};
+use crate::channel::{
+    Action, BoxFuture, GroupEvent, GroupOp, GroupReply, Incoming, MediaInfo, Outgoing, Receipt,
+};
 use crate::lifecycle::{CloseAnswer, HookCall, LogoutBy, State};
 use crate::script::{Actions, Engine, EngineConfig, LoadReport, Pool, ScriptError, watch};
 use crate::store::{KvWrite, OutboxItem, Store};
@@ -431,6 +433,29 @@ impl Actions for HostActions {
         })
     }
 
+    fn group(&self, op: GroupOp) -> BoxFuture<Result<GroupReply, String>> {
+        let Some(rt) = &self.net.rt else {
+            return Box::pin(std::future::ready(Err(
+                "group calls need the host's async runtime".into(),
+            )));
+        };
+        let handle = self.handle.clone();
+        let task = AbortOnDrop(rt.spawn(async move {
+            handle.group(op).await.map_err(|e| match e {
+                crate::host::SendError::Channel(c) => c.to_string(),
+                crate::host::SendError::NotOpen(_) => "not open".to_string(),
+                other => other.to_string(),
+            })
+        }));
+        Box::pin(async move {
+            let mut task = task;
+            match (&mut task.0).await {
+                Ok(r) => r,
+                Err(e) => Err(format!("the group call failed: {e}")),
+            }
+        })
+    }
+
     fn set_routes(&self, table: RouteTable) {
         let generation = table.generation();
         if !self.net.routes.replace(self.handle.name(), table) {
@@ -756,6 +781,10 @@ impl Hooks for ScriptHooks {
 
     fn receipt(&self, instance: &InstanceHandle, r: Receipt) {
         self.with_engine(instance.name(), |e| e.receipt(r));
+    }
+
+    fn group(&self, instance: &InstanceHandle, ev: GroupEvent) {
+        self.with_engine(instance.name(), |e| e.group(ev));
     }
 
     /// The engine marks the row once the message's handlers all started.

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::automation::routes::{HookRequest, HookResponse, RouteError, RouteId};
-use crate::channel::{Incoming, Receipt};
+use crate::channel::{GroupEvent, Incoming, Receipt};
 use crate::lifecycle::{CloseAnswer, HookCall};
 
 /// Where a route handler's answer goes.
@@ -26,6 +26,8 @@ pub(crate) enum Job {
     Message(Inbound),
     /// Receipts for messages the bot sent (`on_receipt`).
     Receipt(Receipt),
+    /// A group changed (`on_group`).
+    Group(GroupEvent),
     /// An HTTP request for a script's route (`bot.route`).
     Route {
         route: RouteId,
@@ -112,6 +114,10 @@ impl Engine {
 
     pub fn receipt(&self, r: Receipt) {
         let _ = self.tx.send(Job::Receipt(r));
+    }
+
+    pub fn group(&self, e: GroupEvent) {
+        let _ = self.tx.send(Job::Group(e));
     }
 
     /// Runs a route's handler; the answer, or why there is none. An

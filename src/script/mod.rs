@@ -35,7 +35,7 @@ use crate::automation::clock::Clock;
 use crate::automation::cron::Zone;
 use crate::automation::http::{HttpError, HttpPolicy, HttpRequest, HttpResponse};
 use crate::automation::routes::RouteTable;
-use crate::channel::{Action, Incoming, Outgoing};
+use crate::channel::{Action, GroupOp, GroupReply, Incoming, Outgoing};
 
 /// What a waiting host call returns to the engine.
 pub type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'static>>;
@@ -115,6 +115,13 @@ pub trait Actions: Send + Sync + 'static {
     /// `Err` says why it cannot be done now.
     fn act(&self, _action: Action) -> Result<(), String> {
         Err("not available here".into())
+    }
+    /// A group call (`bot.groups.*`); the answer, or the server's reason.
+    /// Awaited on the engine's worker: run the call elsewhere.
+    fn group(&self, _op: GroupOp) -> BoxFuture<Result<GroupReply, String>> {
+        Box::pin(std::future::ready(Err(
+            "group calls are not available here".into(),
+        )))
     }
     /// Downloads the message's media into the data dir's `media/` folder;
     /// the file's path, or why not. Awaited on the engine's worker: run the

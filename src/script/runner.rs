@@ -26,7 +26,7 @@ use super::errors::{self, Limiter};
 use super::generation::Generation;
 use super::handler::Handler;
 use super::{Actions, EngineConfig, ScriptError, budget, strlib};
-use crate::channel::{Incoming, Receipt};
+use crate::channel::{GroupEvent, Incoming, Receipt};
 use crate::lifecycle::{CloseAnswer, HookCall};
 
 mod answer;
@@ -189,8 +189,13 @@ impl Runner {
             };
             let needs_slot = matches!(
                 front,
-                Item::Job(Job::Message(_) | Job::Receipt(_) | Job::Hook(..) | Job::Route { .. })
-                    | Item::Local(Local::Timer { .. } | Local::Cron { .. })
+                Item::Job(
+                    Job::Message(_)
+                        | Job::Receipt(_)
+                        | Job::Group(_)
+                        | Job::Hook(..)
+                        | Job::Route { .. }
+                ) | Item::Local(Local::Timer { .. } | Local::Cron { .. })
             );
             if needs_slot && self.waiting.get() >= self.config.max_waiting {
                 tokio::select! {
@@ -216,6 +221,7 @@ impl Runner {
                 match item {
                     Item::Job(Job::Message(m)) => self.message(m, seq),
                     Item::Job(Job::Receipt(r)) => self.receipt(r, seq),
+                    Item::Job(Job::Group(e)) => self.group(e, seq),
                     Item::Job(Job::Hook(call, answer)) => self.hook(call, answer, seq),
                     Item::Job(Job::Route { route, req, reply }) => {
                         self.route(route, req, reply, seq)
@@ -258,7 +264,11 @@ impl Runner {
                     backlog.front(),
                     Some(
                         Item::Job(
-                            Job::Message(_) | Job::Receipt(_) | Job::Hook(..) | Job::Route { .. }
+                            Job::Message(_)
+                                | Job::Receipt(_)
+                                | Job::Group(_)
+                                | Job::Hook(..)
+                                | Job::Route { .. }
                         ) | Item::Local(Local::Timer { .. } | Local::Cron { .. })
                     )
                 );
@@ -580,6 +590,17 @@ impl Runner {
                 t.raw_set("ids", ids)?;
                 Ok(Some(t))
             },
+            seq,
+        );
+    }
+
+    /// Every script's `on_group`, each with its own table.
+    fn group(self: &Rc<Self>, e: GroupEvent, seq: u64) {
+        let Some(g) = self.current() else { return };
+        self.each_script(
+            &g,
+            "on_group",
+            move |lua| super::api::groups::event_table(lua, &e).map(Some),
             seq,
         );
     }

@@ -17,6 +17,11 @@ use whatsapp_rust::wacore::libsignal::protocol::{
     Timestamp, UsePQRatchet, message_decrypt_prekey, message_decrypt_signal, message_encrypt,
     process_prekey_bundle,
 };
+use whatsapp_rust::wacore::libsignal::protocol::{
+    SenderKeyDistributionMessage, SenderKeyName, SenderKeyRecord, SenderKeyStore,
+    create_sender_key_distribution_message, group_decrypt, group_encrypt,
+    process_sender_key_distribution_message,
+};
 use whatsapp_rust::wacore::messages::MessageUtils;
 use whatsapp_rust::wacore_binary::Node;
 use whatsapp_rust::wacore_binary::builder::NodeBuilder;
@@ -354,6 +359,31 @@ impl OneTime {
     }
 }
 
+/// Sender keys: this party's own chain per group, and those others
+/// distributed to it.
+#[derive(Default)]
+struct SenderKeys(HashMap<String, SenderKeyRecord>);
+
+fn sk_key(name: &SenderKeyName) -> String {
+    format!("{}\u{0}{}", name.group_id(), name.sender_id())
+}
+
+#[async_trait::async_trait]
+impl SenderKeyStore for SenderKeys {
+    async fn store_sender_key(
+        &mut self,
+        name: &SenderKeyName,
+        record: SenderKeyRecord,
+    ) -> SignalResult<()> {
+        self.0.insert(sk_key(name), record);
+        Ok(())
+    }
+
+    async fn load_sender_key(&self, name: &SenderKeyName) -> SignalResult<Option<SenderKeyRecord>> {
+        Ok(self.0.get(&sk_key(name)).cloned())
+    }
+}
+
 pub struct Contact {
     /// The phone number (the JID's user part).
     pub user: String,
@@ -367,6 +397,7 @@ pub struct Contact {
     read: HashSet<String>,
     /// What was sent to this party so far, in order.
     pub inbox: Vec<wa::Message>,
+    sender_keys: SenderKeys,
 }
 
 impl Contact {
@@ -390,7 +421,57 @@ impl Contact {
             },
             read: Default::default(),
             inbox: Vec::new(),
+            sender_keys: SenderKeys::default(),
         }
+    }
+
+    /// `message` for group `group` (`<id>@g.us`) as this party sends it:
+    /// the sender-key distribution message (to go to each member device
+    /// over its 1:1 session) and the `skmsg` ciphertext everyone reads.
+    pub async fn group_encrypt(
+        &mut self,
+        group: &str,
+        message: &wa::Message,
+    ) -> anyhow::Result<(wa::Message, Vec<u8>)> {
+        let name = SenderKeyName::from_parts(group, &format!("{}.0", self.user));
+        let skdm = create_sender_key_distribution_message(&name, &mut self.sender_keys, &mut rng())
+            .await?;
+        let distribution = wa::Message {
+            sender_key_distribution_message: whatsapp_rust::buffa::MessageField::some(
+                wa::message::SenderKeyDistributionMessage {
+                    group_id: Some(group.to_string()),
+                    axolotl_sender_key_distribution_message: Some(skdm.serialized().to_vec()),
+                },
+            ),
+            ..Default::default()
+        };
+        let padded = MessageUtils::pad_message_v2(message.encode_to_vec());
+        let skmsg = group_encrypt(&mut self.sender_keys, &name, &padded, &mut rng()).await?;
+        Ok((distribution, skmsg.serialized().to_vec()))
+    }
+
+    /// Reads a group message (`skmsg`) `from` sent in `group`, with the
+    /// sender key it distributed earlier; into the inbox, once.
+    pub async fn group_receive(
+        &mut self,
+        group: &str,
+        from: &ProtocolAddress,
+        id: &str,
+        ciphertext: &[u8],
+    ) -> anyhow::Result<bool> {
+        let key = format!("{group}/{id}");
+        if self.read.contains(&key) {
+            return Ok(false);
+        }
+        let name = SenderKeyName::from_parts(group, &from.to_string());
+        let plain = group_decrypt(ciphertext, &mut self.sender_keys, &name)
+            .await
+            .context("decrypting the group message")?;
+        let body = MessageUtils::unpad_message_ref(&plain, 2)?;
+        let message = wa::Message::decode_from_slice(body).context("decoding the message")?;
+        self.inbox.push(message);
+        self.read.insert(key);
+        Ok(true)
     }
 
     /// The identity key pair (a phone signs its companions' ADV identity
@@ -525,6 +606,25 @@ impl Contact {
         };
         let body = MessageUtils::unpad_message_ref(&plain.plaintext, 2)?;
         let mut message = wa::Message::decode_from_slice(body).context("decoding the message")?;
+        // A sender key for a group: kept for the `skmsg` that follows.
+        if let Some(d) = message.sender_key_distribution_message.as_option()
+            && let (Some(group), Some(bytes)) =
+                (&d.group_id, &d.axolotl_sender_key_distribution_message)
+        {
+            let skdm = SenderKeyDistributionMessage::try_from(bytes.as_slice())
+                .context("parsing a sender key distribution")?;
+            let name = SenderKeyName::from_parts(group, &from.to_string());
+            process_sender_key_distribution_message(&name, &skdm, &mut self.sender_keys).await?;
+            let only_the_key = wa::Message {
+                sender_key_distribution_message: message.sender_key_distribution_message.clone(),
+                message_context_info: message.message_context_info.clone(),
+                ..Default::default()
+            } == message;
+            if only_the_key {
+                self.read.insert(id.to_string());
+                return Ok(false);
+            }
+        }
         // A copy for the sender's own devices wraps the message.
         if let Some(inner) = message
             .device_sent_message

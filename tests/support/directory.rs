@@ -39,6 +39,8 @@ pub struct Envelope {
     pub id: String,
     pub kind: String,
     pub ciphertext: Vec<u8>,
+    /// For a group message (`skmsg`): the group (`<id>@g.us`).
+    pub group: Option<String>,
 }
 
 pub struct Account {

@@ -142,10 +142,19 @@ impl MockServer {
                 continue;
             };
             let from = ProtocolAddress::new(pn, u32::from(COMPANION_DEVICE).into());
-            match party
-                .receive(&from, &env.id, &env.kind, &env.ciphertext)
-                .await
-            {
+            let read = match &env.group {
+                Some(group) => {
+                    party
+                        .group_receive(group, &from, &env.id, &env.ciphertext)
+                        .await
+                }
+                None => {
+                    party
+                        .receive(&from, &env.id, &env.kind, &env.ciphertext)
+                        .await
+                }
+            };
+            match read {
                 Ok(true) => new.extend(party.inbox.last().cloned()),
                 Ok(false) => {}
                 Err(e) => failed.push(format!("{} ({}): {e:#}", env.id, env.kind)),

@@ -31,6 +31,11 @@
 //! - keeps each message for a companion until it is acked and delivers
 //!   what is not at the next login, before the offline marker
 //!   (`offline.rs`);
+//! - keeps groups (`groups.rs`): answers the `w:g2` IQs about them and
+//!   sends every member a `<notification type="w:gp2">` for each change;
+//!   contacts write to a group with sender keys (`skmsg` plus the
+//!   distribution message over their 1:1 session) and read what a
+//!   companion sends there (the `skmsg` goes to every member contact);
 //! - records every stanza it receives;
 //! - injects faults on command (stream errors, `<failure>`, stream end, TCP
 //!   drops, silence, refused or rationed connections, flapping).
@@ -40,7 +45,7 @@
 //!
 //! Not done: edge-routing pre-intros (`ED`; the mock never hands out
 //! routing info, so clients never send one), app-state patches (every
-//! collection is empty), history sync payloads, groups.
+//! collection is empty), history sync payloads.
 
 #![allow(dead_code)] // each test binary uses its own part of this
 
@@ -48,6 +53,7 @@ pub mod commands;
 mod conn;
 pub mod contact;
 pub mod directory;
+pub mod groups;
 pub mod media;
 mod messaging;
 pub mod noise;
@@ -185,6 +191,8 @@ struct Shared {
     to_contacts: AtomicUsize,
     next_id: AtomicU64,
     changed: Notify,
+    /// Groups, by id (`groups.rs`).
+    groups: Mutex<groups::Groups>,
     /// The media host's files and counters.
     media: Arc<media::MediaStore>,
     /// Its `host:port`, as the `media_conn` answer names it.

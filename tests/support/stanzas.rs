@@ -204,7 +204,41 @@ pub(super) fn route_message(shared: &Shared, account: usize, node: &Node) {
     if let (Some(to), Some(enc)) = (attr(node, "to"), node.get_optional_child("enc")) {
         targets.push((to, enc));
     }
+    // A group message: its `skmsg` goes to every contact in the group.
+    let group_members: Option<Vec<String>> = attr(node, "to")
+        .filter(|t| t.ends_with("@g.us"))
+        .map(|t| super::groups::members(shared, &t));
     let mut dir = shared.directory.lock().unwrap();
+    if let Some(members) = group_members {
+        let group = attr(node, "to");
+        for (jid, enc) in targets {
+            let (Some(kind), Some(ct)) = (attr(enc, "type"), bytes(enc)) else {
+                continue;
+            };
+            let envelope = |group| Envelope {
+                account,
+                id: id.clone(),
+                kind: kind.clone(),
+                ciphertext: ct.to_vec(),
+                group,
+            };
+            if jid.ends_with("@g.us") {
+                for m in &members {
+                    if matches!(
+                        dir.resolve(&format!("{m}@s.whatsapp.net")),
+                        Some(Who::Contact(_))
+                    ) {
+                        dir.contact(m).mailbox.push(envelope(group.clone()));
+                    }
+                }
+            } else {
+                dir.post(&jid, envelope(None));
+            }
+        }
+        shared.to_contacts.fetch_add(1, Ordering::SeqCst);
+        shared.touch();
+        return;
+    }
     if let Some(to) = attr(node, "to")
         && let Some(Who::Contact(pn)) = dir.resolve(&to)
     {
@@ -222,6 +256,7 @@ pub(super) fn route_message(shared: &Shared, account: usize, node: &Node) {
                 id: id.clone(),
                 kind,
                 ciphertext: ct.to_vec(),
+                group: None,
             },
         );
     }
@@ -418,6 +453,7 @@ pub(super) async fn replies(shared: &Shared, account: Option<usize>, node: &Node
                 vec![error_to(id, 400, "bad-request")]
             }
         },
+        "w:g2" => super::groups::answer(shared, account, node, id),
         // App-state sync: every collection asked for is clean and up to date
         // (the mock keeps no app state).
         "w:sync:app:state" => {

@@ -141,6 +141,10 @@ pub fn map_event(event: &Event, own: Option<&OwnIds>) -> Vec<EventKind> {
             .map(|m| EventKind::Message(incoming(&m.message, &m.info)))
             .collect(),
         Event::Receipt(r) => receipt(r).map(EventKind::Receipt).into_iter().collect(),
+        Event::GroupUpdate(u) => super::groups::event_of(u)
+            .map(|e| EventKind::Group(Box::new(e)))
+            .into_iter()
+            .collect(),
         _ => Vec::new(),
     }
 }

@@ -232,7 +232,9 @@ pub fn incoming(m: &wa::Message, info: &wacore::types::message::MessageInfo) -> 
     let mut inc = Incoming {
         id: info.id.to_string(),
         chat: info.source.chat.to_string(),
-        sender: info.source.sender.to_non_ad().to_string(),
+        // In a LID-addressed group the sender is a LID and its phone
+        // number comes along: scripts see the one form (`channel::groups`).
+        sender: super::groups::stable(&info.source.sender, info.source.sender_alt.as_ref()),
         text: None,
         kind: type_name(b).to_string(),
         from_me: info.source.is_from_me,

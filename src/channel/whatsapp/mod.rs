@@ -6,6 +6,7 @@
 //! good), over the same rusqlite-backed key store.
 
 mod events;
+pub mod groups;
 pub mod http;
 pub mod inbound;
 mod inbox;
@@ -26,7 +27,10 @@ use whatsapp_rust::bot::{Bot, MessageContext};
 use whatsapp_rust::waproto::whatsapp as wa;
 use whatsapp_rust::{Client, Jid, TokioRuntime};
 
-use super::{Action, BoxFuture, Channel, ChannelError, ChannelEvent, EventKind, Outgoing};
+use super::{
+    Action, BoxFuture, Channel, ChannelError, ChannelEvent, EventKind, GroupOp, GroupReply,
+    Outgoing,
+};
 use crate::lifecycle::ReasonKind;
 use crate::store::Store;
 pub use events::{OwnIds, map_event};
@@ -689,6 +693,14 @@ impl Channel for WhatsappChannel {
         Box::pin(async move {
             let (client, backend) = conn.ok_or(ChannelError::NotConnected)?;
             outbound::send(&client, &backend, &recent, out).await
+        })
+    }
+
+    fn group(&mut self, op: GroupOp) -> BoxFuture<Result<GroupReply, ChannelError>> {
+        let conn = self.connected();
+        Box::pin(async move {
+            let (client, _) = conn.ok_or(ChannelError::NotConnected)?;
+            groups::run(&client, op).await
         })
     }
 

@@ -4,6 +4,7 @@
 pub mod content;
 pub mod cron;
 mod data;
+pub mod groups;
 mod http;
 pub mod message;
 mod register;
@@ -406,6 +407,7 @@ fn bot_table(lua: &Lua, ctx: &Rc<Ctx>, idx: usize, name: &str) -> mlua::Result<T
             b"route" => 5,
             b"cron" => 6,
             b"log" => 7,
+            b"groups" => 8,
             _ => return Ok(Value::Nil),
         };
         // Made once: a name the script set to nil afterwards stays nil.
@@ -424,6 +426,7 @@ fn bot_table(lua: &Lua, ctx: &Rc<Ctx>, idx: usize, name: &str) -> mlua::Result<T
             4 => http::install(lua, &bot, &ctx)?,
             5 => route::install(lua, &bot, &ctx, idx)?,
             6 => cron::install(lua, &bot, &ctx, idx, &script)?,
+            8 => groups::install(lua, &bot, &ctx)?,
             _ => log_functions(lua, &bot, &script)?,
         }
         bot.raw_get::<Value>(key)
