@@ -23,7 +23,6 @@ use super::{ApiError, ApiResult, ApiState, Caller, ErrorBody, Sent, recipient};
 use crate::automation::http::{HttpError, HttpRequest};
 use crate::channel::rich::{display_name, mime_from_name, safe_component};
 use crate::channel::{Content, Location, MediaData, MediaKind, OutMedia, Outgoing, Poll};
-use crate::host::SendError;
 
 /// A message to send: `text`, or one media key, a `location` or a `poll`;
 /// optionally `mentions` and a quote.
@@ -408,24 +407,7 @@ async fn send_now(st: &ApiState, name: &str, out: Outgoing) -> ApiResult<(Status
     let h = handle(st, name)?;
     match h.send(out).await {
         Ok(id) => Ok((StatusCode::ACCEPTED, Json(Sent { id, queued: false }))),
-        Err(SendError::NotOpen(_)) => Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "not_open",
-            format!(
-                "instance {name:?} is not open (state: {})",
-                h.snapshot().state.name().as_str()
-            ),
-        )),
-        Err(SendError::Gone(_)) => Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            format!("instance {name:?} is shutting down"),
-        )),
-        Err(e) => Err(ApiError::new(
-            StatusCode::BAD_GATEWAY,
-            "send_failed",
-            e.to_string(),
-        )),
+        Err(e) => Err(super::send_refused(name, &h, e, "")),
     }
 }
 

@@ -509,29 +509,43 @@ async fn send_message(
     }
     match h.send(out).await {
         Ok(id) => Ok((StatusCode::ACCEPTED, Json(Sent { id, queued: false }))),
-        Err(SendError::NotOpen(_)) => Err(ApiError::new(
+        Err(e) => Err(send_refused(
+            &name,
+            &h,
+            e,
+            "; retry later or add ?queue=true",
+        )),
+    }
+}
+
+/// Why a send that had to go now (not queued) did not, as an API error;
+/// `hint` follows the not-open text.
+pub(crate) fn send_refused(
+    name: &str,
+    h: &crate::host::InstanceHandle,
+    e: SendError,
+    hint: &str,
+) -> ApiError {
+    match e {
+        SendError::NotOpen(_) => ApiError::new(
             StatusCode::CONFLICT,
             "not_open",
             format!(
-                "instance {name:?} is not open (state: {}); retry later or add ?queue=true",
+                "instance {name:?} is not open (state: {}){hint}",
                 h.snapshot().state.name().as_str()
             ),
-        )),
-        Err(SendError::Gone(_)) => Err(ApiError::new(
+        ),
+        SendError::Gone(_) => ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "unavailable",
             format!("instance {name:?} is shutting down"),
-        )),
-        Err(e @ SendError::Store(_)) => Err(ApiError::new(
+        ),
+        e @ SendError::Store(_) => ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "unavailable",
             e.to_string(),
-        )),
-        Err(e) => Err(ApiError::new(
-            StatusCode::BAD_GATEWAY,
-            "send_failed",
-            e.to_string(),
-        )),
+        ),
+        e => ApiError::new(StatusCode::BAD_GATEWAY, "send_failed", e.to_string()),
     }
 }
 

@@ -13,45 +13,20 @@ use wa::message::protocol_message::Type as ProtocolType;
 
 /// The context (quote, mentions) of whichever part carries it.
 fn context_info(b: &wa::Message) -> Option<&wa::ContextInfo> {
-    b.extended_text_message
-        .as_option()
-        .and_then(|m| m.context_info.as_option())
-        .or_else(|| {
-            b.image_message
-                .as_option()
-                .and_then(|m| m.context_info.as_option())
-        })
-        .or_else(|| {
-            b.video_message
-                .as_option()
-                .and_then(|m| m.context_info.as_option())
-        })
-        .or_else(|| {
-            b.audio_message
-                .as_option()
-                .and_then(|m| m.context_info.as_option())
-        })
-        .or_else(|| {
-            b.document_message
-                .as_option()
-                .and_then(|m| m.context_info.as_option())
-        })
-        .or_else(|| {
-            b.sticker_message
-                .as_option()
-                .and_then(|m| m.context_info.as_option())
-        })
-        .or_else(|| {
-            b.location_message
-                .as_option()
-                .and_then(|m| m.context_info.as_option())
-        })
-        .or_else(|| {
-            b.contact_message
-                .as_option()
-                .and_then(|m| m.context_info.as_option())
-        })
-        .or_else(|| poll_creation(b).and_then(|m| m.context_info.as_option()))
+    [
+        b.extended_text_message.as_option().map(|m| &m.context_info),
+        b.image_message.as_option().map(|m| &m.context_info),
+        b.video_message.as_option().map(|m| &m.context_info),
+        b.audio_message.as_option().map(|m| &m.context_info),
+        b.document_message.as_option().map(|m| &m.context_info),
+        b.sticker_message.as_option().map(|m| &m.context_info),
+        b.location_message.as_option().map(|m| &m.context_info),
+        b.contact_message.as_option().map(|m| &m.context_info),
+        poll_creation(b).map(|m| &m.context_info),
+    ]
+    .into_iter()
+    .flatten()
+    .find_map(|c| c.as_option())
 }
 
 fn poll_creation(b: &wa::Message) -> Option<&wa::message::PollCreationMessage> {
