@@ -35,8 +35,25 @@ fn env(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-/// Seconds for `n` messages pushed at once to be handled.
-async fn through_the_host(inbox: bool, n: usize) -> f64 {
+/// CPU seconds this process has used so far, all threads (Linux; 0
+/// elsewhere): with the wall time, how many cores a run kept busy.
+fn cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    // After the command name's closing parenthesis, utime and stime are
+    // the 12th and 13th fields, in clock ticks (100 per second).
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return 0.0;
+    };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let tick = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (tick(11) + tick(12)) / 100.0
+}
+
+/// Seconds for `n` messages pushed at once to be handled, and the CPU
+/// seconds spent meanwhile.
+async fn through_the_host(inbox: bool, n: usize) -> (f64, f64) {
     let dir = tempfile::tempdir().expect("tempdir");
     let scripts = dir.path().join("scripts");
     std::fs::create_dir_all(&scripts).expect("scripts dir");
@@ -83,6 +100,7 @@ async fn through_the_host(inbox: bool, n: usize) -> f64 {
     .expect("actor alive");
     app.host.settle().await;
     let sim = app.console_sim("bench").expect("a simulated server");
+    let cpu = cpu_seconds();
     let start = Instant::now();
     for _ in 1..n {
         sim.deliver("x");
@@ -93,9 +111,10 @@ async fn through_the_host(inbox: bool, n: usize) -> f64 {
         .expect("waiter")
         .expect("the last message handled");
     let secs = end.duration_since(start).as_secs_f64();
+    let cpu = cpu_seconds() - cpu;
     handle.stop();
     app.shutdown().await;
-    secs
+    (secs, cpu)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -178,21 +197,28 @@ async fn main() {
     // Warm up (page cache, allocator, Lua) once each way.
     through_the_host(true, n / 5).await;
     through_the_host(false, n / 5).await;
+
     let mut on = Vec::new();
     let mut off = Vec::new();
+    let (mut cpu_on, mut cpu_off) = (Vec::new(), Vec::new());
     for _ in 0..runs {
-        on.push(through_the_host(true, n).await);
-        off.push(through_the_host(false, n).await);
+        let (secs, cpu) = through_the_host(true, n).await;
+        on.push(secs);
+        cpu_on.push(cpu / secs);
+        let (secs, cpu) = through_the_host(false, n).await;
+        off.push(secs);
+        cpu_off.push(cpu / secs);
     }
     let (on, off) = (median(on), median(off));
+    let (cpu_on, cpu_off) = (median(cpu_on), median(cpu_off));
     let (rate_on, rate_off) = (n as f64 / on, n as f64 / off);
     println!("through the host, {n} messages pushed at once, median of {runs}:");
     println!(
-        "  inbox off  {rate_off:9.0} messages/s  {:6.1} us/message",
+        "  inbox off  {rate_off:9.0} messages/s  {:6.1} us/message  {cpu_off:4.2} cores busy",
         off * 1e6 / n as f64
     );
     println!(
-        "  inbox on   {rate_on:9.0} messages/s  {:6.1} us/message",
+        "  inbox on   {rate_on:9.0} messages/s  {:6.1} us/message  {cpu_on:4.2} cores busy",
         on * 1e6 / n as f64
     );
     println!(

@@ -70,9 +70,24 @@ fn a_media_line_for_a_missing_file_says_so_and_sends_nothing() {
 }
 
 #[test]
+fn ids_start_at_c1_in_every_run_of_one_data_dir() {
+    let sb = Sandbox::new();
+    sb.script("echo.lua", ECHO_KINDS);
+    sb.console("a\nb\n").assert_bot_lines(&[
+        "bot> c1 text you@console you@console false text=a",
+        "bot> c2 text you@console you@console false text=b",
+    ]);
+    // The inbox holds the first run's c1 and c2; these are not taken for
+    // them (nor numbered on from them).
+    sb.console("c\nd\n").assert_bot_lines(&[
+        "bot> c1 text you@console you@console false text=c",
+        "bot> c2 text you@console you@console false text=d",
+    ]);
+}
+
+#[test]
 fn download_copies_what_was_sent_in_and_a_reply_sends_it_back() {
-    // Each run on a fresh data dir: ids go on across runs of one data dir
-    // (the inbox keeps them), and this checks the file names.
+    // Each run on a fresh data dir, so each file is new.
     let run = |file: &str, bytes: &[u8], line: &str| {
         let sb = Sandbox::new();
         sb.script("media.lua", DOWNLOAD_AND_REPLY);

@@ -2,8 +2,10 @@
 //! while a scripted sender pushes numbered messages at it, restarted on the
 //! same data dir each round. The script appends each message it handles to
 //! `bot.store` and answers it; what must hold at the end:
-//! - every number was handled at least once, and each message id exactly
-//!   once (a number the sender had to send again has another id);
+//! - every number was handled at least once, and each message exactly once.
+//!   The console numbers its ids from c1 in every run, so the sender tags
+//!   each line it writes with a serial (`17 s42`): that is the message's
+//!   identity here (a number the sender had to send again has another);
 //! - every answer (a queued send) reached the console, in the order the
 //!   messages were handled; one the process wrote but could not record as
 //!   sent before the kill goes again under the same id (counted, allowed);
@@ -34,21 +36,21 @@ const ROUNDS: usize = 20;
 /// New numbers per round (numbers not answered yet are sent again too).
 const PER_ROUND: u64 = 12;
 
-/// Logs each message by id, then answers it: both land together with the
-/// message's handled mark, or neither does.
+/// Logs each message by its serial, then answers it: both land together
+/// with the message's handled mark, or neither does.
 const SCRIPT: &str = r#"
 function on_message(m)
-  local n = tonumber(m.text)
+  local n, serial = (m.text or ""):match("^(%d+) (s%d+)$")
   if not n then return end
   local log = bot.store.get("log") or {}
-  log[#log + 1] = m.id .. " " .. m.text
+  log[#log + 1] = serial .. " " .. n
   bot.store.set("log", log)
-  local id, err = bot.send(m.chat, "ok " .. m.text .. " " .. m.id)
+  local id, err = bot.send(m.chat, "ok " .. n .. " " .. serial)
   if not id then bot.log.error("send refused: " .. tostring(err)) end
 end
 "#;
 
-/// An answer line: the number and the id of the message it answers.
+/// An answer line: the number and the serial of the message it answers.
 fn answer(line: &str) -> Option<(u64, String)> {
     let rest = line.strip_prefix("bot> ok ")?;
     let (n, id) = rest.split_once(' ')?;
@@ -133,8 +135,8 @@ fn the_console_killed_at_random_points_loses_nothing_and_handles_nothing_twice()
             if i == kill_after {
                 break;
             }
-            s.send(&n.to_string());
             tally.sent += 1;
+            s.send(&format!("{n} s{}", tally.sent));
             match rng.gen_range(0..10) {
                 // A dropped connection: answers made meanwhile queue.
                 0 => s.send("/drop 428"),
@@ -176,8 +178,8 @@ fn the_console_killed_at_random_points_loses_nothing_and_handles_nothing_twice()
     let mut s = start(&sb);
     let missing: Vec<u64> = (1..next).filter(|n| !tally.answered.contains(n)).collect();
     for n in &missing {
-        s.send(&n.to_string());
         tally.sent += 1;
+        s.send(&format!("{n} s{}", tally.sent));
     }
     let deadline = Instant::now() + LINE_WAIT;
     while (1..next).any(|n| !tally.answered.contains(&n)) && Instant::now() < deadline {

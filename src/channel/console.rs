@@ -26,6 +26,9 @@ pub const SESSION_KEY: &str = "console.paired";
 /// Incoming message ids are this and a number.
 pub const ID_PREFIX: &str = "c";
 
+/// Before a run's number in the inbox's keys of console messages.
+pub const RUN_PREFIX: &str = "r";
+
 /// Where the simulated server shows what the bot sent: stdout for
 /// `moonwire console` (one line per write, in order, silent once closed —
 /// nothing is printed after end of input), or the log for simulated
@@ -80,6 +83,8 @@ struct SimState {
     /// Messages sent while the bot was away, delivered at the next login.
     offline: VecDeque<Incoming>,
     next_in: u64,
+    /// This run's tag in the inbox's keys ([`Channel::inbox_scope`]).
+    run: Option<String>,
     qr_count: u64,
     /// Wait for `scan()` instead of pairing at once (API tests).
     manual_scan: bool,
@@ -145,6 +150,7 @@ impl ConsoleSim {
                 logout_pending: false,
                 offline: VecDeque::new(),
                 next_in: 0,
+                run: None,
                 qr_count: 0,
                 manual_scan: false,
                 pairing: None,
@@ -172,11 +178,10 @@ impl ConsoleSim {
         self.lock().connected.is_some()
     }
 
-    /// Numbers the next incoming message after `n`: the inbox remembers
-    /// ids of earlier runs, and a real server never reuses one.
-    pub fn continue_ids_after(&self, n: u64) {
-        let mut st = self.lock();
-        st.next_in = st.next_in.max(n);
+    /// Names this run (`r7/`) in the inbox's keys: ids start at `c1` in
+    /// every run, and the inbox must not take them for an earlier run's.
+    pub fn set_run(&self, n: u64) {
+        self.lock().run = Some(format!("{RUN_PREFIX}{n}/"));
     }
 
     /// A line typed by the user: a message to the bot. Delivered now when the
@@ -525,6 +530,10 @@ impl Channel for ConsoleChannel {
             Err(ChannelError::NotConnected)
         };
         Box::pin(std::future::ready(result))
+    }
+
+    fn inbox_scope(&self) -> Option<String> {
+        self.sim.lock().run.clone()
     }
 
     fn is_paired(&self) -> bool {

@@ -370,6 +370,12 @@ pub trait Channel: Send + 'static {
     fn confirms_sends(&self) -> bool {
         false
     }
+    /// For a channel whose message ids repeat across runs (the console
+    /// numbers its messages per run): a tag of this run, put before each id
+    /// in the inbox's key, so a new `c1` is not taken for an old one.
+    fn inbox_scope(&self) -> Option<String> {
+        None
+    }
     /// Whether this device was ever paired with an account (and not logged
     /// out since): only then is there anything for a logout to unlink.
     /// When unsure, say yes: asking the server is the safe side.

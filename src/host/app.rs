@@ -275,13 +275,12 @@ impl App {
                 });
                 let sim = ConsoleSim::new(paired, self.console_out.clone(), pairing.clone());
                 sim.set_manual_scan(manual_scan);
-                // The simulated server numbers messages per run; ids the
-                // inbox holds from an earlier run must not come again (they
-                // would count as redeliveries).
+                // The simulated server numbers messages from c1 in every
+                // run; the inbox tells runs apart by a number of its own.
                 let last = self
                     .store
-                    .inbox_last_number(name, crate::channel::console::ID_PREFIX)?;
-                sim.continue_ids_after(last);
+                    .inbox_last_run(name, crate::channel::console::RUN_PREFIX)?;
+                sim.set_run(last + 1);
                 let handle = self.host.add_instance(name, channel.as_str(), |events| {
                     Box::new(sim.channel(events))
                 })?;

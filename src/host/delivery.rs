@@ -41,7 +41,9 @@ pub const SEND_RETRY: Duration = Duration::from_secs(2);
 /// Rows read per query when handing the backlog over.
 const REPLAY_PAGE: usize = 500;
 
-/// Pruning runs at start-up, then after this many rows handed or this long.
+/// Pruning runs at start-up, then after this many rows handed (or a tenth
+/// of `keep_rows`, if more: the row-count part walks that many rows) or
+/// this long.
 const PRUNE_EVERY_ROWS: u64 = 1000;
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
@@ -117,6 +119,10 @@ pub(super) struct Delivery {
     /// only); `seq`s are then counted here.
     durable: bool,
     bypass_seq: i64,
+    /// Put before each id in the inbox's key ([`Channel::inbox_scope`]).
+    ///
+    /// [`Channel::inbox_scope`]: crate::channel::Channel::inbox_scope
+    scope: Option<String>,
 }
 
 impl Delivery {
@@ -140,6 +146,7 @@ impl Delivery {
             pruned_at: Instant::now(),
             durable: true,
             bypass_seq: 0,
+            scope: None,
         };
         d.load_queued();
         d.prune();
@@ -185,6 +192,11 @@ impl Delivery {
     // ---------------------------------------------------------------
     // Inbound
 
+    /// Keys messages by `scope` + id from now on.
+    pub fn set_scope(&mut self, scope: Option<String>) {
+        self.scope = scope;
+    }
+
     /// Messages skip the inbox from now on (to measure what it costs).
     pub fn bypass_inbox(&mut self) {
         self.durable = false;
@@ -224,14 +236,23 @@ impl Delivery {
                 return Vec::new();
             }
         };
+        let keys: Vec<String> = match &self.scope {
+            Some(scope) => self
+                .uncommitted
+                .iter()
+                .map(|m| format!("{scope}{}", m.id))
+                .collect(),
+            None => Vec::new(),
+        };
         let items: Vec<InboxItem<'_>> = self
             .uncommitted
             .iter()
             .zip(&texts)
-            .map(|(m, t)| InboxItem {
+            .enumerate()
+            .map(|(i, (m, t))| InboxItem {
                 chat: &m.chat,
                 sender: &m.sender,
-                id: &m.id,
+                id: keys.get(i).map_or(&m.id, |k| k),
                 message: t,
             })
             .collect();
@@ -326,7 +347,8 @@ impl Delivery {
                 }
             }
         }
-        if self.handed_since_prune >= PRUNE_EVERY_ROWS || self.pruned_at.elapsed() >= PRUNE_EVERY {
+        let every = PRUNE_EVERY_ROWS.max(self.retention.keep_rows / 10);
+        if self.handed_since_prune >= every || self.pruned_at.elapsed() >= PRUNE_EVERY {
             self.prune();
         }
     }

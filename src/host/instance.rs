@@ -314,6 +314,7 @@ pub(super) fn spawn(
         groups: Arc::default(),
     };
     let mut delivery = Delivery::new(name.clone(), store.clone(), bus.clone(), settings.retention);
+    delivery.set_scope(channel.inbox_scope());
     if !settings.inbox {
         delivery.bypass_inbox();
     }

@@ -275,10 +275,11 @@ impl Store {
             .map_err(sql(OP))
     }
 
-    /// The highest number `n` of an inbox id `{prefix}{n}` of `instance`
-    /// (0: none), for a channel that numbers its messages.
-    pub fn inbox_last_number(&self, instance: &str, prefix: &str) -> Result<u64, StoreError> {
-        const OP: &str = "inbox_last_number";
+    /// The highest `n` of the inbox keys `{prefix}{n}/…` of `instance` (0:
+    /// none): the run a channel that numbers its messages per run tagged
+    /// them with.
+    pub fn inbox_last_run(&self, instance: &str, prefix: &str) -> Result<u64, StoreError> {
+        const OP: &str = "inbox_last_run";
         let conn = self.conn();
         let mut st = conn
             .prepare_cached(
@@ -291,7 +292,11 @@ impl Store {
         let mut max = 0;
         for id in ids {
             let id = id.map_err(sql(OP))?;
-            if let Some(n) = id.get(prefix.len()..).and_then(|n| n.parse::<u64>().ok()) {
+            let run = id
+                .get(prefix.len()..)
+                .and_then(|rest| rest.split_once('/'))
+                .and_then(|(n, _)| n.parse::<u64>().ok());
+            if let Some(n) = run {
                 max = max.max(n);
             }
         }
@@ -512,10 +517,15 @@ impl Store {
                 params![instance, cutoff],
             )
             .map_err(sql(OP))?;
+        // The row-count parts walk `seq` (the rowid) from the newest row
+        // down and from the oldest up, never sorting the instance's rows:
+        // `+instance` keeps SQLite off the key index, whose plan sorted
+        // all of them at every prune.
         inbox += tx
             .execute(
-                "DELETE FROM inbox WHERE instance = ?1 AND handled_at IS NOT NULL AND seq <= \
-                 (SELECT seq FROM inbox WHERE instance = ?1 ORDER BY seq DESC LIMIT 1 OFFSET ?2)",
+                "DELETE FROM inbox WHERE seq <= \
+                 (SELECT seq FROM inbox WHERE +instance = ?1 ORDER BY seq DESC LIMIT 1 OFFSET ?2) \
+                 AND +instance = ?1 AND handled_at IS NOT NULL",
                 params![instance, keep],
             )
             .map_err(sql(OP))?;
@@ -527,8 +537,9 @@ impl Store {
             .map_err(sql(OP))?;
         outbox += tx
             .execute(
-                "DELETE FROM outbox WHERE instance = ?1 AND status != 'queued' AND seq <= \
-                 (SELECT seq FROM outbox WHERE instance = ?1 ORDER BY seq DESC LIMIT 1 OFFSET ?2)",
+                "DELETE FROM outbox WHERE seq <= \
+                 (SELECT seq FROM outbox WHERE +instance = ?1 ORDER BY seq DESC LIMIT 1 OFFSET ?2) \
+                 AND +instance = ?1 AND status != 'queued'",
                 params![instance, keep],
             )
             .map_err(sql(OP))?;

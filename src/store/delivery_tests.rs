@@ -265,3 +265,60 @@ fn pruning_keeps_the_newest_rows_and_queued_sends() {
     // A redelivery of a pruned message counts as new again: the key is gone.
     assert!(s.inbox_commit("a", &[item("0", "m")], 20 * day).unwrap()[0].is_some());
 }
+
+#[test]
+fn the_last_run_is_read_from_keys_of_that_form_only() {
+    let s = mem();
+    assert_eq!(s.inbox_last_run("a", "r").unwrap(), 0);
+    s.inbox_commit(
+        "a",
+        &[
+            item("r2/c1", "m"),
+            item("r10/c4", "m"),
+            // An id of an older data dir, one without a number, another
+            // instance's: none of them a run.
+            item("c99", "m"),
+            item("rx/c1", "m"),
+            item("r", "m"),
+        ],
+        1,
+    )
+    .unwrap();
+    s.inbox_commit("b", &[item("r50/c1", "m")], 1).unwrap();
+    assert_eq!(s.inbox_last_run("a", "r").unwrap(), 10);
+    assert_eq!(s.inbox_last_run("b", "r").unwrap(), 50);
+}
+
+#[test]
+fn the_row_count_counts_only_the_instances_own_rows() {
+    let s = mem();
+    // a and b take turns, so b's rows sit between a's.
+    for i in 0..6 {
+        for inst in ["a", "b"] {
+            let seq = s
+                .inbox_commit(inst, &[item(&format!("{i}"), "m")], 5)
+                .unwrap()[0]
+                .unwrap();
+            s.inbox_mark_handled(inst, &[seq], 5).unwrap();
+            let out = s.outbox_insert(inst, &send(&format!("{i}")), 5).unwrap();
+            s.outbox_record(inst, &[(out, SendOutcome::Sent)], 5)
+                .unwrap();
+        }
+    }
+    let p = s.delivery_prune("a", 1000, 2, 6).unwrap();
+    assert_eq!((p.inbox, p.outbox), (4, 4), "{p:?}");
+    let ids = |table: &str, inst: &str| {
+        s.with_conn("ids", |c| {
+            c.prepare(&format!(
+                "SELECT id FROM {table} WHERE instance = ?1 ORDER BY seq"
+            ))?
+            .query_map([inst], |r| r.get::<_, String>(0))?
+            .collect::<Result<Vec<_>, _>>()
+        })
+        .unwrap()
+    };
+    assert_eq!(ids("inbox", "a"), ["4", "5"]);
+    assert_eq!(ids("outbox", "a"), ["4", "5"]);
+    assert_eq!(ids("inbox", "b").len(), 6);
+    assert_eq!(ids("outbox", "b").len(), 6);
+}
