@@ -327,7 +327,8 @@ fn wa_pending(data: &Path) -> i64 {
     .unwrap();
     c.busy_timeout(Duration::from_secs(5)).unwrap();
     c.query_row(
-        "SELECT (SELECT COUNT(*) FROM inbox WHERE instance = 'default' AND handled_at IS NULL) \
+        "SELECT (SELECT COUNT(*) FROM inbox WHERE instance = 'default' AND handled_at IS NULL \
+           AND seq > COALESCE((SELECT handled_through FROM inbox_progress WHERE instance = 'default'), 0)) \
          + (SELECT COUNT(*) FROM outbox WHERE instance = 'default' AND status = 'queued')",
         [],
         |r| r.get(0),

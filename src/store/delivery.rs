@@ -8,6 +8,9 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use super::{Store, StoreError, json_err, sql, to_sql_int};
 
+/// SQL for the instance's (`?1`) handled mark: rows up to it are handled.
+const MARK: &str = "COALESCE((SELECT handled_through FROM inbox_progress WHERE instance = ?1), 0)";
+
 /// One message for the inbox: the key a redelivery repeats, and the message
 /// as JSON.
 #[derive(Debug, Clone, Copy)]
@@ -150,6 +153,7 @@ fn insert_outbox(
     Ok(conn.last_insert_rowid())
 }
 
+/// Marks the rows one by one.
 fn mark_handled(
     conn: &Connection,
     op: &'static str,
@@ -166,6 +170,72 @@ fn mark_handled(
         st.execute(params![instance, seq, now]).map_err(sql(op))?;
     }
     Ok(())
+}
+
+/// Counts the rows `started` as handled. The instance's rows from its
+/// handled mark up to the newest of them are walked in order: while each
+/// is one of them or was marked before, the mark moves over it (one write
+/// for the lot, the usual case: scripts start rows in order). Past the
+/// first row that is neither (a row still waiting for its handlers), the
+/// rest are marked one by one, so the mark never passes a row not handled.
+fn mark_started(
+    conn: &Connection,
+    op: &'static str,
+    instance: &str,
+    started: &[i64],
+    now: i64,
+) -> Result<(), StoreError> {
+    let mut started = started.to_vec();
+    started.sort_unstable();
+    started.dedup();
+    let Some(&newest) = started.last() else {
+        return Ok(());
+    };
+    let from: i64 = conn
+        .prepare_cached(&format!("SELECT {MARK}"))
+        .and_then(|mut st| st.query_row([instance], |r| r.get(0)))
+        .map_err(sql(op))?;
+    if newest <= from {
+        return Ok(());
+    }
+    let mut mark = from;
+    let mut gap = false;
+    let mut singles = Vec::new();
+    {
+        // `+instance`: walk `seq` (the rowid), not the key index.
+        let mut st = conn
+            .prepare_cached(
+                "SELECT seq, handled_at IS NOT NULL FROM inbox \
+                 WHERE seq > ?2 AND seq <= ?3 AND +instance = ?1 ORDER BY seq",
+            )
+            .map_err(sql(op))?;
+        let rows = st
+            .query_map(params![instance, from, newest], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, bool>(1)?))
+            })
+            .map_err(sql(op))?;
+        for row in rows {
+            let (seq, marked) = row.map_err(sql(op))?;
+            let now_started = started.binary_search(&seq).is_ok();
+            if !gap && (marked || now_started) {
+                mark = seq;
+            } else if !marked && !now_started {
+                gap = true;
+            } else if now_started && !marked {
+                singles.push(seq);
+            }
+        }
+    }
+    if mark > from {
+        conn.prepare_cached(
+            "INSERT INTO inbox_progress (instance, handled_through) VALUES (?1, ?2) \
+             ON CONFLICT (instance) DO UPDATE SET handled_through = \
+             max(handled_through, excluded.handled_through)",
+        )
+        .and_then(|mut st| st.execute(params![instance, mark]))
+        .map_err(sql(op))?;
+    }
+    mark_handled(conn, op, instance, &singles, now)
 }
 
 fn write_kv(
@@ -250,11 +320,12 @@ impl Store {
         const OP: &str = "inbox_unhandled";
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let conn = self.conn();
+        // `seq` is walked from the handled mark (or `after`) on.
         let mut st = conn
-            .prepare_cached(
-                "SELECT seq, message FROM inbox WHERE instance = ?1 AND handled_at IS NULL \
-                 AND seq > ?2 ORDER BY seq LIMIT ?3",
-            )
+            .prepare_cached(&format!(
+                "SELECT seq, message FROM inbox WHERE seq > max(?2, {MARK}) \
+                 AND +instance = ?1 AND handled_at IS NULL ORDER BY seq LIMIT ?3"
+            ))
             .map_err(sql(OP))?;
         st.query_map(params![instance, after, limit], |r| {
             Ok(InboxRow {
@@ -308,7 +379,10 @@ impl Store {
         const OP: &str = "inbox_handled";
         self.conn()
             .query_row(
-                "SELECT handled_at IS NOT NULL FROM inbox WHERE instance = ?1 AND seq = ?2",
+                &format!(
+                    "SELECT handled_at IS NOT NULL OR seq <= {MARK} FROM inbox \
+                     WHERE instance = ?1 AND seq = ?2"
+                ),
                 params![instance, seq],
                 |r| r.get(0),
             )
@@ -316,7 +390,8 @@ impl Store {
             .map_err(sql(OP))
     }
 
-    /// Marks rows handled (rows already marked, or gone, are left alone).
+    /// Marks rows handled (rows already marked, or gone, are left alone),
+    /// in any order: rows before them still waiting stay unhandled.
     pub fn inbox_mark_handled(
         &self,
         instance: &str,
@@ -353,7 +428,7 @@ impl Store {
         for item in sends {
             seqs.push(insert_outbox(&tx, OP, instance, item, now)?);
         }
-        mark_handled(&tx, OP, instance, handled, now)?;
+        mark_started(&tx, OP, instance, handled, now)?;
         tx.commit().map_err(sql(OP))?;
         Ok(seqs)
     }
@@ -505,16 +580,33 @@ impl Store {
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(sql(OP))?;
+        // By age: `seq` and `received_at` grow together (one counter, one
+        // clock), so the rows below the first one young enough to keep are
+        // found by walking `seq` from the oldest, without an index on age.
+        // All rows below it are old by its definition, so a clock that
+        // went back can only keep a row longer, never drop a young one.
+        let young: Option<i64> = tx
+            .query_row(
+                "SELECT seq FROM inbox WHERE received_at >= ?1 ORDER BY seq LIMIT 1",
+                [cutoff],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(sql(OP))?;
+        let young = young.unwrap_or(i64::MAX);
         let unhandled = tx
             .execute(
-                "DELETE FROM inbox WHERE instance = ?1 AND received_at < ?2 AND handled_at IS NULL",
-                params![instance, cutoff],
+                &format!(
+                    "DELETE FROM inbox WHERE seq < ?2 AND +instance = ?1 \
+                     AND handled_at IS NULL AND seq > {MARK}"
+                ),
+                params![instance, young],
             )
             .map_err(sql(OP))?;
         let mut inbox = unhandled
             + tx.execute(
-                "DELETE FROM inbox WHERE instance = ?1 AND received_at < ?2",
-                params![instance, cutoff],
+                "DELETE FROM inbox WHERE seq < ?2 AND +instance = ?1",
+                params![instance, young],
             )
             .map_err(sql(OP))?;
         // The row-count parts walk `seq` (the rowid) from the newest row
@@ -523,9 +615,11 @@ impl Store {
         // all of them at every prune.
         inbox += tx
             .execute(
-                "DELETE FROM inbox WHERE seq <= \
-                 (SELECT seq FROM inbox WHERE +instance = ?1 ORDER BY seq DESC LIMIT 1 OFFSET ?2) \
-                 AND +instance = ?1 AND handled_at IS NOT NULL",
+                &format!(
+                    "DELETE FROM inbox WHERE seq <= \
+                     (SELECT seq FROM inbox WHERE +instance = ?1 ORDER BY seq DESC LIMIT 1 OFFSET ?2) \
+                     AND +instance = ?1 AND (handled_at IS NOT NULL OR seq <= {MARK})"
+                ),
                 params![instance, keep],
             )
             .map_err(sql(OP))?;

@@ -322,3 +322,145 @@ fn the_row_count_counts_only_the_instances_own_rows() {
     assert_eq!(ids("inbox", "b").len(), 6);
     assert_eq!(ids("outbox", "b").len(), 6);
 }
+
+/// The instance's handled mark, and the rows marked one by one.
+fn marks(s: &Store, inst: &str) -> (i64, Vec<i64>) {
+    s.with_conn("marks", |c| {
+        let mark = c
+            .query_row(
+                "SELECT handled_through FROM inbox_progress WHERE instance = ?1",
+                [inst],
+                |r| r.get(0),
+            )
+            .or_else(|e| match e {
+                rusqlite::Error::QueryReturnedNoRows => Ok(0),
+                e => Err(e),
+            })?;
+        let singles = c
+            .prepare(
+                "SELECT seq FROM inbox WHERE instance = ?1 AND handled_at IS NOT NULL ORDER BY seq",
+            )?
+            .query_map([inst], |r| r.get(0))?
+            .collect::<Result<Vec<i64>, _>>()?;
+        Ok((mark, singles))
+    })
+    .unwrap()
+}
+
+fn commit_rows(s: &Store, inst: &str, ids: &[&str]) -> Vec<i64> {
+    let items: Vec<InboxItem<'_>> = ids.iter().map(|id| item(id, id)).collect();
+    s.inbox_commit(inst, &items, 5)
+        .unwrap()
+        .into_iter()
+        .map(Option::unwrap)
+        .collect()
+}
+
+#[test]
+fn rows_started_in_order_move_one_mark_and_write_no_row() {
+    let s = mem();
+    let a = commit_rows(&s, "a", &["1"]);
+    // Another instance's rows between this one's do not hold its mark.
+    commit_rows(&s, "b", &["1", "2"]);
+    let a2 = commit_rows(&s, "a", &["2", "3"]);
+    s.commit_handling("a", &[a[0], a2[0], a2[1]], &[], &[], 9)
+        .unwrap();
+    assert_eq!(marks(&s, "a"), (a2[1], vec![]));
+    assert!(s.inbox_unhandled("a", 0, 10).unwrap().is_empty());
+    assert_eq!(s.inbox_handled("a", a[0]).unwrap(), Some(true));
+    assert_eq!(s.inbox_unhandled("b", 0, 10).unwrap().len(), 2);
+    assert_eq!(marks(&s, "b"), (0, vec![]));
+}
+
+#[test]
+fn the_mark_stops_before_a_row_still_waiting_and_walks_on_once_it_started() {
+    let s = mem();
+    let r = commit_rows(&s, "a", &["1", "2", "3", "4", "5"]);
+    // 2 waits for its handlers; 3 and 4 started; 5 was marked by itself
+    // (no script runs for it) before any of them.
+    s.inbox_mark_handled("a", &[r[4]], 8).unwrap();
+    assert_eq!(marks(&s, "a"), (0, vec![r[4]]));
+    s.commit_handling("a", &[r[0], r[2], r[3]], &[], &[], 9)
+        .unwrap();
+    assert_eq!(marks(&s, "a"), (r[0], vec![r[2], r[3], r[4]]));
+    let left: Vec<i64> = s
+        .inbox_unhandled("a", 0, 10)
+        .unwrap()
+        .iter()
+        .map(|row| row.seq)
+        .collect();
+    assert_eq!(left, [r[1]]);
+    assert_eq!(s.inbox_handled("a", r[1]).unwrap(), Some(false));
+    assert_eq!(s.inbox_handled("a", r[3]).unwrap(), Some(true));
+    // A row not waiting is never pruned by count; one handled may be.
+    let p = s.delivery_prune("a", 1_000_000, 1, 10).unwrap();
+    assert_eq!(p.inbox, 3, "{p:?}");
+    // Once 2 started, the mark moves to it; the next rows started walk it
+    // over 5, marked before.
+    s.commit_handling("a", &[r[1]], &[], &[], 10).unwrap();
+    assert_eq!(marks(&s, "a"), (r[1], vec![r[4]]));
+    assert!(s.inbox_unhandled("a", 0, 10).unwrap().is_empty());
+    let r6 = commit_rows(&s, "a", &["6"]);
+    s.commit_handling("a", &r6, &[], &[], 11).unwrap();
+    assert_eq!(marks(&s, "a"), (r6[0], vec![r[4]]));
+    // Started again (a second report) or long gone: nothing changes.
+    s.commit_handling("a", &[r[0], 999_999], &[], &[], 12)
+        .unwrap();
+    assert_eq!(marks(&s, "a").0, r6[0]);
+}
+
+#[test]
+fn a_version_5_file_gets_a_mark_below_its_first_unhandled_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.db");
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        for sql in &super::schema::MIGRATIONS[..5] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.execute_batch(
+            "PRAGMA user_version = 5;
+             INSERT INTO inbox (seq, instance, chat, sender, id, message, received_at, handled_at) VALUES
+               (1, 'a', 'c', 's', '1', 'm1', 1, 2),
+               (2, 'a', 'c', 's', '2', 'm2', 1, NULL),
+               (3, 'a', 'c', 's', '3', 'm3', 1, 2),
+               (4, 'b', 'c', 's', '1', 'n1', 1, 2);",
+        )
+        .unwrap();
+    }
+    let s = Store::open(&path).unwrap();
+    assert_eq!(marks(&s, "a"), (1, vec![1, 3]));
+    assert_eq!(marks(&s, "b").0, 4);
+    let left: Vec<String> = s
+        .inbox_unhandled("a", 0, 10)
+        .unwrap()
+        .into_iter()
+        .map(|r| r.message)
+        .collect();
+    assert_eq!(left, ["m2"]);
+    assert!(s.inbox_unhandled("b", 0, 10).unwrap().is_empty());
+}
+
+#[test]
+fn pruning_by_age_never_drops_a_young_row_when_the_clock_went_back() {
+    let s = mem();
+    let day = 86_400_000;
+    let old = commit_rows_at(&s, "a", "old", 5 * day);
+    let young = commit_rows_at(&s, "a", "young", 19 * day);
+    // The clock went back: stamped old, but after a young row.
+    let late = commit_rows_at(&s, "a", "late", day);
+    let p = s.delivery_prune("a", 7 * day, 100, 20 * day).unwrap();
+    assert_eq!((p.inbox, p.unhandled), (1, 1), "{p:?}");
+    let left: Vec<i64> = s
+        .inbox_unhandled("a", 0, 10)
+        .unwrap()
+        .iter()
+        .map(|r| r.seq)
+        .collect();
+    assert_eq!(left, [young, late]);
+    assert!(old < young);
+}
+
+fn commit_rows_at(s: &Store, inst: &str, id: &str, at: u64) -> i64 {
+    s.inbox_commit(inst, &[item(id, id)], at).unwrap()[0].unwrap()
+}

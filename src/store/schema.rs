@@ -196,12 +196,29 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     CREATE INDEX outbox_queued ON outbox (instance, seq) WHERE status = 'queued';
     CREATE INDEX outbox_by_age ON outbox (instance, updated_at);
     ALTER TABLE instances ADD COLUMN logout_by TEXT;",
+    // 6: the scripts start an instance's messages in `seq` order, so what
+    // they handled is one number per instance, `handled_through`, moved
+    // once per batch, instead of a rewrite of each row and its entry in
+    // an index of the unhandled (two thirds of the inbox's cost per
+    // message). `handled_at` stays for rows marked one by one (those no
+    // script runs for). Unhandled rows are found by walking `seq` from
+    // the mark, so the partial index goes; pruning by age walks `seq` too
+    // (it grows with `received_at`), so the age index goes as well.
+    "CREATE TABLE inbox_progress (
+        instance TEXT PRIMARY KEY,
+        handled_through INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    INSERT INTO inbox_progress (instance, handled_through)
+        SELECT instance, COALESCE(MIN(CASE WHEN handled_at IS NULL THEN seq END) - 1, MAX(seq))
+        FROM inbox GROUP BY instance;
+    DROP INDEX inbox_unhandled;
+    DROP INDEX inbox_by_age;",
 ];
 
 /// The tables of an instance's messages in transit: deleted with its
 /// session (a logout) and with the instance, but not session data (an
 /// inbox row does not make an instance paired).
-pub const DELIVERY_TABLES: &[&str] = &["inbox", "outbox"];
+pub const DELIVERY_TABLES: &[&str] = &["inbox", "inbox_progress", "outbox"];
 
 /// Every table holding an instance's protocol/session data, each with an
 /// `instance` column. Logging out and deleting an instance clear exactly these,
