@@ -8,6 +8,9 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use super::{Store, StoreError, json_err, sql, to_sql_int};
 
+/// Rows walked per commit to move the handled mark ([`mark_started`]).
+const MARK_WALK: i64 = 4096;
+
 /// SQL for the instance's (`?1`) handled mark: rows up to it are handled.
 const MARK: &str = "COALESCE((SELECT handled_through FROM inbox_progress WHERE instance = ?1), 0)";
 
@@ -178,6 +181,9 @@ fn mark_handled(
 /// for the lot, the usual case: scripts start rows in order). Past the
 /// first row that is neither (a row still waiting for its handlers), the
 /// rest are marked one by one, so the mark never passes a row not handled.
+/// The walk covers at most [`MARK_WALK`] rows: a row that stays waiting
+/// (one a process handed nothing of until its restart) costs later batches
+/// that much, never more, and rows past the walk are marked one by one.
 fn mark_started(
     conn: &Connection,
     op: &'static str,
@@ -201,21 +207,23 @@ fn mark_started(
     let mut mark = from;
     let mut gap = false;
     let mut singles = Vec::new();
+    let mut walked = from;
     {
         // `+instance`: walk `seq` (the rowid), not the key index.
         let mut st = conn
             .prepare_cached(
                 "SELECT seq, handled_at IS NOT NULL FROM inbox \
-                 WHERE seq > ?2 AND seq <= ?3 AND +instance = ?1 ORDER BY seq",
+                 WHERE seq > ?2 AND seq <= ?3 AND +instance = ?1 ORDER BY seq LIMIT ?4",
             )
             .map_err(sql(op))?;
         let rows = st
-            .query_map(params![instance, from, newest], |r| {
+            .query_map(params![instance, from, newest, MARK_WALK], |r| {
                 Ok((r.get::<_, i64>(0)?, r.get::<_, bool>(1)?))
             })
             .map_err(sql(op))?;
         for row in rows {
             let (seq, marked) = row.map_err(sql(op))?;
+            walked = seq;
             let now_started = started.binary_search(&seq).is_ok();
             if !gap && (marked || now_started) {
                 mark = seq;
@@ -226,6 +234,7 @@ fn mark_started(
             }
         }
     }
+    singles.extend(started.iter().filter(|s| **s > walked));
     if mark > from {
         conn.prepare_cached(
             "INSERT INTO inbox_progress (instance, handled_through) VALUES (?1, ?2) \

@@ -464,3 +464,28 @@ fn pruning_by_age_never_drops_a_young_row_when_the_clock_went_back() {
 fn commit_rows_at(s: &Store, inst: &str, id: &str, at: u64) -> i64 {
     s.inbox_commit(inst, &[item(id, id)], at).unwrap()[0].unwrap()
 }
+
+#[test]
+fn rows_started_past_a_long_walk_are_marked_too() {
+    let s = mem();
+    let waiting = commit_rows(&s, "a", &["w"])[0];
+    let ids: Vec<String> = (0..5000).map(|i| i.to_string()).collect();
+    let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let started = commit_rows(&s, "a", &ids);
+    s.commit_handling("a", &started, &[], &[], 9).unwrap();
+    let left: Vec<i64> = s
+        .inbox_unhandled("a", 0, 10)
+        .unwrap()
+        .iter()
+        .map(|r| r.seq)
+        .collect();
+    assert_eq!(left, [waiting]);
+    assert_eq!(s.inbox_handled("a", started[4999]).unwrap(), Some(true));
+    // Once the row that waited started, the mark moves in walks.
+    s.commit_handling("a", &[waiting], &[], &[], 10).unwrap();
+    let r = commit_rows(&s, "a", &["next"]);
+    s.commit_handling("a", &r, &[], &[], 11).unwrap();
+    s.commit_handling("a", &r, &[], &[], 11).unwrap();
+    assert!(marks(&s, "a").0 > waiting);
+    assert!(s.inbox_unhandled("a", 0, 10).unwrap().is_empty());
+}
