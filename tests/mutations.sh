@@ -29,6 +29,7 @@ declare -A CATCHER=(
   [M12]="--test cron a_route_call_abandoned"
   [M13]="--test api_rich downloaded_media_is_served"
   [M14]="--test whatsapp_rich a_scripts_rich_sends"
+  [M15]="--lib store::delivery_props"
 )
 
 applied=""

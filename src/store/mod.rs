@@ -7,6 +7,8 @@
 
 mod delivery;
 #[cfg(test)]
+mod delivery_props;
+#[cfg(test)]
 mod delivery_tests;
 #[cfg(test)]
 mod instance_tests;
