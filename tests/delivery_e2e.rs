@@ -149,6 +149,12 @@ async fn a_failing_inbox_commit_holds_the_ack_back_until_a_redelivery_commits() 
     assert_eq!(acks(&server, &bad), 0, "acked without its commit");
     rig.app.host.settle().await;
     assert_eq!(rig.messages(), [line("fine")], "handed without a commit");
+    // And counted, for whoever watches the metrics.
+    let metrics = rig.app.bus.metrics().render(&[], &[]);
+    assert!(
+        metrics.contains("moonwire_inbox_commit_failures_total 1"),
+        "{metrics}"
+    );
 
     sql(dir.path(), "DROP TRIGGER poison;");
     let before = server.received().len();

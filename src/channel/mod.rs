@@ -111,6 +111,11 @@ pub enum EventKind {
     Receipt(Receipt),
     /// A group changed (`on_group`).
     Group(Box<GroupEvent>),
+    /// The channel could not commit `n` messages to the inbox: their ack
+    /// was held back and the server delivers them again (counted).
+    InboxFailed {
+        n: usize,
+    },
 }
 
 /// Something to send. The id is chosen before sending (WhatsApp ids are

@@ -269,6 +269,9 @@ impl Delivery {
                 new
             }
             Err(e) => {
+                self.bus
+                    .metrics()
+                    .inbox_commit_failed(self.uncommitted.len() as u64);
                 tracing::error!(instance = %self.name, error = %e, waiting = self.uncommitted.len(), "inbox commit failed; the messages wait and are tried again");
                 Vec::new()
             }

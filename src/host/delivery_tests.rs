@@ -93,6 +93,7 @@ struct Rig {
     out: Arc<Mutex<Vec<String>>>,
     conn: Arc<AtomicU64>,
     waiting: Arc<Mutex<Vec<Incoming>>>,
+    bus: EventBus,
 }
 
 fn rig_on(store: Arc<Store>, confirms: bool) -> Rig {
@@ -119,7 +120,7 @@ fn rig_on(store: Arc<Store>, confirms: bool) -> Rig {
         },
         ..HostSettings::default()
     };
-    let host = Host::new(store.clone(), hooks.clone(), bus, settings).unwrap();
+    let host = Host::new(store.clone(), hooks.clone(), bus.clone(), settings).unwrap();
     let sent: Arc<Mutex<Vec<String>>> = Default::default();
     let results: Arc<Mutex<VecDeque<Result<(), ChannelError>>>> = Default::default();
     let slot: Arc<Mutex<Option<UnboundedSender<ChannelEvent>>>> = Default::default();
@@ -158,6 +159,7 @@ fn rig_on(store: Arc<Store>, confirms: bool) -> Rig {
         out,
         conn,
         waiting,
+        bus,
     }
 }
 
@@ -220,6 +222,15 @@ impl Rig {
         self.host.settle().await;
     }
     /// Waits (bounded) until `f` holds.
+    /// `moonwire_inbox_commit_failures_total` as the metrics show it.
+    fn commit_failures(&self) -> u64 {
+        let text = self.bus.metrics().render(&[], &[]);
+        text.lines()
+            .find_map(|l| l.strip_prefix("moonwire_inbox_commit_failures_total "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
     async fn until(&self, what: &str, f: impl Fn(&Rig) -> bool) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         while !f(self) {
@@ -350,9 +361,9 @@ async fn a_failing_inbox_commit_hands_nothing_until_it_lands() {
         .unwrap();
     r.event(EventKind::Message(msg("m1", "one")));
     r.event(EventKind::Message(msg("m2", "two")));
-    r.host.settle().await;
-    tokio::time::sleep(Duration::from_millis(60)).await;
-    r.host.settle().await;
+    // Both failed at least twice (the first try and a retry), counted.
+    r.until("a retry that fails too", |r| r.commit_failures() >= 4)
+        .await;
     assert!(r.seen().is_empty(), "nothing that is not committed");
     r.store
         .with_conn("mend", |c| c.execute_batch("DROP TRIGGER no_inbox;"))

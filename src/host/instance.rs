@@ -276,6 +276,10 @@ impl Actor {
                 }
                 return;
             }
+            EventKind::InboxFailed { n } => {
+                self.bus.metrics().inbox_commit_failed(n as u64);
+                return;
+            }
             EventKind::SendAcked { id, error } => {
                 self.delivery.acked(&id, error);
                 return;

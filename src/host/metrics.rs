@@ -51,6 +51,7 @@ pub struct Metrics {
     http_seconds: Histogram,
     send_failed: Counter,
     inbox_redelivered: Counter,
+    inbox_commit_failed: Counter,
     pruned: Family<Labels, Counter>,
 }
 
@@ -75,6 +76,7 @@ impl Default for Metrics {
             http_seconds: http_histogram(),
             send_failed: Default::default(),
             inbox_redelivered: Default::default(),
+            inbox_commit_failed: Default::default(),
             pruned: Default::default(),
         };
         {
@@ -148,6 +150,11 @@ impl Default for Metrics {
                 "inbox_redelivered",
                 "Messages that arrived again and were not handed to scripts twice",
                 m.inbox_redelivered.clone(),
+            );
+            r.register(
+                "inbox_commit_failures",
+                "Messages whose inbox commit failed (held back; the server or the actor tries again)",
+                m.inbox_commit_failed.clone(),
             );
             r.register(
                 "delivery_pruned_rows",
@@ -254,6 +261,10 @@ impl Metrics {
 
     pub fn inbox_redelivered(&self, n: u64) {
         self.inbox_redelivered.inc_by(n);
+    }
+
+    pub fn inbox_commit_failed(&self, n: u64) {
+        self.inbox_commit_failed.inc_by(n);
     }
 
     pub fn delivery_pruned(&self, inbox: u64, outbox: u64) {
@@ -387,12 +398,14 @@ mod tests {
             reason: "logged out".into(),
         });
         m.inbox_redelivered(3);
+        m.inbox_commit_failed(4);
         m.delivery_pruned(5, 2);
         m.delivery_pruned(1, 0);
         let text = m.render(&[], &[]);
         for needle in [
             "moonwire_send_failed_total 1",
             "moonwire_inbox_redelivered_total 3",
+            "moonwire_inbox_commit_failures_total 4",
             "moonwire_delivery_pruned_rows_total{table=\"inbox\"} 6",
             "moonwire_delivery_pruned_rows_total{table=\"outbox\"} 2",
         ] {

@@ -68,6 +68,7 @@ impl InboundDurabilityHook for InboxHook {
             .inbox_commit(&self.instance, &items, now)
             .map_err(|e| {
                 tracing::error!(instance = %self.instance, error = %e, n = items.len(), "inbox commit failed; the server will deliver these again");
+                self.st.emit(EventKind::InboxFailed { n: items.len() });
                 e
             })?;
         for (seq, message) in seqs.into_iter().zip(msgs) {
