@@ -103,6 +103,9 @@ pub(super) struct Delivery {
     queue: BTreeMap<i64, Queued>,
     /// Handed to the sender task; with the connection they went out on.
     in_flight: BTreeMap<i64, (u64, Queued)>,
+    /// Handed to the channel before a logout, not back yet: reported as
+    /// they end (one that went out was delivered, not failed).
+    orphans: BTreeMap<i64, Queued>,
     /// Written to a channel that confirms sends, not confirmed yet.
     unacked: BTreeMap<i64, Queued>,
     unacked_ids: HashMap<String, i64>,
@@ -138,6 +141,7 @@ impl Delivery {
             to_mark: Vec::new(),
             queue: BTreeMap::new(),
             in_flight: BTreeMap::new(),
+            orphans: BTreeMap::new(),
             unacked: BTreeMap::new(),
             unacked_ids: HashMap::new(),
             early_acks: HashMap::new(),
@@ -424,6 +428,10 @@ impl Delivery {
         let mut outcomes = Vec::with_capacity(done.len());
         let mut events = Vec::new();
         for d in done {
+            if let Some(q) = self.orphans.remove(&d.seq) {
+                self.orphan_done(q, d.result, confirms, &mut events);
+                continue;
+            }
             let Some((conn, q)) = self.in_flight.remove(&d.seq) else {
                 continue;
             };
@@ -463,6 +471,29 @@ impl Delivery {
         self.record(&outcomes);
         for ev in events {
             self.bus.publish(ev);
+        }
+    }
+
+    /// A send handed over before a logout ended: its row went with the
+    /// logout, so only the event says how it went. Written to a channel
+    /// that confirms sends, no confirmation can come any more.
+    fn orphan_done(
+        &self,
+        q: Queued,
+        result: Result<(), ChannelError>,
+        confirms: bool,
+        events: &mut Vec<HostEvent>,
+    ) {
+        match result {
+            Ok(()) if !confirms => events.push(HostEvent::MessageOut {
+                instance: self.name.to_string(),
+                chat: q.out.chat.clone(),
+                id: q.out.id.clone(),
+                message: Arc::new(q.out.without_bytes()),
+            }),
+            Ok(()) => events
+                .push(self.failed_event(q.out, "logged out before the server confirmed it".into())),
+            Err(e) => events.push(self.failed_event(q.out, e.to_string())),
         }
     }
 
@@ -555,18 +586,17 @@ impl Delivery {
     }
 
     /// The account is gone: every send still waiting fails (its row went
-    /// with the logout).
+    /// with the logout); one the channel holds now ends as it ends.
     pub fn fail_all(&mut self, reason: &str) {
         self.unacked_ids.clear();
         self.early_acks.clear();
+        // What the channel holds now is reported when it comes back.
+        let in_flight = std::mem::take(&mut self.in_flight);
+        self.orphans
+            .extend(in_flight.into_iter().map(|(seq, (_, q))| (seq, q)));
         let queued = std::mem::take(&mut self.queue)
             .into_values()
-            .chain(std::mem::take(&mut self.unacked).into_values())
-            .chain(
-                std::mem::take(&mut self.in_flight)
-                    .into_values()
-                    .map(|(_, q)| q),
-            );
+            .chain(std::mem::take(&mut self.unacked).into_values());
         let events: Vec<HostEvent> = queued
             .map(|q| self.failed_event(q.out, reason.to_string()))
             .collect();

@@ -24,7 +24,11 @@ struct Scripted {
     conn: Arc<AtomicU64>,
     /// Messages the server has waiting: they come right after the open.
     waiting: Arc<Mutex<Vec<Incoming>>>,
+    /// The next send stays in the channel until this is released.
+    hold: Hold,
 }
+
+type Hold = Arc<Mutex<Option<oneshot::Receiver<()>>>>;
 
 impl Channel for Scripted {
     fn connect(&mut self, conn: u64) {
@@ -50,7 +54,13 @@ impl Channel for Scripted {
     fn send(&mut self, out: Outgoing) -> BoxFuture<Result<(), ChannelError>> {
         self.sent.lock().unwrap().push(out.id.clone());
         let r = self.results.lock().unwrap().pop_front().unwrap_or(Ok(()));
-        Box::pin(std::future::ready(r))
+        let held = self.hold.lock().unwrap().take();
+        Box::pin(async move {
+            if let Some(held) = held {
+                let _ = held.await;
+            }
+            r
+        })
     }
     fn confirms_sends(&self) -> bool {
         self.confirms
@@ -94,6 +104,7 @@ struct Rig {
     conn: Arc<AtomicU64>,
     waiting: Arc<Mutex<Vec<Incoming>>>,
     bus: EventBus,
+    hold: Hold,
 }
 
 fn rig_on(store: Arc<Store>, confirms: bool) -> Rig {
@@ -126,6 +137,8 @@ fn rig_on(store: Arc<Store>, confirms: bool) -> Rig {
     let slot: Arc<Mutex<Option<UnboundedSender<ChannelEvent>>>> = Default::default();
     let conn = Arc::new(AtomicU64::new(0));
     let waiting: Arc<Mutex<Vec<Incoming>>> = Default::default();
+    let hold: Hold = Default::default();
+    let h = hold.clone();
     let (s, r, sl, c, w) = (
         sent.clone(),
         results.clone(),
@@ -143,6 +156,7 @@ fn rig_on(store: Arc<Store>, confirms: bool) -> Rig {
                 confirms,
                 conn: c,
                 waiting: w,
+                hold: h,
             })
         })
         .unwrap();
@@ -160,6 +174,7 @@ fn rig_on(store: Arc<Store>, confirms: bool) -> Rig {
         conn,
         waiting,
         bus,
+        hold,
     }
 }
 
@@ -527,6 +542,48 @@ async fn a_send_the_server_never_confirmed_goes_again_under_the_same_id() {
     assert_eq!(r.status(&b), Some(SendStatus::Sent));
     assert_eq!(r.status(&c), Some(SendStatus::Failed));
     assert!(r.failed.lock().unwrap()[0].1.contains("479"));
+}
+
+#[tokio::test]
+async fn a_send_the_channel_holds_at_a_logout_is_reported_as_it_ends() {
+    for (confirms, want_out) in [(false, true), (true, false)] {
+        let r = rig(confirms);
+        open(&r).await;
+        let (release, held) = oneshot::channel();
+        *r.hold.lock().unwrap() = Some(held);
+        let id = r
+            .handle
+            .send(Outgoing::text("x@fake", "a", None))
+            .await
+            .unwrap();
+        r.until("handed to the channel", |r| {
+            r.sent.lock().unwrap().len() == 1
+        })
+        .await;
+        r.handle.logout(LogoutBy::User).await;
+        r.host.settle().await;
+        assert!(r.failed.lock().unwrap().is_empty(), "not before it ends");
+        release.send(()).unwrap();
+        r.until("reported", |r| {
+            !r.out.lock().unwrap().is_empty() || !r.failed.lock().unwrap().is_empty()
+        })
+        .await;
+        if want_out {
+            // It went out: delivered, not failed.
+            assert_eq!(*r.out.lock().unwrap(), std::slice::from_ref(&id));
+            assert!(r.failed.lock().unwrap().is_empty());
+        } else {
+            // Written, and no confirmation can come after the logout.
+            let failed = r.failed.lock().unwrap().clone();
+            assert_eq!(failed.len(), 1, "{failed:?}");
+            assert_eq!(failed[0].0, id);
+            assert!(
+                failed[0].1.contains("before the server confirmed"),
+                "{failed:?}"
+            );
+            assert!(r.out.lock().unwrap().is_empty());
+        }
+    }
 }
 
 #[tokio::test]
