@@ -210,12 +210,14 @@ async fn against_a_dead_server_exactly_max_per_minute_attempts_start_in_a_minute
 #[test]
 fn logout_of_an_instance_that_never_connected_succeeds() {
     let sb = Sandbox::new();
-    let out = sb.cmd().arg("logout").output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    sb.script(
+        "seen.lua",
+        "function on_logout(i) bot.log.warn('ON_LOGOUT ' .. i.by) end\n",
     );
+    let out = sb.cmd().arg("logout").output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("ON_LOGOUT user"), "{err}");
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
         "[default] close / logged_out"
@@ -224,8 +226,21 @@ fn logout_of_an_instance_that_never_connected_succeeds() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v[0]["state"], "logged_out");
     assert_eq!(v[0]["last_reason_code"], 401);
-    // Twice is fine.
-    assert!(sb.cmd().arg("logout").output().unwrap().status.success());
+    // Twice is fine, and the second, in another process, answers the state
+    // the first left: no second logout, no second on_logout, the row as it
+    // was.
+    let again = sb.cmd().arg("logout").output().unwrap();
+    assert!(again.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&again.stdout).trim(),
+        "[default] close / logged_out"
+    );
+    let err = String::from_utf8_lossy(&again.stderr);
+    assert!(!err.contains("ON_LOGOUT"), "{err}");
+    let out = sb.cmd().args(["status", "--json"]).output().unwrap();
+    let w: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(w[0]["last_change_at"], v[0]["last_change_at"], "{w}");
+    assert_eq!(w[0]["logout_by"], v[0]["logout_by"], "{w}");
 }
 
 #[test]

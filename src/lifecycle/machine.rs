@@ -57,19 +57,32 @@ pub struct Machine {
 impl Machine {
     /// `seed` feeds the jitter; `restored` is the last persisted row, so the
     /// account id and last reason survive restarts.
+    ///
+    /// An instance that was logged out stays `logged_out` (with who did it
+    /// and why) rather than `idle`: a logout asked of it in a later process
+    /// answers that state instead of logging out again; everything else
+    /// starts `idle`.
     pub fn new(settings: Settings, seed: u64, restored: Option<&StatusRow>) -> Machine {
+        let last_reason = restored.and_then(|r| {
+            r.last_reason_kind.map(|kind| Reason {
+                message: r.last_reason_message.clone(),
+                ..Reason::new(r.last_reason_code, kind)
+            })
+        });
+        let state = match (restored, &last_reason) {
+            (Some(r), Some(reason)) if r.state == StateName::LoggedOut => State::LoggedOut {
+                reason: reason.clone(),
+                by: r.logout_by.unwrap_or(LogoutBy::Server),
+            },
+            _ => State::Idle,
+        };
         Machine {
             settings,
-            state: State::Idle,
+            state,
             rng: backoff::Rng::new(seed),
             jid: restored.and_then(|r| r.jid.clone()),
             push_name: restored.and_then(|r| r.push_name.clone()),
-            last_reason: restored.and_then(|r| {
-                r.last_reason_kind.map(|kind| Reason {
-                    message: r.last_reason_message.clone(),
-                    ..Reason::new(r.last_reason_code, kind)
-                })
-            }),
+            last_reason,
             last_change_at: restored.map(|r| r.last_change_at).unwrap_or(0),
             failures: 0,
             opened_at: None,

@@ -575,3 +575,50 @@ fn only_a_script_answer_marks_the_state_by_script() {
         ["closed code=402 kind=temp_banned retry_in_ms=10000 by=script"]
     );
 }
+
+#[test]
+fn a_logged_out_row_restores_logged_out_and_a_second_logout_changes_nothing() {
+    let row = StatusRow {
+        connection_status: StateName::LoggedOut.connection_status(),
+        state: StateName::LoggedOut,
+        last_reason_code: Some(401),
+        last_reason_kind: Some(ReasonKind::LoggedOut),
+        last_reason_message: None,
+        last_change_at: 7,
+        jid: None,
+        push_name: None,
+        logout_by: Some(LogoutBy::Server),
+    };
+    let mut m = Machine::new(Settings::default(), 1, Some(&row));
+    assert!(
+        matches!(
+            m.state(),
+            State::LoggedOut {
+                by: LogoutBy::Server,
+                ..
+            }
+        ),
+        "{:?}",
+        m.state()
+    );
+    assert_eq!(m.row(), row, "the row it restored is the row it keeps");
+    let fx = m.step(Input::Logout { by: LogoutBy::User }, T0);
+    assert!(fx.is_empty(), "{fx:?}");
+    assert_eq!(m.row(), row);
+    // A person may pair again from there, like from idle.
+    let fx = m.step(Input::Connect, T0 + 1);
+    assert!(
+        fx.iter().any(|e| matches!(e, Effect::StartAttempt { .. })),
+        "{fx:?}"
+    );
+    // Any other row starts idle.
+    let closed = StatusRow {
+        state: StateName::Closed,
+        connection_status: StateName::Closed.connection_status(),
+        ..row
+    };
+    assert_eq!(
+        Machine::new(Settings::default(), 1, Some(&closed)).state(),
+        &State::Idle
+    );
+}
