@@ -502,3 +502,55 @@ fn archiver_saves_lists_sends_back_and_forgets_files() {
     let (_, stderr) = s.finish();
     assert!(!stderr.contains("script error"), "{stderr}");
 }
+
+/// Every example folder's `moonwire.toml` is a config `moonwire check`
+/// accepts, whose scripts folder is the example itself; and the console
+/// runs an example from its config alone.
+#[test]
+fn every_example_has_a_config_that_runs_it() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir())
+        .collect();
+    dirs.sort();
+    assert!(dirs.len() >= 7, "{dirs:?}");
+    let sb = Sandbox::new();
+    for dir in &dirs {
+        let config = dir.join("moonwire.toml");
+        assert!(config.is_file(), "{} has no moonwire.toml", dir.display());
+        let out = common::command(sb.path())
+            .arg("check")
+            .arg("--config")
+            .arg(&config)
+            .output()
+            .unwrap();
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "{}: {said}", config.display());
+        // It checked the example's own folder, not ./scripts.
+        let name = dir.file_name().unwrap().to_string_lossy().to_string();
+        assert!(
+            said.contains(&format!("examples/{name}/")),
+            "{}: {said}",
+            config.display()
+        );
+    }
+    let config = root.join("office-hours/moonwire.toml");
+    let out = checked(sb.console_with("!closed\nhello\n", |c| {
+        c.env_remove("MOONWIRE_SCRIPTS")
+            .arg("--config")
+            .arg(&config);
+    }));
+    assert_eq!(
+        out.bot_lines(),
+        [
+            "bot> Forced closed until !auto.",
+            "bot> We're closed, back at 9:00 (Mon–Fri 9:00–17:00).",
+        ]
+    );
+}
