@@ -113,3 +113,36 @@ fn a_server_logout_code_unpairs_like_logout() {
         assert!(stderr.contains("QR 2@console-1 qr"), "{code}: {stderr}");
     }
 }
+
+/// The `delay_ms=N` of a state line.
+fn delay(line: &str) -> u64 {
+    let at = line.find("delay_ms=").expect("a delay") + "delay_ms=".len();
+    line[at..]
+        .split(' ')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .expect("delay is a number")
+}
+
+#[test]
+fn the_backoff_factor_and_flap_bound_come_from_the_config() {
+    let sb = Sandbox::new();
+    // Factor 1: every delay at most the base (10 ms here), however many
+    // failures; flapping allowed up to 100 closes, so none escalates.
+    std::fs::write(
+        sb.path().join("moonwire.toml"),
+        "[reconnect]\nfactor = 1\nflap_closes = 100\n",
+    )
+    .unwrap();
+    let mut s = console(&sb);
+    let mut delays = Vec::new();
+    for _ in 0..7 {
+        let reconnecting = s.step("/drop 408", "* reconnecting code=408");
+        s.expect("* open jid=me@console", LINE_WAIT);
+        delays.push(delay(&reconnecting));
+    }
+    let (_, stderr) = s.finish();
+    // With the default factor 2 the 7th could draw up to 640 ms, and the
+    // 6th close in a minute would wait at least half the cap.
+    assert!(delays.iter().all(|d| *d <= 10), "{delays:?}\n{stderr}");
+}

@@ -244,9 +244,11 @@ pub fn host_settings(config: &Config) -> HostSettings {
         reconnect: Settings {
             base_ms: r.base_ms,
             cap_ms: r.cap_ms,
+            factor: r.factor,
             stable_ms: r.stable_ms,
             max_per_minute: r.max_per_minute,
-            ..Settings::default()
+            flap_closes: r.flap_closes,
+            flap_window_ms: r.flap_window_ms,
         },
         hook_timeout: std::time::Duration::from_millis(config.script.hook_timeout_ms),
         retention: moonwire::host::Retention {

@@ -32,8 +32,11 @@ struct RawInstance {
 struct RawReconnect {
     base_ms: Option<Spanned<u64>>,
     cap_ms: Option<Spanned<u64>>,
+    factor: Option<Spanned<u32>>,
     stable_ms: Option<Spanned<u64>>,
     max_per_minute: Option<Spanned<u32>>,
+    flap_closes: Option<Spanned<u32>>,
+    flap_window_ms: Option<Spanned<u64>>,
 }
 
 #[derive(Deserialize)]
@@ -143,6 +146,9 @@ impl FileCtx<'_> {
     }
 }
 
+/// A larger factor reaches the cap within two or three failures anyway.
+const MAX_BACKOFF_FACTOR: u32 = 10;
+
 pub(super) fn parse_file(text: &str, origin: &Path) -> Result<Layered, ConfigError> {
     let ctx = FileCtx { text, path: origin };
     let raw: RawFile = toml::from_str(text).map_err(|e| toml_error(&ctx, &e))?;
@@ -179,6 +185,23 @@ pub(super) fn parse_file(text: &str, origin: &Path) -> Result<Layered, ConfigErr
         }
         if let Some(v) = &r.max_per_minute {
             c.max_per_minute = ctx.positive(v, "reconnect.max_per_minute")?;
+        }
+        if let Some(v) = &r.factor {
+            let f = *v.get_ref();
+            if !(1..=MAX_BACKOFF_FACTOR).contains(&f) {
+                return Err(ctx.err(
+                    v,
+                    "reconnect.factor",
+                    format!("must be between 1 and {MAX_BACKOFF_FACTOR}, got {f}"),
+                ));
+            }
+            c.factor = f;
+        }
+        if let Some(v) = &r.flap_closes {
+            c.flap_closes = ctx.positive(v, "reconnect.flap_closes")?;
+        }
+        if let Some(v) = &r.flap_window_ms {
+            c.flap_window_ms = ctx.positive(v, "reconnect.flap_window_ms")?;
         }
     }
 

@@ -169,18 +169,27 @@ pub struct ReconnectConfig {
     pub base_ms: u64,
     /// Always >= `base_ms`.
     pub cap_ms: u64,
+    /// Each failure multiplies the backoff's ceiling by this (1..=10).
+    pub factor: u32,
     /// How long a connection must stay up before the backoff resets.
     pub stable_ms: u64,
     pub max_per_minute: u32,
+    /// More than this many closes within `flap_window_ms` wait the cap.
+    pub flap_closes: u32,
+    pub flap_window_ms: u64,
 }
 
 impl Default for ReconnectConfig {
     fn default() -> Self {
+        let m = crate::lifecycle::Settings::default();
         ReconnectConfig {
-            base_ms: 1000,
-            cap_ms: 60_000,
-            stable_ms: 30_000,
-            max_per_minute: 12,
+            base_ms: m.base_ms,
+            cap_ms: m.cap_ms,
+            factor: m.factor,
+            stable_ms: m.stable_ms,
+            max_per_minute: m.max_per_minute,
+            flap_closes: m.flap_closes,
+            flap_window_ms: m.flap_window_ms,
         }
     }
 }

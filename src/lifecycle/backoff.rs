@@ -34,10 +34,11 @@ impl Rng {
 }
 
 /// The upper bound of the delay after `failures` consecutive failures:
-/// `base * 2^(failures-1)`, capped.
-pub fn ceiling(base_ms: u64, cap_ms: u64, failures: u32) -> u64 {
-    let exp = failures.saturating_sub(1).min(63);
-    base_ms.saturating_mul(1u64 << exp).min(cap_ms)
+/// `base * factor^(failures-1)`, capped.
+pub fn ceiling(base_ms: u64, cap_ms: u64, factor: u32, failures: u32) -> u64 {
+    let exp = failures.saturating_sub(1);
+    let growth = u64::from(factor).checked_pow(exp).unwrap_or(u64::MAX);
+    base_ms.saturating_mul(growth).min(cap_ms)
 }
 
 /// Full jitter: anywhere between 0 and the ceiling, so many instances that
@@ -57,13 +58,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ceiling_doubles_then_caps() {
-        assert_eq!(ceiling(1000, 60_000, 1), 1000);
-        assert_eq!(ceiling(1000, 60_000, 2), 2000);
-        assert_eq!(ceiling(1000, 60_000, 6), 32_000);
-        assert_eq!(ceiling(1000, 60_000, 7), 60_000);
-        assert_eq!(ceiling(1000, 60_000, 500), 60_000);
-        assert_eq!(ceiling(u64::MAX, u64::MAX, 64), u64::MAX);
+    fn ceiling_grows_by_the_factor_then_caps() {
+        assert_eq!(ceiling(1000, 60_000, 2, 1), 1000);
+        assert_eq!(ceiling(1000, 60_000, 2, 2), 2000);
+        assert_eq!(ceiling(1000, 60_000, 2, 6), 32_000);
+        assert_eq!(ceiling(1000, 60_000, 2, 7), 60_000);
+        assert_eq!(ceiling(1000, 60_000, 2, 500), 60_000);
+        assert_eq!(ceiling(u64::MAX, u64::MAX, 2, 64), u64::MAX);
+        assert_eq!(ceiling(1000, 600_000, 3, 3), 9000);
+        assert_eq!(ceiling(1000, 60_000, 1, 40), 1000, "factor 1: no growth");
+        assert_eq!(ceiling(1000, 60_000, 10, u32::MAX), 60_000);
     }
 
     #[test]

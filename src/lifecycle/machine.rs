@@ -28,7 +28,7 @@ struct Pending {
 /// [`Effect::StartAttempt`]) is the backoff counter: the consecutive failed
 /// closes since the connection was last stable (open for `stable_ms`), at
 /// least 1. It grows while a connection flaps, even when each try opens
-/// briefly, and attempt N waits up to `base_ms * 2^(N-1)`. A user's connect
+/// briefly, and attempt N waits up to `base_ms * factor^(N-1)`. A user's connect
 /// from `idle`, `closed` or `logged_out` starts a fresh series at 1; a
 /// restart the server asks for (515) is not a failure and leaves it as it is.
 #[derive(Debug, Clone)]
@@ -531,7 +531,7 @@ impl Machine {
         if self.close_log.len() > s.flap_closes as usize {
             return backoff::equal_jitter(&mut self.rng, s.cap_ms);
         }
-        let ceiling = backoff::ceiling(s.base_ms, s.cap_ms, self.attempt());
+        let ceiling = backoff::ceiling(s.base_ms, s.cap_ms, s.factor, self.attempt());
         backoff::full_jitter(&mut self.rng, ceiling)
     }
 
@@ -546,7 +546,12 @@ impl Machine {
                 let ceiling = if self.close_log.len() > s.flap_closes as usize {
                     s.cap_ms
                 } else {
-                    backoff::ceiling(s.base_ms, s.cap_ms, self.attempt().saturating_add(2))
+                    backoff::ceiling(
+                        s.base_ms,
+                        s.cap_ms,
+                        s.factor,
+                        self.attempt().saturating_add(2),
+                    )
                 };
                 Plan::Reconnect {
                     delay_ms: backoff::equal_jitter(&mut self.rng, ceiling),

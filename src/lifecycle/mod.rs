@@ -402,6 +402,8 @@ impl std::fmt::Display for Transition {
 pub struct Settings {
     pub base_ms: u64,
     pub cap_ms: u64,
+    /// Each failure multiplies the ceiling by this (1: no growth).
+    pub factor: u32,
     /// An open connection that lasts this long resets the backoff.
     pub stable_ms: u64,
     /// Hard bound on automatic attempts in any 60 s window.
@@ -416,6 +418,7 @@ impl Default for Settings {
         Settings {
             base_ms: 1000,
             cap_ms: 60_000,
+            factor: 2,
             stable_ms: 30_000,
             max_per_minute: 12,
             flap_closes: 5,

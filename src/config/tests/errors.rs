@@ -86,6 +86,22 @@ fn impossible_values_name_key_and_line() {
             "moonwire.toml:2: reconnect.cap_ms: must be at least 1",
         ),
         (
+            "[reconnect]\nfactor = 0\n",
+            "moonwire.toml:2: reconnect.factor: must be between 1 and 10, got 0",
+        ),
+        (
+            "[reconnect]\nfactor = 11\n",
+            "moonwire.toml:2: reconnect.factor: must be between 1 and 10, got 11",
+        ),
+        (
+            "[reconnect]\nflap_closes = 0\n",
+            "moonwire.toml:2: reconnect.flap_closes: must be at least 1",
+        ),
+        (
+            "[reconnect]\nflap_window_ms = 0\n",
+            "moonwire.toml:2: reconnect.flap_window_ms: must be at least 1",
+        ),
+        (
             "[reconnect]\nmax_per_minute = 0\n",
             "moonwire.toml:2: reconnect.max_per_minute: must be at least 1",
         ),

@@ -64,8 +64,11 @@ scripts = "./sim"
 [reconnect]
 base_ms = 500
 cap_ms = 30000
+factor = 3
 stable_ms = 10000
 max_per_minute = 6
+flap_closes = 8
+flap_window_ms = 120000
 
 [script]
 hook_timeout_ms = 250
@@ -134,8 +137,11 @@ fn defaults_match_the_spec() {
         ReconnectConfig {
             base_ms: 1000,
             cap_ms: 60000,
+            factor: 2,
             stable_ms: 30000,
-            max_per_minute: 12
+            max_per_minute: 12,
+            flap_closes: 5,
+            flap_window_ms: 60000,
         }
     );
     assert_eq!(c.script.hook_timeout_ms, 1000);
@@ -218,8 +224,11 @@ fn full_file_sets_every_key() {
         ReconnectConfig {
             base_ms: 500,
             cap_ms: 30000,
+            factor: 3,
             stable_ms: 10000,
-            max_per_minute: 6
+            max_per_minute: 6,
+            flap_closes: 8,
+            flap_window_ms: 120000,
         }
     );
     assert_eq!(

@@ -622,3 +622,72 @@ fn a_logged_out_row_restores_logged_out_and_a_second_logout_changes_nothing() {
         &State::Idle
     );
 }
+
+/// The delay of the `failures`-th failure in a row, outside any flapping.
+fn delay_after(s: &Settings, seed: u64, failures: u32) -> u64 {
+    let mut m = Machine::new(s.clone(), seed, None);
+    let mut now = T0;
+    m.step(Input::Connect, now);
+    let mut last = 0;
+    for _ in 0..failures {
+        now += 61_000;
+        let fx = m.step(transport_error(), now);
+        answer(&mut m, &fx, CloseAnswer::Default, now);
+        if let State::Reconnecting { delay_ms, .. } = m.state() {
+            last = *delay_ms;
+        }
+        let token = m.timer.unwrap_or(0);
+        m.step(Input::TimerDue { token }, now + last);
+    }
+    last
+}
+
+#[test]
+fn the_factor_and_the_flap_window_are_settings() {
+    // Factor 3: the third failure draws from [0, 9 s], past factor 2's 4 s.
+    let s = Settings {
+        factor: 3,
+        ..settings()
+    };
+    let third: Vec<u64> = (0..200).map(|seed| delay_after(&s, seed, 3)).collect();
+    assert!(third.iter().all(|d| *d <= 9_000), "{third:?}");
+    assert!(third.iter().any(|d| *d > 6_000), "{third:?}");
+    // Factor 1: never more than the base.
+    let flat = Settings {
+        factor: 1,
+        ..settings()
+    };
+    assert!((0..100).all(|seed| delay_after(&flat, seed, 6) <= 1_000));
+
+    // Two closes allowed in 10 s: the third one there waits the cap.
+    let s = Settings {
+        flap_closes: 2,
+        flap_window_ms: 10_000,
+        ..settings()
+    };
+    let mut m = Machine::new(s, 9, None);
+    let mut now = T0;
+    m.step(Input::Connect, now);
+    let mut delays = Vec::new();
+    for _ in 0..3 {
+        m.step(
+            Input::Opened {
+                jid: None,
+                push_name: None,
+            },
+            now,
+        );
+        now += 100;
+        let fx = m.step(close(Some(428)), now);
+        answer(&mut m, &fx, CloseAnswer::Default, now);
+        let State::Reconnecting { delay_ms, .. } = m.state().clone() else {
+            panic!("{:?}", m.state())
+        };
+        delays.push(delay_ms);
+        now += delay_ms;
+        let token = m.timer.unwrap_or(0);
+        m.step(Input::TimerDue { token }, now);
+    }
+    assert!(delays[2] >= 30_000, "{delays:?}");
+    assert!(delays[..2].iter().all(|d| *d <= 2_000), "{delays:?}");
+}
