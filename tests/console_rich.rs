@@ -253,3 +253,31 @@ end
     }
     assert!(!out.stdout.iter().any(|l| l.contains("<document")));
 }
+
+#[test]
+fn a_console_instance_in_the_config_runs_its_own_scripts_folder() {
+    let sb = Sandbox::new();
+    sb.script(
+        "who.lua",
+        "function on_message(m) bot.send(m.chat, 'shared') end\n",
+    );
+    let shop = sb.path().join("shop");
+    std::fs::create_dir_all(&shop).unwrap();
+    std::fs::write(
+        shop.join("who.lua"),
+        "function on_message(m) bot.send(m.chat, 'shop') end\n",
+    )
+    .unwrap();
+    std::fs::write(
+        sb.path().join("moonwire.toml"),
+        "[[instance]]\nname = \"console\"\nchannel = \"console\"\nscripts = \"shop\"\n",
+    )
+    .unwrap();
+    sb.console("hi\n").assert_bot_lines(&["bot> shop"]);
+    // An explicit --scripts still wins.
+    let shared = sb.scripts();
+    sb.console_with("hi\n", |c| {
+        c.arg("--scripts").arg(&shared);
+    })
+    .assert_bot_lines(&["bot> shared"]);
+}

@@ -242,16 +242,22 @@ fn parse_group(cmd: &str) -> Result<Option<GroupLine>, String> {
     }))
 }
 
-pub fn run(config: &Config, manual_scan: bool) -> anyhow::Result<ExitCode> {
+/// `scripts_flag`: `--scripts` was given, and wins over an `[[instance]]
+/// name = "console"` entry's own folder.
+pub fn run(config: &Config, manual_scan: bool, scripts_flag: bool) -> anyhow::Result<ExitCode> {
     let rt = super::runtime()?;
-    let code = rt.block_on(run_async(config, manual_scan));
+    let code = rt.block_on(run_async(config, manual_scan, scripts_flag));
     // stdin is read by a blocking thread no one can interrupt: after a
     // signal it may still wait for a line that never comes.
     rt.shutdown_background();
     code
 }
 
-async fn run_async(config: &Config, manual_scan: bool) -> anyhow::Result<ExitCode> {
+async fn run_async(
+    config: &Config,
+    manual_scan: bool,
+    scripts_flag: bool,
+) -> anyhow::Result<ExitCode> {
     // Ctrl-C and SIGTERM end the run like /quit: hooks finish, on_unload
     // runs, the row ends closed/stopped, exit 0. Listening starts here, so
     // a signal during start-up is not lost.
@@ -276,8 +282,16 @@ async fn run_async(config: &Config, manual_scan: bool) -> anyhow::Result<ExitCod
         super::engine_config(config),
         out.clone(),
     )?;
+    // The instance's own scripts folder, when the config gives it one.
+    let scripts = config
+        .instances
+        .iter()
+        .find(|i| i.name == INSTANCE)
+        .and_then(|i| i.scripts.clone())
+        .filter(|_| !scripts_flag);
     let opts = StartOptions {
         manual_scan,
+        scripts,
         ..StartOptions::default()
     };
     let handle = app.start_configured(INSTANCE, ChannelKind::Console, opts)?;

@@ -201,7 +201,11 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
     logging::init(&config)?;
     match cli.command {
-        Command::Console { manual_scan, .. } => console::run(&config, manual_scan),
+        Command::Console {
+            manual_scan,
+            scripts,
+            ..
+        } => console::run(&config, manual_scan, scripts.is_some()),
         Command::Run { .. } => run::run(&config),
         Command::Pair {
             instance, phone, ..
