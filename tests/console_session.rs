@@ -171,3 +171,23 @@ fn manual_scan_after_a_logout_waits_for_the_scan() {
     let (rest, _) = s.finish();
     assert!(rest.is_empty(), "{rest:?}");
 }
+
+#[test]
+fn a_drop_while_the_code_is_on_show_closes_that_connection() {
+    let sb = Sandbox::new();
+    // 408 while pairing is the code timing out: the machine stays closed.
+    let run = sb.console_with("/drop 408\n", |c| {
+        c.arg("--manual-scan");
+    });
+    assert_eq!(
+        run.stdout,
+        [
+            "* connecting attempt=1",
+            "* pairing kind=qr code=2@console-1 expires_in=60",
+            "* closed code=408 kind=qr_timeout",
+        ],
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("ignored"), "{}", run.stderr);
+}

@@ -311,7 +311,8 @@ impl ConsoleSim {
     /// device, as `/logout` does: the next connect pairs again.
     pub fn drop_connection(&self, code: u16) -> Result<(), String> {
         let mut st = self.lock();
-        let Some(conn) = st.connected.take() else {
+        // An open connection, or one showing a code (waiting for `/scan`).
+        let Some(conn) = st.connected.take().or_else(|| st.pairing.take()) else {
             return Err("not connected".into());
         };
         if Reason::classify(code, false).default_action() == DefaultAction::LogOut {
