@@ -140,6 +140,24 @@ pub(super) fn delete_delivery(
     Ok(())
 }
 
+/// Puts the instance's handled mark at the newest row of the inbox (any
+/// instance's): the next account's rows all come after it (`seq` is never
+/// given out twice), so its first batch walks only its own rows instead of
+/// every other instance's from the start.
+pub(super) fn mark_all_handled(
+    conn: &Connection,
+    op: &'static str,
+    instance: &str,
+) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT OR REPLACE INTO inbox_progress (instance, handled_through) \
+         SELECT ?1, COALESCE(MAX(seq), 0) FROM inbox",
+        [instance],
+    )
+    .map_err(sql(op))?;
+    Ok(())
+}
+
 fn insert_outbox(
     conn: &Connection,
     op: &'static str,

@@ -188,8 +188,14 @@ fn a_logout_takes_the_inbox_and_outbox_with_the_keys_and_records_who() {
     assert!(!s.session_exists("a").unwrap());
     assert!(s.inbox_unhandled("a", 0, 10).unwrap().is_empty());
     assert!(s.outbox_queued("a").unwrap().is_empty());
+    // The mark waits at the newest row, so the next account's rows, all
+    // after it, walk from there.
+    let b_seq = s.inbox_unhandled("b", 0, 10).unwrap()[0].seq;
+    assert_eq!(marks(&s, "a"), (b_seq, vec![]));
     // A redelivery after the logout is a new message of the new account.
-    assert!(s.inbox_commit("a", &[item("1", "m")], 10).unwrap()[0].is_some());
+    let again = s.inbox_commit("a", &[item("1", "m")], 10).unwrap()[0];
+    assert!(again.is_some());
+    assert_eq!(s.inbox_unhandled("a", 0, 10).unwrap().len(), 1);
     assert_eq!(s.inbox_unhandled("b", 0, 10).unwrap().len(), 1);
     let row = s.instance("a").unwrap().unwrap();
     assert_eq!(row.status.logout_by, Some(LogoutBy::Script));

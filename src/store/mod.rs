@@ -334,6 +334,7 @@ impl Store {
             .map_err(sql(OP))?;
         delete_sessions(&tx, OP, instance)?;
         delete_delivery(&tx, OP, instance)?;
+        delivery::mark_all_handled(&tx, OP, instance)?;
         // On error the transaction is dropped, rolling the deletes back.
         update_status(&tx, OP, instance, row)?;
         tx.commit().map_err(sql(OP))?;
