@@ -316,3 +316,29 @@ end)
         "bot> still fine: Team",
     ]);
 }
+
+#[test]
+fn a_group_change_comes_after_the_sends_made_before_it() {
+    let sb = Sandbox::new();
+    // Nothing waits before the change: the reply is still in the
+    // handler's first part when the subject changes.
+    sb.script(
+        "order.lua",
+        r#"
+bot.command("rename", function(m)
+  m:reply("renaming")
+  bot.groups.set_subject("team@g.us", "Renamed")
+  m:reply("renamed")
+end)
+"#,
+    );
+    let out = sb.console(
+        "/group team@g.us Team you@console\n\
+         /from team@g.us you@console !rename\n",
+    );
+    out.assert_bot_lines(&[
+        "bot> [team@g.us] renaming",
+        "bot set the subject of team@g.us: Renamed",
+        "bot> [team@g.us] renamed",
+    ]);
+}

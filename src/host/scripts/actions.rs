@@ -169,6 +169,27 @@ impl HostActions {
         }
     }
 
+    /// Before a change the server makes at once and nothing rolls back (a
+    /// group change): the sends and writes made so far are committed, and
+    /// the message whose handlers are running counts as handled, as at a
+    /// wait. Otherwise the change could overtake sends made before it
+    /// (they wait for the batch's commit), and a crash after it would run
+    /// the handler's first part again. A group call the server answers
+    /// fast may finish within the handler's first run, before any wait.
+    fn commit_before_effect(&self) {
+        let mut h = self.handling();
+        if let Some(t) = h.message
+            && !h.handled.contains(&t)
+        {
+            h.handled.push(t);
+        }
+        let pending = h.pending();
+        drop(h);
+        if pending {
+            self.commit_handled();
+        }
+    }
+
     /// Whether this load error was already reported for the folder's
     /// generation (by another instance sharing it).
     fn already_reported(&self, error: &ScriptError, generation: u64) -> bool {
@@ -410,6 +431,12 @@ impl Actions for HostActions {
                 "group calls need the host's async runtime".into(),
             )));
         };
+        if !matches!(
+            op,
+            GroupOp::Info(_) | GroupOp::List | GroupOp::InviteLink(_)
+        ) {
+            self.commit_before_effect();
+        }
         let handle = self.handle.clone();
         let task = AbortOnDrop(rt.spawn(async move {
             handle.group(op).await.map_err(|e| match e {
