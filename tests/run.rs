@@ -244,6 +244,31 @@ fn logout_of_an_instance_that_never_connected_succeeds() {
 }
 
 #[test]
+fn pair_after_a_logout_waits_for_the_new_pairing() {
+    // A logged-out instance starts logged_out: pair must wait for where its
+    // connect ends, not take that state for the answer.
+    let sb = Sandbox::new();
+    std::fs::write(
+        sb.path().join("moonwire.toml"),
+        "[[instance]]\nname = \"bot\"\nchannel = \"console\"\n",
+    )
+    .unwrap();
+    for round in 0..3 {
+        let out = sb.cmd().arg("logout").output().unwrap();
+        assert!(out.status.success(), "round {round}");
+        let out = sb.cmd().arg("pair").output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(
+            stdout.lines().last(),
+            Some("[bot] paired: me@console"),
+            "round {round}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "round {round}");
+    }
+}
+
+#[test]
 fn pair_and_logout_check_their_arguments() {
     let sb = Sandbox::new();
     for args in [

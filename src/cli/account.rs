@@ -8,7 +8,7 @@ use anyhow::{Context, bail};
 use moonwire::channel::console::ConsoleOut;
 use moonwire::config::{Config, InstanceConfig, valid_instance_name};
 use moonwire::host::app::App;
-use moonwire::host::{DataDirLock, EventBus, InstanceHandle};
+use moonwire::host::{DataDirLock, EventBus, InstanceHandle, Snapshot};
 use moonwire::lifecycle::{LogoutBy, State};
 use moonwire::store::Store;
 
@@ -81,17 +81,19 @@ pub fn pair(
         let (app, handle) = start(config, &inst, phone)?;
         super::show_codes(&app.bus);
         let mut watch = handle.watch();
+        watch.borrow_and_update();
         handle.connect();
         let outcome = tokio::select! {
-            r = watch.wait_for(|s| matches!(s.state, State::Open { .. } | State::Closed { .. } | State::LoggedOut { .. })) => {
-                r.map(|s| s.clone()).ok()
-            }
+            r = settled(&mut watch) => r,
             _ = super::run::wait_for_signal() => None,
         };
         app.shutdown().await;
         match outcome {
             Some(snap) if matches!(snap.state, State::Open { .. }) => {
-                let jid = snap.row.jid.unwrap_or_else(|| "(account id not known yet)".into());
+                let jid = snap
+                    .row
+                    .jid
+                    .unwrap_or_else(|| "(account id not known yet)".into());
                 println!("[{}] paired: {jid}", inst.name);
                 Ok(ExitCode::SUCCESS)
             }
@@ -101,7 +103,11 @@ pub fn pair(
                     .last_reason_kind
                     .map(|k| k.as_str())
                     .unwrap_or("unknown");
-                eprintln!("[{}] not paired: {} ({reason})", inst.name, snap.state.name().as_str());
+                eprintln!(
+                    "[{}] not paired: {} ({reason})",
+                    inst.name,
+                    snap.state.name().as_str()
+                );
                 Ok(ExitCode::from(1))
             }
             None => {
@@ -110,6 +116,23 @@ pub fn pair(
             }
         }
     })
+}
+
+/// Where a connect just asked for ends: open, closed or logged out. Only
+/// states after the caller marked the watch seen (before the connect)
+/// count, so a restored `logged_out` is not taken for the outcome; `None`
+/// if the instance went away.
+async fn settled(watch: &mut tokio::sync::watch::Receiver<Snapshot>) -> Option<Snapshot> {
+    loop {
+        watch.changed().await.ok()?;
+        let s = watch.borrow_and_update().clone();
+        if matches!(
+            s.state,
+            State::Open { .. } | State::Closed { .. } | State::LoggedOut { .. }
+        ) {
+            return Some(s);
+        }
+    }
 }
 
 /// How long a logout waits for a paired instance to come online so the
@@ -129,13 +152,10 @@ pub fn logout(config: &Config, name: Option<String>) -> anyhow::Result<ExitCode>
         // nothing to tell, no dial.
         if app.is_paired(&inst.name)? {
             let mut watch = handle.watch();
+            watch.borrow_and_update();
             handle.connect();
-            let online = tokio::time::timeout(
-                ONLINE_WAIT,
-                watch.wait_for(|s| matches!(s.state, State::Open { .. } | State::Closed { .. } | State::LoggedOut { .. })),
-            )
-            .await;
-            if !matches!(online, Ok(Ok(ref s)) if matches!(s.state, State::Open { .. })) {
+            let online = tokio::time::timeout(ONLINE_WAIT, settled(&mut watch)).await;
+            if !matches!(online, Ok(Some(ref s)) if matches!(s.state, State::Open { .. })) {
                 tracing::warn!(instance = %inst.name, "could not reach the server; logging out locally (the phone may still list this device)");
             }
         }
