@@ -342,3 +342,36 @@ end)
         "bot> [team@g.us] renamed",
     ]);
 }
+
+#[test]
+fn a_group_change_waits_for_every_handler_of_the_message_to_start() {
+    let sb = Sandbox::new();
+    // a.lua starts first and asks for a change; b.lua's answer, made after
+    // it in the same message's start, still goes out first: the change
+    // waits for the commit of the whole start (handled mark included), so
+    // a crash before it undoes the run and the change alike.
+    sb.script(
+        "a.lua",
+        r#"
+function on_message(m)
+  if m.text == "go" then bot.groups.set_subject("team@g.us", "Renamed") end
+end
+"#,
+    );
+    sb.script(
+        "b.lua",
+        r#"
+function on_message(m)
+  if m.text == "go" then m:reply("b saw it") end
+end
+"#,
+    );
+    let out = sb.console(
+        "/group team@g.us Team you@console\n\
+         /from team@g.us you@console go\n",
+    );
+    out.assert_bot_lines(&[
+        "bot> [team@g.us] b saw it",
+        "bot set the subject of team@g.us: Renamed",
+    ]);
+}

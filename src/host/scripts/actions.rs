@@ -46,11 +46,21 @@ pub(super) struct Handling {
     sends: Vec<(OutboxItem, Outgoing)>,
     /// `bot.logout()` was called: it follows the sends made before it.
     logout: bool,
+    /// Group changes asked for meanwhile: they go to the server once what
+    /// came before them is committed and queued, with the answer for the
+    /// handler waiting on them.
+    changes: Vec<(GroupOp, GroupAnswer)>,
 }
+
+type GroupAnswer = tokio::sync::oneshot::Sender<Result<GroupReply, String>>;
 
 impl Handling {
     fn pending(&self) -> bool {
-        !self.handled.is_empty() || !self.kv.is_empty() || !self.sends.is_empty() || self.logout
+        !self.handled.is_empty()
+            || !self.kv.is_empty()
+            || !self.sends.is_empty()
+            || self.logout
+            || !self.changes.is_empty()
     }
 }
 
@@ -132,13 +142,14 @@ impl HostActions {
     /// commit fails nothing of it happened: the sends are reported failed,
     /// and the messages go to the scripts again at the next start.
     fn commit_handled(&self) {
-        let (handled, kv, sends, logout) = {
+        let (handled, kv, sends, logout, changes) = {
             let mut h = self.handling();
             (
                 std::mem::take(&mut h.handled),
                 std::mem::take(&mut h.kv),
                 std::mem::take(&mut h.sends),
                 std::mem::take(&mut h.logout),
+                std::mem::take(&mut h.changes),
             )
         };
         let instance = self.handle.name();
@@ -151,6 +162,12 @@ impl HostActions {
                 for (seq, (_, out)) in seqs.into_iter().zip(sends) {
                     self.handle.queued(seq, out);
                 }
+                for (op, answer) in changes {
+                    // A handler cancelled meanwhile asked for nothing.
+                    if !answer.is_closed() {
+                        self.start_group_call(op, answer);
+                    }
+                }
             }
             Err(e) => {
                 tracing::error!(instance = %instance, error = %e, n = handled.len(), "committing messages' handling failed; their store writes are lost and they are handled again at the next start");
@@ -162,6 +179,10 @@ impl HostActions {
                         reason: format!("the outbox could not take it: {e}"),
                     });
                 }
+                // Nothing of the run happened, so neither may its changes.
+                for (_, answer) in changes {
+                    let _ = answer.send(Err(format!("not done: the store could not commit: {e}")));
+                }
             }
         }
         if logout {
@@ -169,25 +190,26 @@ impl HostActions {
         }
     }
 
-    /// Before a change the server makes at once and nothing rolls back (a
-    /// group change): the sends and writes made so far are committed, and
-    /// the message whose handlers are running counts as handled, as at a
-    /// wait. Otherwise the change could overtake sends made before it
-    /// (they wait for the batch's commit), and a crash after it would run
-    /// the handler's first part again. A group call the server answers
-    /// fast may finish within the handler's first run, before any wait.
-    fn commit_before_effect(&self) {
-        let mut h = self.handling();
-        if let Some(t) = h.message
-            && !h.handled.contains(&t)
-        {
-            h.handled.push(t);
-        }
-        let pending = h.pending();
-        drop(h);
-        if pending {
-            self.commit_handled();
-        }
+    /// Sends a group call to the instance; `answer` gets the server's.
+    fn start_group_call(&self, op: GroupOp, mut answer: GroupAnswer) {
+        let Some(rt) = &self.net.rt else {
+            let _ = answer.send(Err("group calls need the host's async runtime".into()));
+            return;
+        };
+        let handle = self.handle.clone();
+        rt.spawn(async move {
+            let call = handle.group(op);
+            let r = tokio::select! {
+                r = call => r.map_err(|e| match e {
+                    crate::host::SendError::Channel(c) => c.to_string(),
+                    crate::host::SendError::NotOpen(_) => "not open".to_string(),
+                    other => other.to_string(),
+                }),
+                // The handler waiting for it was cancelled.
+                () = answer.closed() => return,
+            };
+            let _ = answer.send(r);
+        });
     }
 
     /// Whether this load error was already reported for the folder's
@@ -425,32 +447,27 @@ impl Actions for HostActions {
         })
     }
 
+    /// A change (anything but `Info`, `List`, `InviteLink`) asked for in a
+    /// message's handlers' start waits for that start's commit, as a send
+    /// does: the server makes it at once and nothing rolls it back, so it
+    /// must neither overtake the sends made before it nor happen for a run
+    /// a crash undoes. A group call the server answers fast could finish
+    /// within the handler's first run, before the commit. Reads go at once.
     fn group(&self, op: GroupOp) -> BoxFuture<Result<GroupReply, String>> {
-        let Some(rt) = &self.net.rt else {
-            return Box::pin(std::future::ready(Err(
-                "group calls need the host's async runtime".into(),
-            )));
-        };
-        if !matches!(
+        let (answer, rx) = tokio::sync::oneshot::channel();
+        let read = matches!(
             op,
             GroupOp::Info(_) | GroupOp::List | GroupOp::InviteLink(_)
-        ) {
-            self.commit_before_effect();
+        );
+        let mut slot = Some((op, answer));
+        if (read || !self.buffered(|h| h.changes.extend(slot.take())))
+            && let Some((op, answer)) = slot.take()
+        {
+            self.start_group_call(op, answer);
         }
-        let handle = self.handle.clone();
-        let task = AbortOnDrop(rt.spawn(async move {
-            handle.group(op).await.map_err(|e| match e {
-                crate::host::SendError::Channel(c) => c.to_string(),
-                crate::host::SendError::NotOpen(_) => "not open".to_string(),
-                other => other.to_string(),
-            })
-        }));
         Box::pin(async move {
-            let mut task = task;
-            match (&mut task.0).await {
-                Ok(r) => r,
-                Err(e) => Err(format!("the group call failed: {e}")),
-            }
+            rx.await
+                .unwrap_or_else(|_| Err("the group call was dropped".into()))
         })
     }
 
