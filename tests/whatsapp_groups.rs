@@ -42,6 +42,11 @@ bot.command("kick", function(m, args)
   local ok, err = bot.groups.remove(args[1], args[2])
   rec("kicks", tostring(ok) .. " " .. tostring(err))
 end)
+bot.command("warnkick", function(m, args)
+  m:reply("removing " .. args[2])
+  local ok, err = bot.groups.remove(args[1], args[2])
+  rec("warnkicks", tostring(ok) .. " " .. tostring(err))
+end)
 bot.command("admins", function(m, args)
   local g, err = bot.groups.info(args[1])
   if not g then return rec("admins", "nil " .. err) end
@@ -376,5 +381,40 @@ async fn hostile_group_notifications_change_nothing_they_should_not() {
         }
         other => panic!("{other:?}"),
     }
+    rig.stop().await;
+}
+
+#[tokio::test]
+async fn a_reply_made_before_a_remove_goes_out_before_it() {
+    let (server, rig, me) = in_a_group().await;
+    server.promote_in_group(G, &me).unwrap();
+    wait_recorded(&rig, &server, "events", 1).await;
+    let before = server.received().len();
+    server
+        .message_from(ALICE, "Alice", &format!("!warnkick {} {BOB}", gjid()))
+        .await
+        .unwrap();
+    let kicks = wait_recorded(&rig, &server, "warnkicks", 1).await;
+    assert_eq!(kicks, ["true nil"]);
+    let received = server.received();
+    let new = &received[before..];
+    let reply = new
+        .iter()
+        .position(|n| {
+            n.tag == "message" && support::attr(n, "to").as_deref() == Some(jid(ALICE).as_str())
+        })
+        .expect("the reply went out");
+    let remove = new
+        .iter()
+        .position(|n| {
+            n.tag == "iq"
+                && support::attr(n, "xmlns").as_deref() == Some("w:g2")
+                && n.get_optional_child("remove").is_some()
+        })
+        .expect("the remove went out");
+    assert!(
+        reply < remove,
+        "the remove went out before the reply made before it"
+    );
     rig.stop().await;
 }

@@ -56,7 +56,7 @@ struct Actor {
     /// `settle()` callers waiting for an `on_close` decision to come back.
     settle_waiters: Vec<oneshot::Sender<()>>,
     /// Sends in flight, awaited one after another so they leave in order.
-    sends: mpsc::UnboundedSender<PendingSend>,
+    sends: mpsc::UnboundedSender<Outbound>,
     /// Group events that arrived before the open (the offline backlog
     /// comes before `Connected`): delivered at the next open, after the
     /// inbox backlog.
@@ -100,6 +100,15 @@ const EVENT_BATCH: usize = 256;
 struct PendingSend {
     fut: crate::channel::BoxFuture<Result<(), ChannelError>>,
     seq: i64,
+}
+
+/// What the sender task takes, in order.
+enum Outbound {
+    Send(PendingSend),
+    /// A group call: started once the sends handed over before it are
+    /// written, so it never overtakes them on the wire; it runs beside the
+    /// sends after it (its answer may take long).
+    Group(crate::channel::BoxFuture<()>),
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -221,12 +230,19 @@ pub(super) fn spawn(
 
 /// One task per instance awaits sends in the order they were handed over
 /// and tells the actor how each went.
-fn spawn_sender(done: mpsc::UnboundedSender<SendDone>) -> mpsc::UnboundedSender<PendingSend> {
-    let (tx, mut rx) = mpsc::unbounded_channel::<PendingSend>();
+fn spawn_sender(done: mpsc::UnboundedSender<SendDone>) -> mpsc::UnboundedSender<Outbound> {
+    let (tx, mut rx) = mpsc::unbounded_channel::<Outbound>();
     tokio::spawn(async move {
-        while let Some(p) = rx.recv().await {
-            let result = p.fut.await;
-            let _ = done.send(SendDone { seq: p.seq, result });
+        while let Some(item) = rx.recv().await {
+            match item {
+                Outbound::Send(p) => {
+                    let result = p.fut.await;
+                    let _ = done.send(SendDone { seq: p.seq, result });
+                }
+                Outbound::Group(call) => {
+                    tokio::spawn(call);
+                }
+            }
         }
     });
     tx

@@ -5,7 +5,7 @@
 
 use tokio::time::Instant;
 
-use super::{Actor, PendingSend};
+use super::{Actor, Outbound, PendingSend};
 use crate::channel::{ChannelEvent, EventKind, Incoming};
 use crate::host::HostEvent;
 use crate::host::delivery::SendDone;
@@ -55,7 +55,7 @@ impl Actor {
                 fut: self.channel.send(out),
                 seq,
             };
-            if self.sends.send(pending).is_err() {
+            if self.sends.send(Outbound::Send(pending)).is_err() {
                 // The sender task is gone only when the actor ends.
                 tracing::error!(instance = %self.name, "the sender task has stopped; sends wait in the outbox");
                 return;

@@ -243,7 +243,7 @@ impl Actor {
         }
         let fut = self.channel.group(op);
         let mut reply = reply;
-        tokio::spawn(async move {
+        let call = Box::pin(async move {
             tokio::select! {
                 r = fut => {
                     let _ = reply.send(r.map_err(SendError::from));
@@ -251,6 +251,13 @@ impl Actor {
                 () = reply.closed() => {}
             }
         });
+        // Behind the sends handed over before it (see `Outbound::Group`).
+        if let Err(back) = self.sends.send(super::Outbound::Group(call)) {
+            // The sender task ends only with the actor; never drop a call.
+            if let super::Outbound::Group(call) = back.0 {
+                tokio::spawn(call);
+            }
+        }
     }
 }
 
