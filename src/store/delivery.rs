@@ -158,6 +158,25 @@ pub(super) fn mark_all_handled(
     Ok(())
 }
 
+/// Gives an instance without one its handled mark: just below its first
+/// row not handled, or at the inbox's newest row. Without a mark the walks
+/// from 0 would cross every other instance's rows (a new instance, one
+/// that has not received anything yet).
+pub(super) fn ensure_mark(
+    conn: &Connection,
+    op: &'static str,
+    instance: &str,
+) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT OR IGNORE INTO inbox_progress (instance, handled_through) SELECT ?1, COALESCE( \
+         (SELECT MIN(seq) - 1 FROM inbox WHERE +instance = ?1 AND handled_at IS NULL), \
+         (SELECT COALESCE(MAX(seq), 0) FROM inbox))",
+        [instance],
+    )
+    .map_err(sql(op))?;
+    Ok(())
+}
+
 fn insert_outbox(
     conn: &Connection,
     op: &'static str,

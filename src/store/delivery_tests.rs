@@ -495,3 +495,24 @@ fn rows_started_past_a_long_walk_are_marked_too() {
     assert!(marks(&s, "a").0 > waiting);
     assert!(s.inbox_unhandled("a", 0, 10).unwrap().is_empty());
 }
+
+#[test]
+fn a_new_instance_starts_its_mark_at_the_newest_row() {
+    let s = mem();
+    let a = commit_rows(&s, "a", &["1", "2", "3"]);
+    s.ensure_instance("c", "console", 2).unwrap();
+    // Everything before is someone else's: nothing of c's to walk over.
+    assert_eq!(marks(&s, "c").0, a[2]);
+    let c = commit_rows(&s, "c", &["1"]);
+    assert_eq!(s.inbox_unhandled("c", 0, 10).unwrap()[0].seq, c[0]);
+    // An instance with rows but no mark (its first row marked by itself)
+    // gets one below its first waiting row.
+    s.with_conn("forget", |c| {
+        c.execute("DELETE FROM inbox_progress WHERE instance = 'a'", [])?;
+        c.execute("UPDATE inbox SET handled_at = 3 WHERE seq = ?1", [a[0]])
+    })
+    .unwrap();
+    s.ensure_instance("a", "console", 3).unwrap();
+    assert_eq!(marks(&s, "a").0, a[1] - 1);
+    assert_eq!(s.inbox_unhandled("a", 0, 10).unwrap().len(), 2);
+}

@@ -256,6 +256,7 @@ impl Store {
             ],
         )
         .map_err(sql(OP))?;
+        super::delivery::ensure_mark(&tx, OP, name)?;
         let row = read_instance(&tx, OP, name)?
             .ok_or_else(|| StoreError::NoSuchInstance(name.to_owned()))?;
         tx.commit().map_err(sql(OP))?;
@@ -301,6 +302,7 @@ impl Store {
             )
             .map_err(sql(OP))?;
         }
+        super::delivery::ensure_mark(&tx, OP, new.name)?;
         let row = read_instance(&tx, OP, new.name)?
             .ok_or_else(|| StoreError::NoSuchInstance(new.name.to_owned()))?;
         tx.commit().map_err(sql(OP))?;
