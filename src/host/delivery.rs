@@ -22,6 +22,7 @@
 //! [`EventKind::Inbox`]: crate::channel::EventKind::Inbox
 //! [`EventKind::Message`]: crate::channel::EventKind::Message
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -240,23 +241,23 @@ impl Delivery {
                 return Vec::new();
             }
         };
-        let keys: Vec<String> = match &self.scope {
-            Some(scope) => self
-                .uncommitted
-                .iter()
-                .map(|m| format!("{scope}{}", m.id))
-                .collect(),
-            None => Vec::new(),
-        };
+        let keys: Vec<Cow<'_, str>> = self
+            .uncommitted
+            .iter()
+            .map(|m| match &self.scope {
+                Some(scope) => Cow::Owned(format!("{scope}{}", m.id)),
+                None => Cow::Borrowed(m.id.as_str()),
+            })
+            .collect();
         let items: Vec<InboxItem<'_>> = self
             .uncommitted
             .iter()
             .zip(&texts)
-            .enumerate()
-            .map(|(i, (m, t))| InboxItem {
+            .zip(&keys)
+            .map(|((m, t), k)| InboxItem {
                 chat: &m.chat,
                 sender: &m.sender,
-                id: keys.get(i).map_or(&m.id, |k| k),
+                id: k,
                 message: t,
             })
             .collect();
@@ -450,13 +451,7 @@ impl Delivery {
                 }
                 Ok(()) => {
                     outcomes.push((d.seq, SendOutcome::Sent));
-                    let message = Arc::new(q.out.without_bytes());
-                    events.push(HostEvent::MessageOut {
-                        instance: self.name.to_string(),
-                        chat: q.out.chat,
-                        id: q.out.id,
-                        message,
-                    });
+                    events.push(self.sent_event(q.out));
                 }
                 Err(e) if e.is_transient() => {
                     self.retry_later(d.seq, q, &e.to_string(), &mut outcomes, &mut events)
@@ -485,12 +480,7 @@ impl Delivery {
         events: &mut Vec<HostEvent>,
     ) {
         match result {
-            Ok(()) if !confirms => events.push(HostEvent::MessageOut {
-                instance: self.name.to_string(),
-                chat: q.out.chat.clone(),
-                id: q.out.id.clone(),
-                message: Arc::new(q.out.without_bytes()),
-            }),
+            Ok(()) if !confirms => events.push(self.sent_event(q.out)),
             Ok(()) => events
                 .push(self.failed_event(q.out, "logged out before the server confirmed it".into())),
             Err(e) => events.push(self.failed_event(q.out, e.to_string())),
@@ -531,15 +521,7 @@ impl Delivery {
             return;
         };
         let (outcome, ev) = match error {
-            None => (
-                SendOutcome::Sent,
-                HostEvent::MessageOut {
-                    instance: self.name.to_string(),
-                    message: Arc::new(q.out.without_bytes()),
-                    chat: q.out.chat,
-                    id: q.out.id,
-                },
-            ),
+            None => (SendOutcome::Sent, self.sent_event(q.out)),
             Some(e) => {
                 let reason = format!("the server refused it: {e}");
                 (
@@ -623,6 +605,15 @@ impl Delivery {
             chat,
             reason,
         });
+    }
+
+    fn sent_event(&self, out: Outgoing) -> HostEvent {
+        HostEvent::MessageOut {
+            instance: self.name.to_string(),
+            message: Arc::new(out.without_bytes()),
+            chat: out.chat,
+            id: out.id,
+        }
     }
 
     fn failed_event(&self, out: Outgoing, reason: String) -> HostEvent {
