@@ -353,6 +353,15 @@ fn marks(s: &Store, inst: &str) -> (i64, Vec<i64>) {
     .unwrap()
 }
 
+/// The `seq`s of the instance's rows not handled, oldest first.
+fn unhandled_seqs(s: &Store, inst: &str) -> Vec<i64> {
+    s.inbox_unhandled(inst, 0, 10_000)
+        .unwrap()
+        .iter()
+        .map(|r| r.seq)
+        .collect()
+}
+
 fn commit_rows(s: &Store, inst: &str, ids: &[&str]) -> Vec<i64> {
     let items: Vec<InboxItem<'_>> = ids.iter().map(|id| item(id, id)).collect();
     s.inbox_commit(inst, &items, 5)
@@ -389,12 +398,7 @@ fn the_mark_stops_before_a_row_still_waiting_and_walks_on_once_it_started() {
     s.commit_handling("a", &[r[0], r[2], r[3]], &[], &[], 9)
         .unwrap();
     assert_eq!(marks(&s, "a"), (r[0], vec![r[2], r[3], r[4]]));
-    let left: Vec<i64> = s
-        .inbox_unhandled("a", 0, 10)
-        .unwrap()
-        .iter()
-        .map(|row| row.seq)
-        .collect();
+    let left = unhandled_seqs(&s, "a");
     assert_eq!(left, [r[1]]);
     assert_eq!(s.inbox_handled("a", r[1]).unwrap(), Some(false));
     assert_eq!(s.inbox_handled("a", r[3]).unwrap(), Some(true));
@@ -457,12 +461,7 @@ fn pruning_by_age_never_drops_a_young_row_when_the_clock_went_back() {
     let late = commit_rows_at(&s, "a", "late", day);
     let p = s.delivery_prune("a", 7 * day, 100, 20 * day).unwrap();
     assert_eq!((p.inbox, p.unhandled), (1, 1), "{p:?}");
-    let left: Vec<i64> = s
-        .inbox_unhandled("a", 0, 10)
-        .unwrap()
-        .iter()
-        .map(|r| r.seq)
-        .collect();
+    let left = unhandled_seqs(&s, "a");
     assert_eq!(left, [young, late]);
     assert!(old < young);
 }
@@ -479,12 +478,7 @@ fn rows_started_past_a_long_walk_are_marked_too() {
     let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
     let started = commit_rows(&s, "a", &ids);
     s.commit_handling("a", &started, &[], &[], 9).unwrap();
-    let left: Vec<i64> = s
-        .inbox_unhandled("a", 0, 10)
-        .unwrap()
-        .iter()
-        .map(|r| r.seq)
-        .collect();
+    let left = unhandled_seqs(&s, "a");
     assert_eq!(left, [waiting]);
     assert_eq!(s.inbox_handled("a", started[4999]).unwrap(), Some(true));
     // Once the row that waited started, the mark moves in walks.

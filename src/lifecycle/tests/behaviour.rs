@@ -53,20 +53,7 @@ fn backoff_grows_with_full_jitter_and_resets_after_a_stable_connection() {
         let ceiling = 1000u64 << (failures - 1);
         let mut max_seen = 0;
         for seed in 0..200 {
-            let mut m = Machine::new(settings(), seed, None);
-            let mut now = T0;
-            m.step(Input::Connect, now);
-            let mut last = 0;
-            for _ in 0..failures {
-                now += 61_000; // outside the flap window
-                let fx = m.step(transport_error(), now);
-                answer(&mut m, &fx, CloseAnswer::Default, now);
-                if let State::Reconnecting { delay_ms, .. } = m.state() {
-                    last = *delay_ms;
-                }
-                let token = m.timer.unwrap_or(0);
-                m.step(Input::TimerDue { token }, now + last);
-            }
+            let last = delay_after(&settings(), seed, failures);
             assert!(last <= ceiling, "{last} > {ceiling}");
             max_seen = max_seen.max(last);
         }
@@ -103,13 +90,14 @@ fn backoff_grows_with_full_jitter_and_resets_after_a_stable_connection() {
     assert_eq!(m.failures, 1);
 }
 
-#[test]
-fn flapping_escalates_to_the_cap() {
-    let mut m = Machine::new(settings(), 9, None);
+/// The delays after `n` closes of connections that each opened and lasted
+/// `open_ms`.
+fn flap_delays(s: Settings, n: usize, open_ms: u64) -> Vec<u64> {
+    let mut m = Machine::new(s, 9, None);
     let mut now = T0;
     m.step(Input::Connect, now);
     let mut delays = Vec::new();
-    for _ in 0..7 {
+    for _ in 0..n {
         m.step(
             Input::Opened {
                 jid: None,
@@ -117,7 +105,7 @@ fn flapping_escalates_to_the_cap() {
             },
             now,
         );
-        now += 1_000;
+        now += open_ms;
         let fx = m.step(close(Some(428)), now);
         answer(&mut m, &fx, CloseAnswer::Default, now);
         let State::Reconnecting { delay_ms, .. } = m.state().clone() else {
@@ -128,6 +116,12 @@ fn flapping_escalates_to_the_cap() {
         let token = m.timer.unwrap_or(0);
         m.step(Input::TimerDue { token }, now);
     }
+    delays
+}
+
+#[test]
+fn flapping_escalates_to_the_cap() {
+    let delays = flap_delays(settings(), 7, 1_000);
     // The 6th close is "more than 5 in 60 s": at least half the cap, where
     // plain backoff after 6 failures could have drawn anything up to 32 s.
     assert!(delays[5] >= 30_000, "{delays:?}");
@@ -623,7 +617,8 @@ fn a_logged_out_row_restores_logged_out_and_a_second_logout_changes_nothing() {
     );
 }
 
-/// The delay of the `failures`-th failure in a row, outside any flapping.
+/// The delay of the `failures`-th failure in a row, each outside the flap
+/// window of the one before.
 fn delay_after(s: &Settings, seed: u64, failures: u32) -> u64 {
     let mut m = Machine::new(s.clone(), seed, None);
     let mut now = T0;
@@ -665,29 +660,7 @@ fn the_factor_and_the_flap_window_are_settings() {
         flap_window_ms: 10_000,
         ..settings()
     };
-    let mut m = Machine::new(s, 9, None);
-    let mut now = T0;
-    m.step(Input::Connect, now);
-    let mut delays = Vec::new();
-    for _ in 0..3 {
-        m.step(
-            Input::Opened {
-                jid: None,
-                push_name: None,
-            },
-            now,
-        );
-        now += 100;
-        let fx = m.step(close(Some(428)), now);
-        answer(&mut m, &fx, CloseAnswer::Default, now);
-        let State::Reconnecting { delay_ms, .. } = m.state().clone() else {
-            panic!("{:?}", m.state())
-        };
-        delays.push(delay_ms);
-        now += delay_ms;
-        let token = m.timer.unwrap_or(0);
-        m.step(Input::TimerDue { token }, now);
-    }
+    let delays = flap_delays(s, 3, 100);
     assert!(delays[2] >= 30_000, "{delays:?}");
     assert!(delays[..2].iter().all(|d| *d <= 2_000), "{delays:?}");
 }
